@@ -1,0 +1,1 @@
+"""Pure stage code: typed config in, files out. No Prefect import here."""

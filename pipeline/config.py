@@ -1,0 +1,95 @@
+"""Typed configuration of every stage. The one place hyper-parameters live.
+
+Each stage config is a pydantic model; flows take them as parameters (Prefect
+renders them as forms), and each is written beside the outputs it produced
+(``_stages/*.json``). Model/training configs live in ``models/config.py``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Device = str  # "auto" | "cpu" | "cuda" | "cuda:N"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestConfig(_Config):
+    format: Literal["msrvtt", "vatex", "manifest"] = "msrvtt"
+    dataset_root: str = Field(description="folder holding the videos; manifest paths may not escape it")
+    annotation: str = Field(description="annotation file (MSR-VTT JSON, VATEX JSON, CSV/JSONL manifest)")
+    video_ext: str = Field(".mp4", description="extension appended to ids for MSR-VTT/VATEX")
+    vatex_split: str = Field("train", description="split given to VATEX rows when the file has none")
+    probe: bool = Field(True, description="open each video's header to fill n_frames/fps/duration")
+
+
+class DecodeConfig(_Config):
+    frame_stride: int = Field(16, ge=1, description="one sampled frame per this many decoded frames (MSR-VTT)")
+    max_frames: int = Field(20, ge=1, description="cap; longer videos are sampled uniformly")
+    short_side: int = Field(256, ge=32)
+    crop: int = Field(224, ge=32)
+    threads: int = Field(0, ge=0, description="FFmpeg decode threads, 0 = auto")
+    timeout_s: float = Field(120.0, gt=0, description="per-video decode time limit")
+    prefetch: int = Field(2, ge=0, description="videos decoded ahead of the model (overlap)")
+
+
+class ResNetConfig(_Config):
+    enabled: bool = True
+    weights: str = Field("imagenet", description="'imagenet' (torchvision cache/download), a local .pth path, or 'random'")
+    batch_size: int = Field(32, ge=1, description="frames per forward pass, across videos")
+    device: Device = "auto"
+    bf16: bool = Field(True, description="bfloat16 autocast")
+    channels_last: bool = True
+
+
+class I3DConfig(_Config):
+    enabled: bool = True
+    weights: str = Field("kinetics", description="'kinetics' (pytorchvideo hub), a local .pyth/.pth path, or 'random'")
+    clip_len: int = Field(8, ge=4, description="frames per clip stack")
+    clip_step: int = Field(2, ge=1, description="decoded-frame step inside a stack")
+    max_clips: int = Field(8, ge=1, description="clips per video, uniformly placed")
+    batch_size: int = Field(8, ge=1, description="clips per forward pass, across videos")
+    device: Device = "auto"
+    bf16: bool = True
+    short_side: int = Field(256, ge=32)
+    crop: int = Field(224, ge=32)
+
+
+class TextConfig(_Config):
+    backend: Literal["spacy-dep", "hgr-json"] = "spacy-dep"
+    spacy_model: str = Field("en_core_web_sm", description="spaCy pipeline name or path")
+    hgr_json: str | None = Field(None, description="HGR sent2rolegraph.augment.json for backend hgr-json")
+    batch_size: int = Field(256, ge=1)
+    n_process: int = Field(1, ge=1)
+    max_caption_words: int = Field(200, ge=1, description="longer captions are truncated for parsing (status says so)")
+
+
+class ConceptConfig(_Config):
+    n_verbs: int = Field(512, ge=1)
+    n_nouns: int = Field(1024, ge=1)
+    lemmatize_all: bool = Field(True, description="False reproduces the reference (VB/NN tags left unlemmatized)")
+
+
+class VocabConfig(_Config):
+    min_count: int = Field(1, ge=1, description="train-caption count for a word to enter the vocabulary")
+    embeddings: str = Field("random", description="'random', 'glove-6b-50d' (registry package) or a GloVe-format text file")
+    random_dim: int = Field(300, ge=1)
+    seed: int = 0
+
+
+class BuildConfig(_Config):
+    """Everything one build of a dataset's shards depends on."""
+
+    dataset: str = Field(description="name of the dataset folder under out_root")
+    out_root: str
+    ingest: IngestConfig
+    shard_size: int = Field(64, ge=1, description="videos per feature shard (one task per shard)")
+    decode: DecodeConfig = DecodeConfig()
+    resnet: ResNetConfig = ResNetConfig()
+    i3d: I3DConfig = I3DConfig()
+    text: TextConfig = TextConfig()
+    concepts: ConceptConfig = ConceptConfig()
+    vocab: VocabConfig = VocabConfig()

@@ -1,0 +1,99 @@
+"""HDF5 frame-feature files in the reference layout.
+
+One dataset per video: name = video key with '/' replaced by '_', value
+float32 (n, D). File attributes record provenance: extractor, weights,
+weights_sha256, config (JSON), schema_version. Readers need h5py only.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import h5py
+import numpy as np
+
+from storage._atomic import atomic_path
+
+FEATURE_SCHEMA_VERSION = 1
+
+
+def dataset_name(key: str) -> str:
+    return key.replace("/", "_")
+
+
+def _set_attrs(f: h5py.File, attrs: Mapping[str, Any]) -> None:
+    f.attrs["schema_version"] = FEATURE_SCHEMA_VERSION
+    for k, v in attrs.items():
+        f.attrs[k] = v if isinstance(v, (str, int, float, bool, np.ndarray)) else json.dumps(v, default=str)
+
+
+def write_features(path: str | os.PathLike, features: Mapping[str, np.ndarray],
+                   attrs: Mapping[str, Any]) -> Path:
+    """Atomically write ``{key: (n, D) array}`` with provenance ``attrs``."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            _set_attrs(f, attrs)
+            for key, arr in features.items():
+                f.create_dataset(dataset_name(key), data=np.asarray(arr, dtype=np.float32))
+    return Path(path)
+
+
+def merge_features(path: str | os.PathLike, parts: list[str | os.PathLike], keys: set[str] | None,
+                   attrs: Mapping[str, Any]) -> Path:
+    """Atomically merge part files into one (only ``keys`` when given)."""
+    wanted = None if keys is None else {dataset_name(k) for k in keys}
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as out:
+            _set_attrs(out, attrs)
+            for part in parts:
+                with h5py.File(part, "r") as src:
+                    for name in src:
+                        if wanted is None or name in wanted:
+                            src.copy(src[name], out, name=name)
+    return Path(path)
+
+
+def check_version(f: h5py.File, path: str | os.PathLike) -> None:
+    got = int(f.attrs.get("schema_version", -1))
+    if got != FEATURE_SCHEMA_VERSION:
+        raise ValueError(f"{path}: feature schema_version {got} != {FEATURE_SCHEMA_VERSION}; rebuild features")
+
+
+def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    with h5py.File(path, "r") as f:
+        check_version(f, path)
+        return dict(f.attrs)
+
+
+class FeatureReader:
+    """Random access to one feature file; keep one per worker process."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._f = h5py.File(self.path, "r")
+        check_version(self._f, self.path)
+
+    def __contains__(self, key: str) -> bool:
+        return dataset_name(key) in self._f
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._f[dataset_name(key)][()]
+
+    def keys(self) -> Iterator[str]:
+        return iter(self._f.keys())
+
+    @property
+    def dim(self) -> int:
+        first = next(iter(self._f.values()), None)
+        return int(first.shape[1]) if first is not None else 0
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "FeatureReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

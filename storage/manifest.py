@@ -1,0 +1,66 @@
+"""Stage manifests: a JSON file written LAST marks a stage (or a shard) committed.
+
+``<root>/_stages/<stage>.json`` or ``<root>/_stages/<stage>/<shard>.json``.
+It records the cache key, the stage config, code version, input fingerprints,
+counts and timings, so a shard tree explains how it was made.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from storage._atomic import atomic_write_text
+
+MANIFEST_SCHEMA_VERSION = 1
+
+
+class StageManifest(BaseModel):
+    stage: str
+    key: str
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+    shard: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    code_version: str = ""
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: list[str] = Field(default_factory=list)
+    counts: dict[str, int] = Field(default_factory=dict)
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+
+
+def manifest_path(root: str | os.PathLike, stage: str, shard: str | None = None) -> Path:
+    base = Path(root) / "_stages"
+    return base / stage / f"{shard}.json" if shard is not None else base / f"{stage}.json"
+
+
+def write_manifest(root: str | os.PathLike, manifest: StageManifest) -> Path:
+    path = manifest_path(root, manifest.stage, manifest.shard)
+    atomic_write_text(path, manifest.model_dump_json(indent=2))
+    return path
+
+
+def read_manifest(root: str | os.PathLike, stage: str, shard: str | None = None) -> StageManifest | None:
+    """The committed manifest, or None when the stage/shard is not committed."""
+    path = manifest_path(root, stage, shard)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+        raise ValueError(
+            f"{path}: manifest schema_version {data.get('schema_version')} != {MANIFEST_SCHEMA_VERSION}; "
+            "rebuild this output root with the current code"
+        )
+    return StageManifest.model_validate(data)
+
+
+def is_committed(root: str | os.PathLike, stage: str, key: str, shard: str | None = None) -> bool:
+    """True when the stage/shard was committed with this exact cache key and its outputs exist."""
+    m = read_manifest(root, stage, shard)
+    if m is None or m.key != key:
+        return False
+    return all((Path(root) / o).exists() for o in m.outputs)
