@@ -1,0 +1,1 @@
+"""Torch modules, losses and metrics. Knows nothing of files or Prefect."""

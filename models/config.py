@@ -1,0 +1,79 @@
+"""Model, training and evaluation hyper-parameters (defaults = the paper / reference code)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HANetConfig(_Config):
+    # shapes (set from the shards at train time)
+    feat_dim: int = Field(2048, description="frame feature size D_feat")
+    vocab_size: int = Field(0, description="0 = read from the shards' words table")
+    word_dim: int = Field(300, description="word embedding size (read from the embeddings file)")
+    n_verb_concepts: int = Field(512, description="K_a")
+    n_noun_concepts: int = Field(1024, description="K_e")
+    # widths
+    joint_dim: int = Field(1024, description="D_v = D_s")
+    gcn_attn_dim: int = Field(512, description="query/key size of the attention GCN")
+    se_reduction: int = 16
+    verb_kernel: int = Field(5, description="Conv1d kernel of the video action-concept head (eq. 1)")
+    # dropouts
+    dropout_video: float = 0.2
+    dropout_text: float = 0.2
+    dropout_gcn: float = 0.5
+    # local level
+    n_action_clips: int = Field(10, description="N_a: top verb concepts kept per video")
+    n_entity_clips: int = Field(20, description="N_e: top noun concepts kept per video")
+    action_window: int = Field(2, description="+- frames around a verb's argmax frame (clip of 5)")
+    entity_topk_frames: int = Field(3, description="frames averaged per selected noun concept")
+    mil_divisor: int = Field(8, description="tau = ceil(n_valid / mil_divisor), at least 1")
+    # alignment
+    attn_lambda: float = Field(4.0, description="stacked-attention temperature lambda")
+    use_individual: bool = True
+    use_local: bool = True
+    use_global: bool = True
+    use_seme: bool = Field(True, description="False = Table 4 'FC -> SeMe' ablation")
+    use_gcn: bool = Field(True, description="False = Table 4 'FC -> relational GCN' ablation")
+    # losses (eqs. 21-25)
+    margin: float = 0.2
+    eta: float = Field(0.1, description="weight of the concept (Jaccard) ranking loss")
+    mu: float = Field(0.01, description="weight of the concept BCE losses")
+    mask_other_caption_concepts: bool = Field(True, description="reference BCE masking; False = plain BCE")
+    # text graph caps (applied by the data loader)
+    max_words: int = 30
+    max_verbs: int = 4
+    max_nouns: int = 6
+    max_frames: int = Field(20, description="frames per video (20 MSR-VTT, 30 VATEX)")
+
+
+class TrainConfig(_Config):
+    model: Literal["hanet"] = "hanet"
+    hanet: HANetConfig = HANetConfig()
+    features: str = Field("resnet152", description="feature folder under features/ to train on")
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 50
+    patience: int = Field(10, description="early stop after this many epochs without val rsum gain")
+    grad_clip: float = Field(0.0, description="0 = off")
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    unique_videos_per_batch: bool = Field(True, description="no same-video false negatives in a batch")
+    val_split: str = "val"
+    max_steps_per_epoch: int = Field(0, description="0 = full epoch (tests/demos cap it)")
+
+
+class EvalConfig(_Config):
+    split: str = "test"
+    video_chunk: int = Field(500, description="videos scored per block")
+    caption_chunk: int = Field(2000, description="captions encoded and scored per block")
+    device: str = "auto"
+    store_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="dtype of cached video embeddings between blocks")
+    n_heatmaps: int = Field(4, description="test videos drawn as concept heatmaps")
