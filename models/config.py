@@ -34,6 +34,9 @@ class HANetConfig(_Config):
     mil_divisor: int = Field(8, description="tau = ceil(n_valid / mil_divisor), at least 1")
     # alignment
     attn_lambda: float = Field(4.0, description="stacked-attention temperature lambda")
+    attn_fusion: Literal["embed", "sim"] = Field(
+        "embed", description="stacked attention: 'embed' = cosine of the attended video vector with "
+        "the text component (reference code); 'sim' = attention-weighted sum of cosines (paper eq. 17)")
     use_individual: bool = True
     use_local: bool = True
     use_global: bool = True

@@ -1,7 +1,15 @@
 """What every stage function returns, so flows can record and cache it uniformly."""
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from pipeline._fingerprint import stable_hash
+from storage.manifest import StageManifest, is_committed, read_manifest, write_manifest
 
 
 @dataclass
@@ -12,3 +20,31 @@ class StageResult:
     counts: dict[str, int] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def stage_key(stage: str, config: Any, code: str, inputs: Any) -> str:
+    """Cache key of one stage (or shard): what it runs, with what, on what."""
+    return stable_hash({"stage": stage, "config": config, "code": code, "inputs": inputs})
+
+
+def run_stage(root: str | os.PathLike, stage: str, key: str, fn: Callable[[], StageResult], *,
+              config: Any = None, inputs: dict | None = None, code: str = "",
+              shard: str | None = None, force: bool = False) -> tuple[StageManifest, bool]:
+    """Run ``fn`` unless ``stage``/``shard`` is already committed under ``key``.
+
+    Returns (manifest, executed). The manifest is written LAST, after every
+    output of ``fn`` is in place, so a killed run leaves the stage uncommitted
+    and the next run redoes exactly the uncommitted stages/shards.
+    """
+    if not force and is_committed(root, stage, key, shard):
+        return read_manifest(root, stage, shard), False
+    t0 = time.perf_counter()
+    result = fn()
+    cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else (config or {})
+    manifest = StageManifest(
+        stage=stage, key=key, shard=shard, config=cfg, code_version=code, inputs=inputs or {},
+        outputs=result.outputs, counts=result.counts,
+        timings_s={**result.timings_s, "total": round(time.perf_counter() - t0, 3)},
+    )
+    write_manifest(root, manifest)
+    return manifest, True

@@ -24,6 +24,7 @@ class IngestConfig(_Config):
     video_ext: str = Field(".mp4", description="extension appended to ids for MSR-VTT/VATEX")
     vatex_split: str = Field("train", description="split given to VATEX rows when the file has none")
     probe: bool = Field(True, description="open each video's header to fill n_frames/fps/duration")
+    probe_workers: int = Field(4, ge=1, description="threads opening video headers in parallel at ingest")
 
 
 class DecodeConfig(_Config):
@@ -34,6 +35,14 @@ class DecodeConfig(_Config):
     threads: int = Field(0, ge=0, description="FFmpeg decode threads, 0 = auto")
     timeout_s: float = Field(120.0, gt=0, description="per-video decode time limit")
     prefetch: int = Field(2, ge=0, description="videos decoded ahead of the model (overlap)")
+    interpolation: Literal["BILINEAR", "BICUBIC", "AREA"] = Field(
+        "BILINEAR", description="swscale filter of the short-side resize (antialiased when shrinking)")
+    max_missing_fraction: float = Field(
+        0.1, ge=0, le=1, description="a video decoding fewer frames than its container states by more than "
+        "this fraction (and more than missing_frames_slack) is an error (truncated); 1 disables")
+    missing_frames_slack: int = Field(2, ge=0, description="frames that may always be missing (rounded durations)")
+    max_decode_errors: int = Field(0, ge=0, description="decoder errors (bad packets) tolerated per video; "
+                                   "more make the video an error")
 
 
 class ResNetConfig(_Config):
@@ -43,6 +52,7 @@ class ResNetConfig(_Config):
     device: Device = "auto"
     bf16: bool = Field(True, description="bfloat16 autocast")
     channels_last: bool = True
+    seed: int = Field(0, description="initialisation seed for weights='random' (recorded in provenance)")
 
 
 class I3DConfig(_Config):
@@ -56,6 +66,7 @@ class I3DConfig(_Config):
     bf16: bool = True
     short_side: int = Field(256, ge=32)
     crop: int = Field(224, ge=32)
+    seed: int = Field(0, description="initialisation seed for weights='random' (recorded in provenance)")
 
 
 class TextConfig(_Config):

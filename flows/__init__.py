@@ -1,0 +1,1 @@
+"""Thin Prefect flows and tasks over pipeline/ (all real work lives there)."""

@@ -1,0 +1,79 @@
+"""Prefect plumbing shared by the flows: cached stage tasks, I/O retries, runners.
+
+Caching has two layers with ONE key per stage/shard (``pipeline._stage.stage_key``:
+stage name, stage config, stage code version, input fingerprints):
+1. Prefect's cache (``cache_key_fn`` returns that key; results persisted), so
+   a rerun shows the task as ``Cached`` without running it;
+2. the commit manifest on disk (``_stages/...json``, written last), so a killed
+   run resumes at shard granularity even without Prefect's result store.
+If a committed output disappeared, the flow refreshes that task's cache.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from pipeline._stage import StageResult, run_stage
+from storage.manifest import is_committed
+
+IO_RETRIES = 2
+IO_RETRY_DELAY_S = 3
+
+
+def _retry_on_io(task_, task_run, state) -> bool:
+    """Retry transient I/O failures only; a bad config or bad code fails at once."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - result unavailable: be conservative
+        return False
+    return isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError))
+
+
+def _cache_key(context, parameters: dict[str, Any]) -> str:
+    return parameters["key"]
+
+
+def stage_task(name: str, fn: Callable[..., StageResult]):
+    """A Prefect task named ``name`` that runs ``fn`` through ``run_stage``."""
+
+    @task(name=name, cache_key_fn=_cache_key, persist_result=True, retries=IO_RETRIES,
+          retry_delay_seconds=IO_RETRY_DELAY_S, retry_condition_fn=_retry_on_io)
+    def _task(root: str, stage: str, key: str, shard: str | None = None, force: bool = False,
+              code: str = "", config: Any = None, inputs: dict | None = None,
+              kwargs: dict | None = None) -> dict:
+        logger = get_run_logger()
+        manifest, executed = run_stage(root, stage, key, lambda: fn(**(kwargs or {})), config=config,
+                                       inputs=inputs, code=code, shard=shard, force=force)
+        where = f"{stage}/{shard}" if shard else stage
+        logger.info("%s %s: %s", where, "done" if executed else "already committed", manifest.counts)
+        return {**manifest.model_dump(mode="json"), "executed": executed}
+
+    return _task
+
+
+def submit_stage(task_fn, *, root: str, stage: str, key: str, shard: str | None = None,
+                 force: bool = False, wait_for=None, **params):
+    """Submit a stage task; bypass Prefect's cache when forced or the outputs are gone."""
+    refresh = force or not is_committed(root, stage, key, shard)
+    run_name = f"{stage}-{shard}" if shard else stage
+    t = task_fn.with_options(refresh_cache=refresh, task_run_name=run_name)
+    return t.submit(root=root, stage=stage, key=key, shard=shard, force=force,
+                    wait_for=wait_for or [], **params)
+
+
+def make_task_runner(runner: str, n_workers: int, dask_address: str | None = None):
+    """'local' threads, or Dask (a LocalCluster, or an existing scheduler's address)."""
+    if runner == "local":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=n_workers)
+    if runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if dask_address:
+            return DaskTaskRunner(address=dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    raise ValueError(f"unknown runner {runner!r}: use 'local' or 'dask'")

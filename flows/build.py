@@ -1,0 +1,233 @@
+"""The feature DAG: ingest -> [per shard] decode + ResNet152 / I3D -> merge; captions -> text stages.
+
+Deployments (prefect.yaml): build-features/build-msrvtt-features,
+build-features/build-vatex-features, build-features/build-sample-features.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect.logging import get_run_logger
+
+from flows import _stages
+from pipeline import _backbones, decode, extract, ingest, sample_data
+from pipeline._fingerprint import code_version, file_fingerprint, sha256_file, stable_hash
+from pipeline._stage import stage_key
+from pipeline.config import BuildConfig, IngestConfig
+from pipeline.text import parse as text_parse
+from storage._atomic import atomic_write_text, clean_stale_tmp
+
+EXTRACTORS = ("resnet152", "i3d_r50")
+STAGES = ("ingest", *EXTRACTORS, *(f"merge-{e}" for e in EXTRACTORS), "parse", "concepts", "vocab")
+
+ingest_task = _stages.stage_task("ingest", ingest.run_ingest)
+extract_task = _stages.stage_task("extract", extract.extract_shard)
+merge_task = _stages.stage_task("merge", extract.finalize_features)
+parse_task = _stages.stage_task("parse", text_parse.run_parse)
+concepts_task = _stages.stage_task("concepts", text_parse.run_concepts)
+vocab_task = _stages.stage_task("vocab", text_parse.run_vocab)
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def make_build_config(dataset: str, dataset_root: str, annotation: str, out_root: str, format: str,
+                      extractors: list[str], max_frames: int, frame_stride: int, batch_size: int,
+                      device: str, weights: str, shard_size: int, overrides: dict | None) -> BuildConfig:
+    """Flat deployment parameters (+ nested ``overrides``) -> one validated BuildConfig."""
+    unknown = set(extractors) - set(EXTRACTORS)
+    if unknown:
+        raise ValueError(f"unknown extractors {sorted(unknown)}; choose from {list(EXTRACTORS)}")
+    resnet_w = {"pretrained": "imagenet"}.get(weights, weights)
+    i3d_w = {"pretrained": "kinetics"}.get(weights, weights)
+    base = {
+        "dataset": dataset, "out_root": out_root, "shard_size": shard_size,
+        "ingest": {"format": format, "dataset_root": dataset_root, "annotation": annotation},
+        "decode": {"max_frames": max_frames, "frame_stride": frame_stride},
+        "resnet": {"enabled": "resnet152" in extractors, "weights": resnet_w, "batch_size": batch_size,
+                   "device": device},
+        "i3d": {"enabled": "i3d_r50" in extractors, "weights": i3d_w, "device": device},
+    }
+    return BuildConfig.model_validate(_deep_merge(base, overrides or {}))
+
+
+def _resolve_weights(cfg: BuildConfig, allow_random: bool) -> BuildConfig:
+    """Fail early (with what to do) when pretrained weights are unreachable, or fall back loudly."""
+    logger = get_run_logger()
+    updates = {}
+    for name, sub in (("resnet", cfg.resnet), ("i3d", cfg.i3d)):
+        if not sub.enabled or sub.weights == "random":
+            continue
+        try:
+            _backbones.check_weights(name, sub)
+        except _backbones.WeightsUnavailableError as err:
+            if not allow_random:
+                raise
+            logger.warning("!!! %s: pretrained weights unavailable (%s). FALLING BACK TO weights=random: "
+                           "features are NOT meaningful beyond smoke tests; provenance is recorded in "
+                           "every shard.", name, err)
+            updates[name] = sub.model_copy(update={"weights": "random"})
+    return cfg.model_copy(update=updates)
+
+
+def _ingest_inputs(cfg: BuildConfig) -> dict[str, Any]:
+    ann = Path(cfg.ingest.annotation)
+    if not ann.exists():
+        raise FileNotFoundError(f"annotation file {ann} does not exist (dataset_root={cfg.ingest.dataset_root})")
+    return {"annotation_sha256": sha256_file(ann), "dataset_root": str(Path(cfg.ingest.dataset_root).resolve())}
+
+
+def _video_stage_keys(root: Path, cfg: BuildConfig, ingest_key: str):
+    """(extractor, spec, key, model_cfg) for every enabled extractor and shard."""
+    code = code_version(extract, decode, _backbones)
+    out = []
+    for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)):
+        if not sub.enabled:
+            continue
+        wfp = file_fingerprint(sub.weights) if Path(sub.weights).is_file() else sub.weights
+        for spec in extract.plan_shards(root, cfg.shard_size):
+            inputs = {"videos": spec.fingerprint(), "weights": wfp}
+            key = stage_key(name, {"decode": cfg.decode, "model": sub}, code, inputs)
+            out.append((name, spec, key, sub, code, inputs))
+    return out
+
+
+def _text_chain(root: str, cfg: BuildConfig, force: set[str], wait_for) -> list:
+    """parse -> (concepts, vocab), keyed by the captions table's content hash."""
+    code = code_version(*text_parse.MODULES)
+    captions_sha = sha256_file(Path(root) / "captions.parquet")
+    pkey = stage_key("parse", cfg.text, code, {"captions": captions_sha})
+    parse = _stages.submit_stage(parse_task, root=root, stage="parse", key=pkey, force="parse" in force,
+                                 code=code, config=cfg.text, inputs={"captions": captions_sha},
+                                 kwargs={"root": Path(root), "cfg": cfg.text}, wait_for=wait_for)
+    futures = [parse]
+    for name, fn, sub in (("concepts", concepts_task, cfg.concepts), ("vocab", vocab_task, cfg.vocab)):
+        key = stage_key(name, sub, code, {"parse": pkey})
+        futures.append(_stages.submit_stage(fn, root=root, stage=name, key=key, force=name in force,
+                                            code=code, config=sub, inputs={"parse": pkey},
+                                            kwargs={"root": Path(root), "cfg": sub}, wait_for=[parse]))
+    return futures
+
+
+def _video_chain(root: str, cfg: BuildConfig, ingest_key: str, force: set[str], wait_for) -> list:
+    futures, by_extractor = [], {}
+    for name, spec, key, sub, code, inputs in _video_stage_keys(Path(root), cfg, ingest_key):
+        kwargs = {"root": Path(root), "spec": spec, "extractor": name, "decode_cfg": cfg.decode,
+                  "model_cfg": sub, "dataset_root": Path(cfg.ingest.dataset_root)}
+        f = _stages.submit_stage(extract_task, root=root, stage=name, key=key, shard=spec.id,
+                                 force=name in force, code=code, config=sub, inputs=inputs,
+                                 kwargs=kwargs, wait_for=wait_for)
+        by_extractor.setdefault(name, []).append((spec.id, key, f))
+    for name, shards in by_extractor.items():
+        stage = f"merge-{name}"
+        key = stage_key(stage, {}, code_version(extract), {"shards": [k for _, k, _ in shards]})
+        futures += [f for _, _, f in shards]
+        futures.append(_stages.submit_stage(
+            merge_task, root=root, stage=stage, key=key, force=stage in force, code=code_version(extract),
+            inputs={"shards": [k for _, k, _ in shards]},
+            kwargs={"root": Path(root), "extractor": name, "shard_ids": [s for s, _, _ in shards]},
+            wait_for=[f for _, _, f in shards]))
+    return futures
+
+
+def _summary(futures: list, progress_id, t0: float) -> list[dict]:
+    rows, done = [], 0
+    for fut in as_completed(futures):
+        done += 1
+        if progress_id is not None:
+            update_progress_artifact(progress_id, progress=100.0 * done / len(futures))
+        state = fut.state
+        res = fut.result()
+        status = "cached" if state.name == "Cached" or not res["executed"] else "executed"
+        rows.append({"stage": res["stage"], "shard": res.get("shard") or "", "status": status,
+                     "seconds": res["timings_s"].get("total", 0.0),
+                     "counts": json.dumps(res["counts"], sort_keys=True)})
+    rows.sort(key=lambda r: (STAGES.index(r["stage"]) if r["stage"] in STAGES else 99, r["shard"]))
+    return rows
+
+
+@flow(name="build-dag")
+def build_dag(cfg: BuildConfig, force: list[str] | None = None) -> dict:
+    """Run every stage of ``cfg`` (cached ones are skipped) and return a summary."""
+    logger, t0 = get_run_logger(), time.perf_counter()
+    force = set(force or [])
+    root = str(Path(cfg.out_root) / cfg.dataset)
+    removed = clean_stale_tmp(root)
+    if removed:
+        logger.info("removed %d temporary files left by an interrupted run", removed)
+    atomic_write_text(Path(root) / "build_config.json", cfg.model_dump_json(indent=2))
+    ing_inputs = _ingest_inputs(cfg)
+    ing_key = stage_key("ingest", cfg.ingest, code_version(ingest), ing_inputs)
+    ing = _stages.submit_stage(ingest_task, root=root, stage="ingest", key=ing_key, force="ingest" in force,
+                               code=code_version(ingest), config=cfg.ingest, inputs=ing_inputs,
+                               kwargs={"cfg": cfg})
+    ing.wait()
+    ing.result()  # raise now if ingest failed: nothing downstream can run
+    futures = [ing] + _video_chain(root, cfg, ing_key, force, [ing]) + _text_chain(root, cfg, force, [ing])
+    progress = create_progress_artifact(progress=0.0, key=None, description=f"{cfg.dataset}: stages done")
+    rows = _summary(futures, progress, t0)
+    create_table_artifact(rows, key=f"build-{_slug(cfg.dataset)}",
+                          description=f"Build of {cfg.dataset} into {root}")
+    executed = sum(r["status"] == "executed" for r in rows)
+    logger.info("build of %s done in %.1fs: %d stage runs executed, %d cached; shards in %s",
+                cfg.dataset, time.perf_counter() - t0, executed, len(rows) - executed, root)
+    return {"root": root, "stages": rows, "executed": executed, "cached": len(rows) - executed}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower())
+
+
+@flow(name="build-features", log_prints=True)
+def build_features(
+    dataset: str = "sample",
+    dataset_root: str = "data/sample/videos",
+    annotation: str = "data/sample/annotation.json",
+    out_root: str = "out",
+    format: Literal["msrvtt", "vatex", "manifest"] = "msrvtt",
+    extractors: list[str] = list(EXTRACTORS),
+    max_frames: int = 20,
+    frame_stride: int = 16,
+    batch_size: int = 32,
+    device: str = "auto",
+    weights: str = "pretrained",
+    allow_random_weights: bool = False,
+    shard_size: int = 64,
+    generate_sample: int = 0,
+    force: list[str] = [],
+    runner: Literal["local", "dask"] = "local",
+    n_workers: int = 2,
+    dask_address: str | None = None,
+    overrides: dict = {},
+) -> dict:
+    """Build a dataset's shards. ``weights``: 'pretrained', 'random' or a local file.
+
+    ``force``: stage names to recompute (ingest, resnet152, i3d_r50, merge-*, parse,
+    concepts, vocab). ``overrides``: nested BuildConfig fields, e.g.
+    ``{"i3d": {"clip_len": 16}, "text": {"spacy_model": "en_core_web_md"}}``.
+    ``generate_sample``: when > 0 and the annotation file is missing, first write
+    that many deterministic sample videos (the bundled sample dataset).
+    """
+    if generate_sample and not Path(annotation).exists():
+        sample_data.generate_sample_dataset(Path(dataset_root).parent, n_videos=generate_sample)
+    cfg = make_build_config(dataset, dataset_root, annotation, out_root, format, extractors, max_frames,
+                            frame_stride, batch_size, device, weights, shard_size, overrides)
+    cfg = _resolve_weights(cfg, allow_random_weights)
+    bad = set(force) - set(STAGES)
+    if bad:
+        raise ValueError(f"unknown stages in force: {sorted(bad)}; stages are {list(STAGES)}")
+    dag = build_dag.with_options(task_runner=_stages.make_task_runner(runner, n_workers, dask_address))
+    summary = dag(cfg, force=list(force))
+    print(f"shards written under {summary['root']} "
+          f"({summary['executed']} stage runs executed, {summary['cached']} cached)")
+    return summary

@@ -1,0 +1,122 @@
+"""Training, evaluation and scheduled retraining flows over built shards.
+
+Deployments (prefect.yaml): train/train-hanet, evaluate/evaluate-hanet,
+retrain/retrain-hanet (cron; skips when the shards did not change).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
+
+from models.config import EvalConfig, TrainConfig
+from pipeline import evaluate as evaluate_mod
+from pipeline import train as train_mod
+from pipeline._fingerprint import stable_hash
+from storage._atomic import atomic_write_text
+
+METRIC_ORDER = ("R@1", "R@5", "R@10", "MedR", "MeanR")
+
+
+def shards_fingerprint(shards_root: Path) -> str:
+    """Hash of every committed stage manifest's key: changes iff the shards changed."""
+    keys = sorted(
+        (str(p.relative_to(shards_root)), json.loads(p.read_text())["key"])
+        for p in (shards_root / "_stages").rglob("*.json")
+    )
+    if not keys:
+        raise FileNotFoundError(f"{shards_root}: no committed stages; run a build-features deployment first")
+    return stable_hash(keys)
+
+
+def metrics_rows(report: dict) -> list[dict]:
+    """One row per direction, columns R@1..MeanR, plus rsum."""
+    rows = []
+    for direction in ("t2v", "v2t"):
+        m = report[direction]
+        rows.append({"direction": direction, **{k: round(float(m[k]), 2) for k in METRIC_ORDER}})
+    rows.append({"direction": "rsum", "R@1": round(float(report["rsum"]), 2)})
+    return rows
+
+
+def format_metrics(report: dict) -> str:
+    head = f"{'':>6} " + " ".join(f"{k:>7}" for k in METRIC_ORDER)
+    lines = [head]
+    for direction in ("t2v", "v2t"):
+        m = report[direction]
+        lines.append(f"{direction:>6} " + " ".join(f"{float(m[k]):7.2f}" for k in METRIC_ORDER))
+    lines.append(f"{'rsum':>6} {float(report['rsum']):7.2f}")
+    return "\n".join(lines)
+
+
+@task(name="train-model")
+def train_task(shards_root: str, run_dir: str, cfg: TrainConfig, resume: bool) -> dict:
+    return train_mod.run_train(Path(shards_root), Path(run_dir), cfg, resume=resume)
+
+
+@task(name="evaluate-checkpoint")
+def evaluate_task(checkpoint: str, shards_root: str, cfg: EvalConfig, out_dir: str | None) -> dict:
+    return evaluate_mod.run_evaluate(Path(checkpoint), Path(shards_root), cfg,
+                                     Path(out_dir) if out_dir else None)
+
+
+def publish_report(report: dict, title: str) -> None:
+    """Table artifact of the metrics + markdown with the heatmap paths; also printed."""
+    create_table_artifact(metrics_rows(report), key=None, description=title)
+    heatmaps = report.get("heatmaps", [])
+    if heatmaps:
+        md = "\n".join(f"- `{p}`" for p in heatmaps)
+        create_markdown_artifact(f"### Concept heatmaps\n{md}", description=title)
+    print(f"{title}\n{format_metrics(report)}")
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(checkpoint: str, dataset: str = "sample", out_root: str = "out", split: str = "test",
+             overrides: dict = {}) -> dict:
+    """Score a checkpoint on a split: R@1/5/10, MedR, MeanR both directions, rsum."""
+    cfg = EvalConfig.model_validate({"split": split, **overrides})
+    report = evaluate_task(checkpoint, str(Path(out_root) / dataset), cfg, None)
+    publish_report(report, f"{Path(checkpoint).name} on {dataset}/{split}")
+    return report
+
+
+@flow(name="train", log_prints=True)
+def train(dataset: str = "sample", out_root: str = "out", runs_root: str = "runs", run_name: str = "",
+          epochs: int = 50, batch_size: int = 64, max_steps_per_epoch: int = 0, resume: bool = True,
+          test_split: str = "test", overrides: dict = {}) -> dict:
+    """Train HANet on a built dataset, then evaluate the best checkpoint on ``test_split``.
+
+    ``overrides``: nested TrainConfig fields, e.g. ``{"hanet": {"use_local": false}}``.
+    """
+    logger = get_run_logger()
+    shards_root = Path(out_root) / dataset
+    cfg = TrainConfig.model_validate({"epochs": epochs, "batch_size": batch_size,
+                                      "max_steps_per_epoch": max_steps_per_epoch, **overrides})
+    run_dir = Path(runs_root) / cfg.model / (run_name or f"{dataset}-{stable_hash(cfg, 8)}")
+    summary = train_task(str(shards_root), str(run_dir), cfg, resume)
+    logger.info("best epoch %s, val rsum %.2f", summary.get("best_epoch"), summary.get("best_rsum", 0.0))
+    report = evaluate_task(summary["best_checkpoint"], str(shards_root), EvalConfig(split=test_split),
+                           str(run_dir))
+    publish_report(report, f"{cfg.model} {run_dir.name}: {dataset}/{test_split}")
+    return {"run_dir": str(run_dir), "train": summary, "report": report}
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(dataset: str = "sample", out_root: str = "out", runs_root: str = "runs",
+            epochs: int = 50, batch_size: int = 64, max_steps_per_epoch: int = 0,
+            overrides: dict = {}) -> dict:
+    """Retrain when the dataset's shards changed since the last retrain; skip otherwise."""
+    shards_root = Path(out_root) / dataset
+    fp = shards_fingerprint(shards_root)
+    marker = Path(runs_root) / "retrain" / f"{dataset}.json"
+    if marker.exists() and json.loads(marker.read_text()).get("shards") == fp:
+        print(f"shards of {dataset} unchanged since the last retrain ({fp}): skipping")
+        return {"skipped": True, "shards": fp}
+    result = train(dataset=dataset, out_root=out_root, runs_root=runs_root, run_name=f"{dataset}-{fp}",
+                   epochs=epochs, batch_size=batch_size, max_steps_per_epoch=max_steps_per_epoch,
+                   overrides=overrides)
+    atomic_write_text(marker, json.dumps({"shards": fp, "run_dir": result["run_dir"]}, indent=2))
+    return {"skipped": False, "shards": fp, **result}

@@ -1,0 +1,233 @@
+"""Building blocks of HANet that respect padding masks.
+
+Every sequence tensor here is laid out (B, T, C) with a bool mask (B, T), True = real step.
+The rule of this module: padded steps never influence a real step's output. They are zeroed
+before convolutions (so a k=5 conv sees exactly the zero padding a lone sequence would see),
+excluded from BatchNorm statistics, from the SE squeeze, from attention and from MIL pooling,
+and zero in every output.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+def zero_pad(x: Tensor, mask: Tensor) -> Tensor:
+    """x (B, T, C) with padded steps set to 0."""
+    return x * mask.unsqueeze(-1).to(x.dtype)
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over the channel axis of (B, T, C) that only sees real steps.
+
+    Training: mean/variance over the valid positions of the batch only (running statistics are
+    updated from those, unbiased as in nn.BatchNorm1d). Eval: running statistics, so a sample's
+    output never depends on its batch-mates. Parameter/buffer names equal nn.BatchNorm1d's.
+    Padded positions come out as 0.
+    """
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+        flat = x[mask]  # (M, C): the valid positions only
+        # batch statistics need >= 2 values; a lone valid position is normalised with the
+        # running statistics instead (plain BatchNorm1d would raise)
+        use_batch_stats = self.training and flat.shape[0] > 1
+        if use_batch_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        if self.momentum is not None:
+            momentum = self.momentum
+        else:  # cumulative moving average, as nn.BatchNorm1d
+            momentum = 1.0 / max(1, int(self.num_batches_tracked or 1))
+        y = F.batch_norm(flat, self.running_mean, self.running_var, self.weight, self.bias,
+                         use_batch_stats, momentum, self.eps)
+        out = x.new_zeros(x.shape[:-1] + (y.shape[-1],))
+        out[mask] = y
+        return out
+
+
+class ConceptHead(nn.Module):
+    """sigma(BN(Conv1d_k(x))) per step (eqs. 1-4): (B, T, C_in) -> (B, T, K) confidences.
+
+    Inputs at padded steps are zeroed before the convolution (zero 'same' padding), BN is masked,
+    and outputs at padded steps are 0.
+    """
+
+    def __init__(self, in_dim: int, n_concepts: int, kernel: int = 1):
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"concept-head kernel must be odd, got {kernel}")
+        self.conv = nn.Conv1d(in_dim, n_concepts, kernel, padding=kernel // 2)
+        self.bn = MaskedBatchNorm1d(n_concepts)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = zero_pad(x, mask)
+        if self.conv.kernel_size[0] == 1:
+            h = F.linear(x, self.conv.weight.squeeze(-1), self.conv.bias)
+        else:
+            h = self.conv(x.transpose(1, 2)).transpose(1, 2)
+        return zero_pad(torch.sigmoid(self.bn(h, mask)), mask)
+
+
+class SEBlock(nn.Module):
+    """Squeeze-and-excitation over channels (Hu et al.), squeeze = mean over valid steps only."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, channels, bias=False)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        m = mask.unsqueeze(-1).to(x.dtype)
+        squeeze = (x * m).sum(1) / m.sum(1).clamp(min=1)
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(squeeze))))
+        return x * gate.unsqueeze(1) * m
+
+
+class AttentionPool(nn.Module):
+    """softmax(x W) over valid steps, then the weighted sum (eqs. 9-10): (B,T,C) -> (B,C)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, 1)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        scores = self.proj(x).squeeze(-1).masked_fill(~mask, float("-inf"))
+        return torch.einsum("bt,btc->bc", torch.softmax(scores, dim=1), x)
+
+
+def mil_tau(n_valid: Tensor, divisor: int) -> Tensor:
+    """tau = ceil(n_valid / divisor), at least 1.
+
+    The paper writes floor(N/8), which is 0 for N < 8 (an empty top-k); the reference code uses
+    ceil over the real length, which is what we do (and never fewer than 1 instance).
+    """
+    return torch.div(n_valid + divisor - 1, divisor, rounding_mode="floor").clamp(min=1)
+
+
+def mil_pool(probs: Tensor, mask: Tensor, divisor: int) -> Tensor:
+    """Video/text-level concept score (eq. 8): mean of the top-tau step confidences per concept.
+
+    probs (B, T, K) in [0, 1], mask (B, T) -> (B, K). Padded steps never enter the top-tau.
+    """
+    tau = mil_tau(mask.sum(1), divisor)  # (B,)
+    filled = probs.masked_fill(~mask.unsqueeze(-1), -1.0)  # below every real confidence
+    top = filled.sort(dim=1, descending=True).values.cumsum(dim=1)  # (B, T, K)
+    idx = (tau - 1).view(-1, 1, 1).expand(-1, 1, probs.shape[-1])
+    return top.gather(1, idx).squeeze(1) / tau.to(probs.dtype).unsqueeze(-1)
+
+
+def action_clip_weights(frame_probs: Tensor, mask: Tensor, window: int) -> Tensor:
+    """Averaging weights of the action clips (SeMe, verbs).
+
+    frame_probs (B, T, Q) confidences of the Q selected concepts; returns (B, Q, T): for each
+    concept, uniform weights over the frames within +-window of its argmax frame, the window
+    intersected with the real frames (clipped at both borders, so a clip at a border averages
+    fewer frames instead of being shifted).
+    """
+    filled = frame_probs.masked_fill(~mask.unsqueeze(-1), -1.0)
+    centre = filled.argmax(dim=1)  # (B, Q)
+    t = torch.arange(frame_probs.shape[1], device=frame_probs.device)
+    w = ((t.view(1, 1, -1) - centre.unsqueeze(-1)).abs() <= window) & mask.unsqueeze(1)
+    w = w.to(frame_probs.dtype)
+    return w / w.sum(-1, keepdim=True).clamp(min=1)
+
+
+def entity_clip_weights(frame_probs: Tensor, mask: Tensor, k: int) -> Tensor:
+    """Averaging weights of the entity clips (SeMe, nouns): the top-k real frames per concept
+    (not necessarily contiguous; fewer when the video has fewer than k frames). (B,T,Q)->(B,Q,T)."""
+    B, T, Q = frame_probs.shape
+    kk = min(k, T)
+    filled = frame_probs.masked_fill(~mask.unsqueeze(-1), -1.0)
+    vals, idx = filled.topk(kk, dim=1)  # (B, kk, Q)
+    keep = (vals >= 0).to(frame_probs.dtype)
+    w = frame_probs.new_zeros(B, Q, T)
+    w.scatter_add_(2, idx.transpose(1, 2), keep.transpose(1, 2))
+    return w / w.sum(-1, keepdim=True).clamp(min=1)
+
+
+def masked_max_pool(x: Tensor, span_masks: Tensor, max_elems: int = 1 << 24) -> Tensor:
+    """Max-pool word states over each phrase span.
+
+    x (B, L, D) word states; span_masks (B, P, L) {0,1}. Returns (B, P, D); a phrase with an
+    empty span gets 0 (the reference fills -1e10 and relies on later masking). Batch rows are
+    processed in chunks so that no (chunk, P, L, D) temporary exceeds max_elems elements.
+    """
+    B, L, D = x.shape
+    P = span_masks.shape[1]
+    span = span_masks > 0
+    chunk = max(1, max_elems // max(1, P * L * D))
+    outs = []
+    for s in range(0, B, chunk):
+        xs, ms = x[s:s + chunk], span[s:s + chunk]
+        filled = xs.unsqueeze(1).masked_fill(~ms.unsqueeze(-1), float("-inf"))
+        pooled = filled.amax(dim=2)
+        outs.append(pooled.masked_fill(~ms.any(-1, keepdim=True), 0.0))
+    return torch.cat(outs, 0) if len(outs) > 1 else outs[0]
+
+
+class BiGRUEncoder(nn.Module):
+    """Word embedding -> dropout -> 1-layer BiGRU; forward and backward states AVERAGED (eq. 13).
+
+    Packed sequences, so padding never enters the recurrence; padded outputs are 0.
+    GRU weights orthogonal, biases 0 (reference init). Embedding uniform(+-1/sqrt(dim)) unless
+    pretrained vectors are given.
+    """
+
+    def __init__(self, vocab_size: int, word_dim: int, hidden: int, dropout: float,
+                 word_embeddings: Tensor | None = None):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, word_dim)
+        if word_embeddings is not None:
+            if tuple(word_embeddings.shape) != (vocab_size, word_dim):
+                raise ValueError(f"word_embeddings {tuple(word_embeddings.shape)} != "
+                                 f"({vocab_size}, {word_dim})")
+            with torch.no_grad():
+                self.embedding.weight.copy_(word_embeddings)
+        else:
+            bound = 1.0 / math.sqrt(word_dim)
+            nn.init.uniform_(self.embedding.weight, -bound, bound)
+        self.dropout = nn.Dropout(dropout)
+        self.gru = nn.GRU(word_dim, hidden, num_layers=1, batch_first=True, bidirectional=True)
+        self.hidden = hidden
+        for name, p in self.gru.named_parameters():
+            if name.startswith("weight"):
+                nn.init.orthogonal_(p)
+            else:
+                nn.init.zeros_(p)
+
+    def forward(self, word_ids: Tensor, lengths: Tensor) -> Tensor:
+        emb = self.dropout(self.embedding(word_ids))
+        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.gru(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=word_ids.shape[1])
+        return (out[..., :self.hidden] + out[..., self.hidden:]) / 2
+
+
+class AttnGCNLayer(nn.Module):
+    """One attention graph-convolution layer over the role graph (eqs. 14-15, HGR style).
+
+    beta = softmax_j(q(g_i) . k(g_j) / sqrt(d)) over the neighbours j given by the adjacency
+    (and valid nodes only); g' = LayerNorm(g + dropout(W_ctx sum_j beta_ij g_j)).
+    Node inputs already carry the role embedding (phrase x role), as in the reference.
+    """
+
+    def __init__(self, dim: int, attn_dim: int, dropout: float):
+        super().__init__()
+        self.query = nn.Linear(dim, attn_dim)
+        self.key = nn.Linear(dim, attn_dim)
+        self.ctx = nn.Linear(dim, dim, bias=False)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.scale = 1.0 / math.sqrt(attn_dim)
+
+    def forward(self, g: Tensor, adjacency: Tensor, valid: Tensor) -> Tensor:
+        edge = (adjacency > 0) & valid.unsqueeze(1) & valid.unsqueeze(2)
+        scores = torch.einsum("bid,bjd->bij", self.query(g), self.key(g)) * self.scale
+        scores = scores.masked_fill(~edge, torch.finfo(scores.dtype).min)
+        beta = torch.softmax(scores, dim=-1) * edge.to(g.dtype)  # nodes without edges get 0
+        ctx = self.ctx(torch.bmm(beta, g))
+        return self.norm(g + self.dropout(ctx))

@@ -1,0 +1,94 @@
+"""Batched pairwise similarities between B_v videos and B_t texts (no loop over pairs).
+
+All functions return (B_v, B_t) score matrices. Nothing here materialises a
+(B_v, B_t, N, P, D) tensor: components are L2-normalised first and compared with one matmul
+into (B_v, B_t, N, P); the attended-embedding cosine of the stacked attention is evaluated with
+the per-video Gram matrix (see `stacked_attention`). Text blocks are processed in chunks so that
+no (B_v, chunk, N, P) temporary exceeds `max_elems` elements.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DEFAULT_MAX_ELEMS = 1 << 24  # 16 M elements (64 MB float32) per pairwise temporary
+
+
+def cosine_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """cos(a_i, b_j): a (B_v, D), b (B_t, D) -> (B_v, B_t)."""
+    return F.normalize(a, dim=-1, eps=eps) @ F.normalize(b, dim=-1, eps=eps).T
+
+
+def jaccard_matrix(p: Tensor, q: Tensor, eps: float = 1e-8) -> Tensor:
+    """Generalised Jaccard sum_k min(p_k, q_k) / sum_k max(p_k, q_k) (eq. 18), p,q >= 0.
+
+    Uses min(x,y) = (x+y-|x-y|)/2 and max(x,y) = (x+y+|x-y|)/2, so the whole matrix is
+    (S - L1) / (S + L1) with S = sum p + sum q and L1 the pairwise L1 distance (torch.cdist),
+    without a (B_v, B_t, K) temporary.
+    """
+    total = p.sum(-1, keepdim=True) + q.sum(-1).unsqueeze(0)  # (B_v, B_t)
+    l1 = torch.cdist(p.unsqueeze(0), q.unsqueeze(0), p=1).squeeze(0)
+    return (total - l1) / (total + l1).clamp(min=eps)
+
+
+def stacked_attention(
+    v: Tensor,
+    v_mask: Tensor | None,
+    s: Tensor,
+    s_mask: Tensor,
+    lam: float,
+    fusion: Literal["embed", "sim"] = "embed",
+    eps: float = 1e-8,
+    max_elems: int = DEFAULT_MAX_ELEMS,
+) -> Tensor:
+    """Stacked attention alignment score (eqs. 16-17) for every video/text pair.
+
+    v (B_v, N, D) video components (frames or clips), v_mask (B_v, N) bool or None (all real);
+    s (B_t, P, D) text components (phrases / graph nodes), s_mask (B_t, P) bool.
+
+    For each pair and text component j:
+      c_ij   = cos(v_i, s_j)                                     (padded frames -> 0)
+      a_ij   = [c_ij]_+ / sqrt(sum_i [c_ij]_+^2)                 (L2 over the frames)
+      gamma  = softmax_i(lam * a_ij)                              (padded frames excluded)
+      fusion "embed" (reference default): score_j = cos(sum_i gamma_ij v_i, s_j)
+      fusion "sim"   (paper eq. 17):       score_j = sum_i gamma_ij c_ij
+    and the pair's score is the mean of score_j over the valid text components (0 if none).
+
+    "embed" without the (B_v, B_t, P, D) attended vectors: with raw v and unit s_j,
+    (sum_i g_i v_i).s_j = sum_i g_i |v_i| c_ij and |sum_i g_i v_i|^2 = g^T G g, G = V V^T (N, N).
+    """
+    Bv, N, D = v.shape
+    Bt, P, _ = s.shape
+    if fusion not in ("embed", "sim"):
+        raise ValueError(f"unknown fusion {fusion!r}")
+    dtype = v.dtype
+    if v_mask is None:
+        v_mask = torch.ones(Bv, N, dtype=torch.bool, device=v.device)
+    vn = F.normalize(v, dim=-1, eps=eps).reshape(Bv * N, D)
+    sn = F.normalize(s, dim=-1, eps=eps)
+    vm = v_mask.to(dtype)[:, None, :, None]  # (Bv, 1, N, 1)
+    pad = ~v_mask[:, None, :, None]
+    if fusion == "embed":
+        v_norm = v.norm(dim=-1)[:, None, :, None]  # (Bv, 1, N, 1)
+        gram = v @ v.transpose(1, 2)  # (Bv, N, N)
+    chunk = max(1, max_elems // max(1, Bv * N * P))
+    out = []
+    for start in range(0, Bt, chunk):
+        sc = sn[start:start + chunk]
+        Bc = sc.shape[0]
+        c = (vn @ sc.reshape(Bc * P, D).T).view(Bv, N, Bc, P).permute(0, 2, 1, 3)  # (Bv,Bc,N,P)
+        a = c.clamp(min=0) * vm
+        a = a * torch.rsqrt((a * a).sum(2, keepdim=True) + eps * eps)
+        gamma = torch.softmax((lam * a).masked_fill(pad, float("-inf")), dim=2)
+        if fusion == "sim":
+            score = (gamma * c).sum(2)  # (Bv, Bc, P)
+        else:
+            num = (gamma * c * v_norm).sum(2)
+            quad = (torch.einsum("abnp,anm->abmp", gamma, gram) * gamma).sum(2)
+            score = num / quad.clamp(min=eps * eps).sqrt()
+        pm = s_mask[start:start + chunk].to(dtype)  # (Bc, P)
+        out.append((score * pm).sum(-1) / pm.sum(-1).clamp(min=1))
+    return torch.cat(out, 1) if len(out) > 1 else out[0]

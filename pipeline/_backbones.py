@@ -1,0 +1,281 @@
+"""Feature backbones: construction, weight loading, provenance, batched inference.
+
+* ``resnet152``: torchvision ResNet152 with ``fc`` replaced by Identity
+  (2048-d pooled features); ImageNet mean/std on RGB in [0, 1].
+  ``weights``: ``'imagenet'`` = ``IMAGENET1K_V1`` (the weights the reference
+  extractors used), ``'imagenet_v2'`` = ``IMAGENET1K_V2``, both through
+  torchvision's own download cache; a local path (a state dict read with
+  ``torch.load(weights_only=True)``); or ``'random'`` (seeded, smoke tests only).
+* ``i3d_r50``: pytorchvideo's I3D-R50 (8x8 Kinetics-400 recipe) with the
+  head's projection removed: 2048-d. The head's fixed (4, 7, 7) stride-1
+  average pool is replaced by a global average pool, which is identical at
+  the training input (8 x 224 x 224) and also works for other clip sizes.
+  Kinetics normalisation: RGB in [0, 1], mean 0.45, std 0.225 (pytorchvideo's
+  recipe; the video_features reference used the original I3D's [-1, 1]).
+  ``weights``: ``'kinetics'`` (pytorchvideo model zoo URL, torch hub cache), a
+  local ``.pyth``/``.pth`` path, or ``'random'``.
+
+Every backbone records its provenance: weights, the sha256 of the weight file
+(or, for random weights, of the state-dict bytes with the seed), and library
+versions. Loaded backbones are cached per (extractor, config) in this process.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from pipeline._fingerprint import sha256_file
+from pipeline.config import I3DConfig, ResNetConfig
+
+log = logging.getLogger(__name__)
+
+EXTRACTORS = ("resnet152", "i3d_r50")
+FEATURE_DIM = 2048
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
+I3D_KINETICS_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth"
+_IMAGENET = {"imagenet": "IMAGENET1K_V1", "imagenet_v2": "IMAGENET1K_V2"}
+
+
+class BackboneWeightsError(RuntimeError):
+    """Weights could not be obtained or do not fit the model; the message says what to do."""
+
+
+@dataclass
+class Backbone:
+    """A ready model: ``embed(uint8 batch) -> float32 (B, 2048)``."""
+
+    name: str
+    model: nn.Module
+    device: torch.device
+    dim: int
+    provenance: dict[str, Any]
+    preprocess: Callable[[torch.Tensor], torch.Tensor]
+    bf16: bool
+    channels_last: bool
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) frames (ResNet) or (B, T, H, W, 3) clips (I3D), uint8 RGB."""
+        x = self.preprocess(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(x)
+        return out.float().cpu().numpy()
+
+
+# ------------------------------------------------------------------ helpers
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _normalizer(mean, std) -> Callable[[torch.Tensor], torch.Tensor]:
+    def normalize(x: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        shape = [1] * x.dim()
+        shape[channel_dim] = 3
+        m = torch.tensor(mean, device=x.device).view(shape)
+        s = torch.tensor(std, device=x.device).view(shape)
+        return (x - m) / s
+    return normalize
+
+
+def _prep_frames(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float, ImageNet-normalised."""
+    return _normalizer(IMAGENET_MEAN, IMAGENET_STD)(x.permute(0, 3, 1, 2).float().div_(255), 1)
+
+
+def _prep_clips(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, H, W, 3) uint8 -> (B, 3, T, H, W) float, Kinetics-normalised."""
+    return _normalizer(KINETICS_MEAN, KINETICS_STD)(x.permute(0, 4, 1, 2, 3).float().div_(255), 1)
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every state-dict entry, in order."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import pytorchvideo
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
+            "pytorchvideo": getattr(pytorchvideo, "__version__", "?")}
+
+
+def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _warn_random(name: str, seed: int) -> None:
+    msg = (f"{name}: RANDOM weights (seed {seed}) - features are meaningless; use them for smoke "
+           "tests and benchmarks only")
+    warnings.warn(msg, stacklevel=3)
+    log.warning(msg)
+
+
+def _unwrap_state(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    for wrapper in ("model_state", "state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict):
+        raise BackboneWeightsError(f"{path}: expected a state dict, got {type(obj).__name__}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A local checkpoint as a state dict, read with ``weights_only=True`` (no code execution)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneWeightsError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle with non-tensor objects, or not a torch file
+        raise BackboneWeightsError(
+            f"{path}: cannot be read with torch.load(weights_only=True) ({exc}). Re-save only the "
+            "state dict: torch.save(torch.load(p, weights_only=False)['model_state'], 'clean.pth')"
+        ) from exc
+    return _unwrap_state(obj, path)
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BackboneWeightsError(f"{source}: weights do not fit the model: {exc}") from exc
+
+
+def _offline_help(what: str, url: str, exc: Exception) -> BackboneWeightsError:
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    return BackboneWeightsError(
+        f"could not obtain {what} weights ({type(exc).__name__}: {exc}). Offline? Download {url} on "
+        f"a machine with internet, then either copy it to {cache} (torch hub cache) or pass "
+        "weights=<path to the file>; for smoke tests only, pass weights=random."
+    )
+
+
+def _hub_file_provenance(label: str, url: str) -> dict[str, Any]:
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    return {"weights": label, "weights_url": url, "weights_sha256": sha256_file(cache)}
+
+
+def _file_provenance(path: str) -> dict[str, Any]:
+    return {"weights": str(Path(path).resolve()), "weights_sha256": sha256_file(path)}
+
+
+# ------------------------------------------------------------------ ResNet152
+
+def _resnet_weights(model: nn.Module, weights: str) -> dict[str, Any]:
+    """Load ``weights`` into ``model`` (fc still present); return the provenance."""
+    if weights in _IMAGENET:
+        enum = getattr(torchvision.models.ResNet152_Weights, _IMAGENET[weights])
+        try:
+            state = enum.get_state_dict(progress=False, check_hash=True)
+        except Exception as exc:
+            raise _offline_help(f"ImageNet ResNet152 ({enum.name})", enum.url, exc) from exc
+        _load_into(model, state, enum.url)
+        return _hub_file_provenance(weights, enum.url)
+    _load_into(model, load_state_file(weights), weights)
+    return _file_provenance(weights)
+
+
+def build_resnet152(cfg: ResNetConfig) -> tuple[nn.Module, dict[str, Any]]:
+    if cfg.weights == "random":
+        model = _seeded(lambda: torchvision.models.resnet152(weights=None), cfg.seed)
+        prov = {"weights": "random", "seed": cfg.seed}
+        _warn_random("resnet152", cfg.seed)
+    else:
+        model = torchvision.models.resnet152(weights=None)
+        prov = _resnet_weights(model, cfg.weights)
+    model.fc = nn.Identity()
+    if cfg.weights == "random":
+        prov["weights_sha256"] = state_dict_sha256(model)
+    return model, prov
+
+
+# ------------------------------------------------------------------ I3D-R50
+
+def _i3d_arch() -> nn.Module:
+    from pytorchvideo.models.hub import i3d_r50
+    return i3d_r50(pretrained=False)
+
+
+def _i3d_state(weights: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if weights == "kinetics":
+        try:
+            obj = torch.hub.load_state_dict_from_url(I3D_KINETICS_URL, map_location="cpu",
+                                                     progress=False, weights_only=True)
+        except Exception as exc:
+            raise _offline_help("Kinetics I3D-R50", I3D_KINETICS_URL, exc) from exc
+        return _unwrap_state(obj, Path(I3D_KINETICS_URL)), _hub_file_provenance("kinetics", I3D_KINETICS_URL)
+    return load_state_file(weights), _file_provenance(weights)
+
+
+def _strip_i3d_head(model: nn.Module) -> nn.Module:
+    head = model.blocks[-1]
+    head.pool = nn.AdaptiveAvgPool3d(1)
+    head.proj, head.activation = None, None
+    return model
+
+
+def build_i3d_r50(cfg: I3DConfig) -> tuple[nn.Module, dict[str, Any]]:
+    if cfg.weights == "random":
+        model = _seeded(_i3d_arch, cfg.seed)
+        prov = {"weights": "random", "seed": cfg.seed}
+        _warn_random("i3d_r50", cfg.seed)
+    else:
+        model = _i3d_arch()
+        state, prov = _i3d_state(cfg.weights)
+        _load_into(model, state, cfg.weights)
+    model = _strip_i3d_head(model)
+    if cfg.weights == "random":
+        prov["weights_sha256"] = state_dict_sha256(model)
+    return model, prov
+
+
+# ------------------------------------------------------------------ public
+
+def load_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:
+    """Build ``extractor`` ('resnet152' | 'i3d_r50') from ``cfg``, in eval mode on its device."""
+    if extractor == "resnet152":
+        model, prov = build_resnet152(cfg)
+        prep, channels_last = _prep_frames, cfg.channels_last
+    elif extractor == "i3d_r50":
+        model, prov = build_i3d_r50(cfg)
+        prep, channels_last = _prep_clips, False
+    else:
+        raise ValueError(f"unknown extractor {extractor!r}; expected one of {EXTRACTORS}")
+    device = resolve_device(cfg.device)
+    model = model.eval().to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    prov.update(_versions(), extractor=extractor, device=str(device), bf16=cfg.bf16)
+    return Backbone(extractor, model, device, FEATURE_DIM, prov, prep, cfg.bf16, channels_last)
+
+
+_CACHE: dict[tuple[str, str], Backbone] = {}
+
+
+def get_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:
+    """:func:`load_backbone`, cached per (extractor, config) for the life of the process."""
+    key = (extractor, cfg.model_dump_json())
+    if key not in _CACHE:
+        _CACHE[key] = load_backbone(extractor, cfg)
+    return _CACHE[key]

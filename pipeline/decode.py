@@ -1,0 +1,359 @@
+"""Decode videos with PyAV and sample what the feature extractors need.
+
+One pass over a video (:func:`decode_video`) serves several consumers: each
+asks, through a :class:`FrameRequest`, for a geometry (short-side resize, then
+centre crop) and which decoded frames to keep. :func:`sample_frames` (ResNet,
+MSR-VTT convention) and :func:`clip_stacks` (I3D) are thin wrappers, and
+:func:`decode_products` gives both from ONE pass when both extractors run.
+
+Choices (see docs in /work/shared/notes/install.md for the traps behind them):
+
+* Frames are addressed by their position in the decoder's output ("decode
+  index"), never by pts: real files have pts that go backwards.
+* The video stream is picked explicitly (first video stream that is not an
+  attached cover picture); stream 0 is often audio.
+* ``thread_type = SLICE``: with FRAME/AUTO threading FFmpeg swallows decode
+  errors of a truncated file. Parallelism comes from decoding several videos
+  at once (the extractor's prefetch threads) instead.
+* A truncated file whose index sits at the front decodes cleanly but short:
+  the decoded count is compared with the container's stated count (or
+  duration x fps) and a shortfall beyond ``DecodeConfig.max_missing_fraction``
+  raises :class:`TruncatedVideoError`; smaller shortfalls are reported in
+  :class:`VideoMeta` (n_decoded vs n_expected).
+* Time limit: the deadline (``timeout_s``) is checked between packets, and
+  PyAV's interrupt callback (``av.open(timeout=...)``) bounds blocking reads.
+  A decoder stuck INSIDE one FFmpeg call cannot be interrupted from Python;
+  the extractor therefore waits for each decode with its own deadline and
+  abandons (daemon) threads that overrun it. A process per video would make
+  that hard kill possible but costs a fork and a frame copy per video; not
+  worth it for files that are already probed at ingest.
+* Rotation metadata is recorded (``VideoMeta.rotation``), not applied, as in
+  the reference extractors.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import av
+import numpy as np
+
+from pipeline.config import DecodeConfig, I3DConfig
+
+
+class DecodeError(Exception):
+    """A video that cannot give frames; the caller turns it into a status row."""
+
+
+class UnreadableVideoError(DecodeError):
+    """Missing, empty or not a media file."""
+
+
+class NoVideoStreamError(DecodeError):
+    """A media file without a video stream (e.g. audio only)."""
+
+
+class CorruptVideoError(DecodeError):
+    """The demuxer or decoder failed on the stream's data."""
+
+
+class TruncatedVideoError(DecodeError):
+    """Far fewer frames decoded than the container states."""
+
+
+class NoFramesError(DecodeError):
+    """The video stream decoded to zero frames."""
+
+
+class DecodeTimeoutError(DecodeError):
+    """Decoding took longer than the per-video limit."""
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    """Keep decoded frames whose index is a multiple of ``every``, resized and cropped."""
+
+    short_side: int
+    crop: int
+    every: int = 1
+
+
+@dataclass
+class VideoMeta:
+    path: str
+    stream_index: int
+    n_decoded: int
+    n_expected: int | None
+    expected_source: str
+    fps: float | None
+    duration_s: float | None
+    width: int
+    height: int
+    rotation: int = 0
+    decode_errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class KeptFrames:
+    indices: list[int]
+    frames: list[np.ndarray]
+
+
+@dataclass
+class DecodedVideo:
+    """Sampled frames (n, crop, crop, 3) uint8 RGB and their decode indices."""
+
+    frames: np.ndarray
+    indices: list[int]
+    meta: VideoMeta
+
+
+@dataclass
+class DecodedClips:
+    """Clip stacks (n_clips, clip_len, crop, crop, 3) uint8 RGB and their decode indices.
+
+    ``indices`` has shape (n_clips, clip_len); a short video's stacks repeat its
+    last frame, ``n_padded`` counts those repeated slots.
+    """
+
+    clips: np.ndarray
+    indices: np.ndarray
+    n_padded: int
+    meta: VideoMeta
+
+
+# ----------------------------------------------------------------- container
+
+def pick_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The first video stream that is not an attached picture (cover art)."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    kinds = ", ".join(f"#{s.index} {s.type}" for s in container.streams) or "none"
+    raise NoVideoStreamError(f"no video stream (streams: {kinds})")
+
+
+def stream_fps(stream: av.video.stream.VideoStream) -> float | None:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else None
+
+
+def stream_duration_s(stream, container) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def expected_frames(stream, container) -> tuple[int | None, str]:
+    """What the container claims: its frame count, else duration x fps, else unknown."""
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames), "container frame count"
+    duration, fps = stream_duration_s(stream, container), stream_fps(stream)
+    if duration and fps:
+        return int(round(duration * fps)), "duration x fps"
+    return None, "unknown"
+
+
+def open_video(path: str | Path, timeout_s: float | None = None) -> av.container.InputContainer:
+    """Open a media file, turning every failure into an :class:`UnreadableVideoError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableVideoError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise UnreadableVideoError(f"empty file (0 bytes): {path}")
+    try:
+        return av.open(str(path), timeout=timeout_s)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise UnreadableVideoError(f"not a readable media file ({type(exc).__name__}: {exc})") from exc
+
+
+# ------------------------------------------------------------------- decoding
+
+def _new_meta(path: Path, stream, container) -> VideoMeta:
+    n_expected, source = expected_frames(stream, container)
+    return VideoMeta(path=str(path), stream_index=stream.index, n_decoded=0, n_expected=n_expected,
+                     expected_source=source, fps=stream_fps(stream),
+                     duration_s=stream_duration_s(stream, container),
+                     width=stream.codec_context.width, height=stream.codec_context.height)
+
+
+def _decoded_frames(container, stream, meta: VideoMeta, cfg: DecodeConfig, t0: float) -> Iterator[av.VideoFrame]:
+    """Frames in decoder output order; bad packets are counted (and tolerated up to the config)."""
+    try:
+        for packet in container.demux(stream):
+            if time.monotonic() - t0 > cfg.timeout_s:
+                raise DecodeTimeoutError(f"decode exceeded {cfg.timeout_s:g} s after {meta.n_decoded} frames")
+            yield from _decode_packet(packet, meta, cfg)
+    except av.error.FFmpegError as exc:  # demuxer failure: the rest of the file is unreadable
+        raise CorruptVideoError(f"demuxing failed after {meta.n_decoded} frames: {exc}") from exc
+
+
+def _decode_packet(packet, meta: VideoMeta, cfg: DecodeConfig) -> list[av.VideoFrame]:
+    try:
+        return packet.decode()
+    except av.error.FFmpegError as exc:
+        meta.decode_errors.append(f"after frame {meta.n_decoded}: {exc}")
+        if len(meta.decode_errors) > cfg.max_decode_errors:
+            raise CorruptVideoError(f"decoder error after {meta.n_decoded} of {meta.n_expected} "
+                                    f"expected frames (truncated or corrupt file): {exc}") from exc
+        return []
+
+
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(w, h) with the short side scaled to ``short_side``, aspect ratio kept."""
+    scale = short_side / min(width, height)
+    return max(short_side, round(width * scale)), max(short_side, round(height * scale))
+
+
+def to_rgb_crop(frame: av.VideoFrame, short_side: int, crop: int, interpolation: str) -> np.ndarray:
+    """Resize the short side to ``short_side`` (swscale), then centre-crop ``crop`` x ``crop``."""
+    w, h = resized_size(frame.width, frame.height, short_side)
+    rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation=interpolation).to_ndarray()
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return np.ascontiguousarray(rgb[top:top + crop, left:left + crop])
+
+
+def _keep(frame: av.VideoFrame, index: int, requests: Mapping[str, FrameRequest],
+          kept: dict[str, KeptFrames], interpolation: str) -> None:
+    converted: dict[tuple[int, int], np.ndarray] = {}
+    for name, req in requests.items():
+        if index % req.every:
+            continue
+        geom = (req.short_side, req.crop)
+        if geom not in converted:
+            converted[geom] = to_rgb_crop(frame, req.short_side, req.crop, interpolation)
+        kept[name].indices.append(index)
+        kept[name].frames.append(converted[geom])
+
+
+def _check_complete(meta: VideoMeta, cfg: DecodeConfig) -> None:
+    if meta.n_decoded == 0:
+        raise NoFramesError(f"video stream #{meta.stream_index} decoded to 0 frames "
+                            f"(container states {meta.n_expected})")
+    if meta.n_expected is None:
+        return
+    missing = meta.n_expected - meta.n_decoded
+    if missing > max(cfg.missing_frames_slack, cfg.max_missing_fraction * meta.n_expected):
+        raise TruncatedVideoError(f"decoded {meta.n_decoded} of {meta.n_expected} frames "
+                                  f"({meta.expected_source}); the file is probably truncated")
+
+
+def _validate(requests: Mapping[str, FrameRequest]) -> None:
+    for name, req in requests.items():
+        if req.crop > req.short_side:
+            raise ValueError(f"request {name!r}: crop {req.crop} larger than short_side {req.short_side}")
+
+
+def decode_video(path: str | Path, requests: Mapping[str, FrameRequest],
+                 cfg: DecodeConfig = DecodeConfig()) -> tuple[VideoMeta, dict[str, KeptFrames]]:
+    """Decode every frame of ``path`` once and keep what each request asks for.
+
+    Raises a :class:`DecodeError` subclass for anything that cannot give frames.
+    """
+    _validate(requests)
+    t0 = time.monotonic()
+    with open_video(path, cfg.timeout_s) as container:
+        stream = pick_video_stream(container)
+        stream.thread_type, stream.thread_count = "SLICE", cfg.threads
+        meta = _new_meta(Path(path), stream, container)
+        kept = {name: KeptFrames([], []) for name in requests}
+        for frame in _decoded_frames(container, stream, meta, cfg, t0):
+            if meta.n_decoded == 0:
+                meta.rotation = int(getattr(frame, "rotation", 0) or 0)
+            _keep(frame, meta.n_decoded, requests, kept, cfg.interpolation)
+            meta.n_decoded += 1
+    _check_complete(meta, cfg)
+    meta.seconds = time.monotonic() - t0
+    return meta, kept
+
+
+# ------------------------------------------------------------------- sampling
+
+def uniform_positions(n: int, k: int) -> np.ndarray:
+    """round(linspace(0, n-1, k)): the reference's uniform subsampling of n items to k."""
+    return np.round(np.linspace(0, n - 1, k)).astype(np.int64)
+
+
+def strided_indices(n_decoded: int, stride: int, max_frames: int) -> list[int]:
+    """One frame every ``stride`` decoded frames (0, stride, ...), capped at ``max_frames``.
+
+    A video shorter than the stride still gives frame 0.
+    """
+    candidates = list(range(0, n_decoded, stride))
+    if len(candidates) > max_frames:
+        candidates = [candidates[i] for i in uniform_positions(len(candidates), max_frames)]
+    return candidates
+
+
+def clip_indices(n_decoded: int, clip_len: int, clip_step: int, max_clips: int) -> np.ndarray:
+    """(n_clips, clip_len) decode indices of uniformly placed stacks.
+
+    As many non-overlapping stacks as fit (at least 1, at most ``max_clips``),
+    spread from the first to the last frame; slots past the end repeat the last
+    frame.
+    """
+    span = (clip_len - 1) * clip_step + 1
+    n_clips = min(max_clips, max(1, n_decoded // span))
+    starts = np.round(np.linspace(0, max(n_decoded - span, 0), n_clips)).astype(np.int64)
+    grid = starts[:, None] + clip_step * np.arange(clip_len)[None, :]
+    return np.minimum(grid, n_decoded - 1)
+
+
+def frames_request(cfg: DecodeConfig) -> FrameRequest:
+    return FrameRequest(short_side=cfg.short_side, crop=cfg.crop, every=cfg.frame_stride)
+
+
+def clips_request(cfg: I3DConfig) -> FrameRequest:
+    return FrameRequest(short_side=cfg.short_side, crop=cfg.crop, every=1)
+
+
+def pick_frames(kept: KeptFrames, meta: VideoMeta, cfg: DecodeConfig) -> DecodedVideo:
+    wanted = strided_indices(meta.n_decoded, cfg.frame_stride, cfg.max_frames)
+    position = {idx: i for i, idx in enumerate(kept.indices)}
+    frames = np.stack([kept.frames[position[i]] for i in wanted])
+    return DecodedVideo(frames=frames, indices=wanted, meta=meta)
+
+
+def pick_clips(kept: KeptFrames, meta: VideoMeta, cfg: I3DConfig) -> DecodedClips:
+    grid = clip_indices(meta.n_decoded, cfg.clip_len, cfg.clip_step, cfg.max_clips)
+    frames = np.stack(kept.frames)  # every frame was kept (every=1)
+    n_padded = int(np.sum(grid[:, 1:] == grid[:, :-1]))
+    return DecodedClips(clips=frames[grid], indices=grid, n_padded=n_padded, meta=meta)
+
+
+# ------------------------------------------------------------------ wrappers
+
+def sample_frames(path: str | Path, cfg: DecodeConfig = DecodeConfig()) -> DecodedVideo:
+    """MSR-VTT frame sampling: (n, crop, crop, 3) uint8 RGB, one per ``frame_stride`` frames."""
+    meta, kept = decode_video(path, {"frames": frames_request(cfg)}, cfg)
+    return pick_frames(kept["frames"], meta, cfg)
+
+
+def clip_stacks(path: str | Path, cfg: I3DConfig = I3DConfig(),
+                decode_cfg: DecodeConfig = DecodeConfig()) -> DecodedClips:
+    """I3D input: up to ``max_clips`` stacks of ``clip_len`` frames, ``clip_step`` apart.
+
+    ``decode_cfg`` supplies the decode settings (threads, time limit,
+    truncation tolerance); the geometry comes from ``cfg``.
+    """
+    meta, kept = decode_video(path, {"clips": clips_request(cfg)}, decode_cfg)
+    return pick_clips(kept["clips"], meta, cfg)
+
+
+def decode_products(path: str | Path, decode_cfg: DecodeConfig, frames: bool,
+                    i3d_cfg: I3DConfig | None) -> tuple[DecodedVideo | None, DecodedClips | None]:
+    """Both extractors' inputs from ONE decode pass (either may be skipped)."""
+    requests = {}
+    if frames:
+        requests["frames"] = frames_request(decode_cfg)
+    if i3d_cfg is not None:
+        requests["clips"] = clips_request(i3d_cfg)
+    meta, kept = decode_video(path, requests, decode_cfg)
+    video = pick_frames(kept["frames"], meta, decode_cfg) if frames else None
+    clips = pick_clips(kept["clips"], meta, i3d_cfg) if i3d_cfg is not None else None
+    return video, clips

@@ -1,0 +1,97 @@
+"""Tiny test videos made on the fly (PyAV), importable as ``from tests._videos import ...``.
+
+Frames of :func:`make_video` encode their own index in the colour:
+red = (i % 16) * 16 + 8, green = (i // 16) * 16 + 8, blue = 128, so a test
+can read back WHICH decoded frame it was given (:func:`frame_index_of`).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from storage.video_files import VideoSpec, write_video
+
+CODE_STEP = 16
+
+
+def index_frame(i: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
+    """An RGB frame (height, width, 3) whose colour encodes ``i`` (i < 256)."""
+    w, h = size
+    frame = np.empty((h, w, 3), np.uint8)
+    frame[..., 0] = (i % CODE_STEP) * CODE_STEP + CODE_STEP // 2
+    frame[..., 1] = (i // CODE_STEP) * CODE_STEP + CODE_STEP // 2
+    frame[..., 2] = 128
+    return frame
+
+
+def frame_index_of(rgb: np.ndarray) -> int:
+    """Inverse of :func:`index_frame` on a decoded (lossy) frame."""
+    r, g = float(np.median(rgb[..., 0])), float(np.median(rgb[..., 1]))
+    return int(round((g - CODE_STEP // 2) / CODE_STEP)) * CODE_STEP + int(round((r - CODE_STEP // 2) / CODE_STEP))
+
+
+def make_video(path: Path, n_frames: int = 24, size: tuple[int, int] = (64, 48), codec: str = "mpeg4",
+               fps: int = 12, faststart: bool = False) -> Path:
+    """Encode ``n_frames`` index-coded frames of ``size`` = (width, height)."""
+    frames = (index_frame(i, size) for i in range(n_frames))
+    return write_video(path, frames, VideoSpec(fps=fps, codec=codec, faststart=faststart, bit_rate=800_000))
+
+
+def _encode_audio(container, stream, seconds: float) -> None:
+    rate = stream.codec_context.sample_rate
+    n = int(rate * seconds)
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)
+    step = stream.codec_context.frame_size or 1024
+    for start in range(0, n, step):
+        chunk = tone[None, start:start + step]
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = rate, start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
+def make_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    """An MP4 holding one AAC audio stream and no video stream."""
+    with av.open(str(path), "w", format="mp4") as c:
+        stream = c.add_stream("aac", rate=16000, layout="mono")
+        _encode_audio(c, stream, seconds)
+    return path
+
+
+def make_audio_first(path: Path, n_frames: int = 24, size: tuple[int, int] = (64, 48), fps: int = 12) -> Path:
+    """An MP4 whose stream 0 is audio and stream 1 is the index-coded video."""
+    with av.open(str(path), "w", format="mp4") as c:
+        audio = c.add_stream("aac", rate=16000, layout="mono")
+        video = c.add_stream("mpeg4", rate=Fraction(fps))
+        video.width, video.height, video.pix_fmt, video.bit_rate = size[0], size[1], "yuv420p", 800_000
+        _encode_audio(c, audio, n_frames / fps)
+        for i in range(n_frames):
+            c.mux(video.encode(av.VideoFrame.from_ndarray(index_frame(i, size), format="rgb24")))
+        c.mux(video.encode(None))
+    return path
+
+
+def make_truncated(src: Path, dst: Path, keep: float = 0.5) -> Path:
+    """Copy the first ``keep`` fraction of ``src``'s bytes to ``dst`` (a cut download)."""
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+def make_zero_byte(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def make_text_file(path: Path) -> Path:
+    """A text file with a video extension."""
+    path.write_text("this is not a video\n" * 50)
+    return path
+
+
+def make_garbage(path: Path, n_bytes: int = 4096, seed: int = 0) -> Path:
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes())
+    return path
