@@ -22,6 +22,7 @@ from pipeline._stage import stage_key
 from pipeline.config import BuildConfig, IngestConfig
 from pipeline.text import parse as text_parse
 from storage._atomic import atomic_write_text, clean_stale_tmp
+from storage.lock import exclusive_lock
 
 EXTRACTORS = ("resnet152", "i3d_r50")
 STAGES = ("ingest", *EXTRACTORS, *(f"merge-{e}" for e in EXTRACTORS), "parse", "concepts", "vocab")
@@ -162,6 +163,11 @@ def build_dag(cfg: BuildConfig, force: list[str] | None = None) -> dict:
     logger, t0 = get_run_logger(), time.perf_counter()
     force = set(force or [])
     root = str(Path(cfg.out_root) / cfg.dataset)
+    with exclusive_lock(Path(root) / ".build.lock"):
+        return _run_dag(cfg, root, force, logger, t0)
+
+
+def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float) -> dict:
     removed = clean_stale_tmp(root)
     if removed:
         logger.info("removed %d temporary files left by an interrupted run", removed)

@@ -70,6 +70,9 @@ class TrainConfig(_Config):
     unique_videos_per_batch: bool = Field(True, description="no same-video false negatives in a batch")
     val_split: str = "val"
     max_steps_per_epoch: int = Field(0, description="0 = full epoch (tests/demos cap it)")
+    min_improvement: float = Field(0.0, description="val rsum must exceed the best by more than this to count as a gain")
+    preload_features: bool = Field(False, description="read the train/val frame features into RAM once (else HDF5 per item)")
+    log_every: int = Field(50, description="log the running loss every this many steps")
 
 
 class EvalConfig(_Config):
@@ -80,3 +83,8 @@ class EvalConfig(_Config):
     store_dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="dtype of cached video embeddings between blocks")
     n_heatmaps: int = Field(4, description="test videos drawn as concept heatmaps")
+    heatmap_top_k: int = Field(8, description="verb and noun concepts (each) shown per heatmap")
+    encode_batch: int = Field(256, description="videos / captions per encode call (bounds encoder temporaries)")
+    score_block: int = Field(500, description="captions per model.similarity call inside a caption chunk "
+                                              "(bounds the fine-grained alignment temporaries)")
+    features: str | None = Field(None, description="feature folder; None = the one the checkpoint trained on")

@@ -114,8 +114,9 @@ def mil_pool(probs: Tensor, mask: Tensor, divisor: int) -> Tensor:
     probs (B, T, K) in [0, 1], mask (B, T) -> (B, K). Padded steps never enter the top-tau.
     """
     tau = mil_tau(mask.sum(1), divisor)  # (B,)
+    k = min(int(tau.max()), probs.shape[1])
     filled = probs.masked_fill(~mask.unsqueeze(-1), -1.0)  # below every real confidence
-    top = filled.sort(dim=1, descending=True).values.cumsum(dim=1)  # (B, T, K)
+    top = filled.topk(k, dim=1).values.cumsum(dim=1)  # (B, k, K); the first tau are real steps
     idx = (tau - 1).view(-1, 1, 1).expand(-1, 1, probs.shape[-1])
     return top.gather(1, idx).squeeze(1) / tau.to(probs.dtype).unsqueeze(-1)
 
@@ -153,20 +154,22 @@ def masked_max_pool(x: Tensor, span_masks: Tensor, max_elems: int = 1 << 24) -> 
     """Max-pool word states over each phrase span.
 
     x (B, L, D) word states; span_masks (B, P, L) {0,1}. Returns (B, P, D); a phrase with an
-    empty span gets 0 (the reference fills -1e10 and relies on later masking). Batch rows are
-    processed in chunks so that no (chunk, P, L, D) temporary exceeds max_elems elements.
+    empty span gets 0 (the reference fills -1e10 and relies on later masking).
+    The arg-max positions are found without autograd (in batch chunks so that no
+    (chunk, P, L, D) temporary exceeds max_elems elements) and the values are then gathered, so
+    the backward pass is a cheap scatter instead of a pass over a (B, P, L, D) tensor.
     """
     B, L, D = x.shape
     P = span_masks.shape[1]
     span = span_masks > 0
     chunk = max(1, max_elems // max(1, P * L * D))
-    outs = []
-    for s in range(0, B, chunk):
-        xs, ms = x[s:s + chunk], span[s:s + chunk]
-        filled = xs.unsqueeze(1).masked_fill(~ms.unsqueeze(-1), float("-inf"))
-        pooled = filled.amax(dim=2)
-        outs.append(pooled.masked_fill(~ms.any(-1, keepdim=True), 0.0))
-    return torch.cat(outs, 0) if len(outs) > 1 else outs[0]
+    with torch.no_grad():
+        idx = torch.cat([
+            x[s:s + chunk].detach().unsqueeze(1)
+            .masked_fill(~span[s:s + chunk].unsqueeze(-1), float("-inf")).argmax(dim=2)
+            for s in range(0, B, chunk)], 0)  # (B, P, D) word position of each max
+    pooled = x.gather(1, idx)  # out[b, p, d] = x[b, idx[b, p, d], d]
+    return pooled.masked_fill(~span.any(-1, keepdim=True), 0.0)
 
 
 class BiGRUEncoder(nn.Module):

@@ -76,6 +76,26 @@ class Backbone:
 
 # ------------------------------------------------------------------ helpers
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 autocast pays off on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX).
+
+    On other CPUs (e.g. AVX2-only) PyTorch emulates it and convolutions run
+    5-20x SLOWER than fp32, so there ``cfg.bf16`` falls back to fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _precision(requested: bool, device: torch.device) -> tuple[bool, str]:
+    if not requested:
+        return False, "fp32"
+    if bf16_is_fast(device):
+        return True, "bf16 autocast"
+    log.warning("bf16 requested but %s has no native bf16: running fp32", device)
+    return False, f"fp32 (bf16 requested; no native bf16 on {device.type})"
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -266,8 +286,9 @@ def load_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:
     model = model.eval().to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    prov.update(_versions(), extractor=extractor, device=str(device), bf16=cfg.bf16)
-    return Backbone(extractor, model, device, FEATURE_DIM, prov, prep, cfg.bf16, channels_last)
+    bf16, precision = _precision(cfg.bf16, device)
+    prov.update(_versions(), extractor=extractor, device=str(device), precision=precision)
+    return Backbone(extractor, model, device, FEATURE_DIM, prov, prep, bf16, channels_last)
 
 
 _CACHE: dict[tuple[str, str], Backbone] = {}

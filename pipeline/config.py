@@ -50,7 +50,7 @@ class ResNetConfig(_Config):
     weights: str = Field("imagenet", description="'imagenet' (torchvision cache/download), a local .pth path, or 'random'")
     batch_size: int = Field(32, ge=1, description="frames per forward pass, across videos")
     device: Device = "auto"
-    bf16: bool = Field(True, description="bfloat16 autocast")
+    bf16: bool = Field(True, description="bfloat16 autocast where the device has native bf16 (else fp32)")
     channels_last: bool = True
     seed: int = Field(0, description="initialisation seed for weights='random' (recorded in provenance)")
 
@@ -63,7 +63,7 @@ class I3DConfig(_Config):
     max_clips: int = Field(8, ge=1, description="clips per video, uniformly placed")
     batch_size: int = Field(8, ge=1, description="clips per forward pass, across videos")
     device: Device = "auto"
-    bf16: bool = True
+    bf16: bool = Field(True, description="bfloat16 autocast where the device has native bf16 (else fp32)")
     short_side: int = Field(256, ge=32)
     crop: int = Field(224, ge=32)
     seed: int = Field(0, description="initialisation seed for weights='random' (recorded in provenance)")
@@ -71,24 +71,35 @@ class I3DConfig(_Config):
 
 class TextConfig(_Config):
     backend: Literal["spacy-dep", "hgr-json"] = "spacy-dep"
-    spacy_model: str = Field("en_core_web_sm", description="spaCy pipeline name or path")
+    spacy_model: str = Field("en_core_web_md", description=(
+        "spaCy pipeline name or path; en_core_web_md (default: more verbs found than sm at the same "
+        "speed, see pipeline/text/__init__.py) or en_core_web_sm, from requirements/text-models.txt"))
     hgr_json: str | None = Field(None, description="HGR sent2rolegraph.augment.json for backend hgr-json")
-    batch_size: int = Field(256, ge=1)
-    n_process: int = Field(1, ge=1)
+    batch_size: int = Field(256, ge=1, description="captions per nlp.pipe batch")
+    n_process: int = Field(1, ge=1, description="nlp.pipe worker processes")
     max_caption_words: int = Field(200, ge=1, description="longer captions are truncated for parsing (status says so)")
+    max_caption_chars: int = Field(2000, ge=1, description="character cap applied after the word cap (status 'truncated')")
+    strip_html: bool = Field(True, description="unescape HTML entities and drop <tags> before parsing (stored caption untouched)")
+    spacy_disable: tuple[str, ...] = Field(("ner", "lemmatizer"), description=(
+        "spaCy components not run (lemmas come from WordNet; tagger, parser and attribute_ruler are needed)"))
 
 
 class ConceptConfig(_Config):
     n_verbs: int = Field(512, ge=1)
     n_nouns: int = Field(1024, ge=1)
     lemmatize_all: bool = Field(True, description="False reproduces the reference (VB/NN tags left unlemmatized)")
+    fix_lemmatizer: bool = Field(True, description=(
+        "True: WordNet exception lists, then sense counts (men->man, riding->ride); "
+        "False: NLTK's WordNetLemmatizer as is (shortest candidate), as in the reference"))
 
 
 class VocabConfig(_Config):
     min_count: int = Field(1, ge=1, description="train-caption count for a word to enter the vocabulary")
     embeddings: str = Field("random", description="'random', 'glove-6b-50d' (registry package) or a GloVe-format text file")
-    random_dim: int = Field(300, ge=1)
-    seed: int = 0
+    random_dim: int = Field(300, ge=1, description="embedding size when embeddings='random'")
+    random_std: float = Field(0.1, gt=0, description=(
+        "std of random rows for embeddings='random' (with pretrained vectors, OOV rows use the vectors' std)"))
+    seed: int = Field(0, description="seed of the random rows (OOV words, special tokens, 'random')")
 
 
 class BuildConfig(_Config):

@@ -33,6 +33,7 @@ Conventions (documented in docs, tested in tests/test_dataset.py):
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -68,18 +69,9 @@ def load_word_embeddings(root: str | os.PathLike) -> torch.Tensor | None:
     path = embeddings_path(root)
     if not path.exists():
         return None
-    try:  # the text stage's reader when it exists (it may check a schema version)
-        from storage.text import read_embeddings  # type: ignore
-    except ImportError:
-        read_embeddings = None
-    if read_embeddings is not None:
-        arr = read_embeddings(path)
-        if isinstance(arr, tuple):
-            arr = arr[0]
-    else:
-        import h5py
-        with h5py.File(path, "r") as f:
-            arr = f["embeddings"][()]
+    from storage.text import read_embeddings
+
+    arr, _attrs = read_embeddings(path)
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
@@ -312,6 +304,30 @@ class SplitData:
 
     def captions_of(self, v: int) -> np.ndarray:
         return np.flatnonzero(self.cap2vid == v)
+
+    def head(self, n_videos: int, captions_per_video: int | None = None) -> "SplitData":
+        """The first ``n_videos`` videos with their captions (at most ``captions_per_video`` each);
+        shares the feature source. For benchmarks and quick checks."""
+        n_videos = min(int(n_videos), self.n_videos)
+        keep = self.cap2vid < n_videos
+        if captions_per_video is not None:
+            first = np.searchsorted(self.cap2vid, self.cap2vid)          # captions are grouped by video
+            keep &= (np.arange(self.n_captions) - first) < captions_per_video
+        idx = np.flatnonzero(keep)
+
+        def sub_csr(csr, rows):
+            off, val = csr
+            lists = [val[off[r]:off[r + 1]] for r in rows]
+            return _csr(lists)
+
+        return dataclasses.replace(
+            self, keys=self.keys[:n_videos], cap2vid=self.cap2vid[idx], caption_ids=self.caption_ids[idx],
+            captions=[self.captions[i] for i in idx], word_ids=self.word_ids[idx], lengths=self.lengths[idx],
+            node_masks=self.node_masks[idx], node_roles=self.node_roles[idx], node_valid=self.node_valid[idx],
+            adjacency=self.adjacency[idx], verb_csr=sub_csr(self.verb_csr, idx),
+            noun_csr=sub_csr(self.noun_csr, idx), video_verb_csr=sub_csr(self.video_verb_csr, range(n_videos)),
+            video_noun_csr=sub_csr(self.video_noun_csr, range(n_videos)),
+            notes={**self.notes, "head_of": self.n_videos}, _features=self._features)
 
 
 def _column(table, name, default=None):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from storage._atomic import atomic_path, atomic_write_text
+from storage._atomic import atomic_write_text
 from storage.features import write_features
 from storage.manifest import StageManifest, write_manifest
 from storage.tables import write_table
@@ -46,24 +46,11 @@ def _third_person(v: str) -> str:
     return v + ("es" if v.endswith(("sh", "ch", "s", "x")) else "s")
 
 
-def write_embeddings_h5(path: Path, emb: np.ndarray, words: list[str]) -> Path:
-    """Write text/embeddings.h5 through the text stage's writer when it exists, else h5py."""
-    try:
-        from storage.text import write_embeddings  # type: ignore
-    except ImportError:
-        write_embeddings = None
-    if write_embeddings is not None:
-        try:
-            return Path(write_embeddings(path, emb, words=words, attrs={"source": "planted-random"}) or path)
-        except TypeError:
-            return Path(write_embeddings(path, emb) or path)
-    import h5py
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("embeddings", data=emb.astype(np.float32))
-            f.attrs["source"] = "planted-random"
-            f.attrs["schema_version"] = 1
-    return path
+def write_embeddings_h5(path: Path, emb: np.ndarray) -> Path:
+    """text/embeddings.h5 through the text stage's writer (storage.text)."""
+    from storage.text import write_embeddings
+
+    return write_embeddings(path, emb, {"source": "planted-random", "dim": int(emb.shape[1])})
 
 
 def make_planted_shards(root: str | os.PathLike, n_videos: int = 60, captions_per_video: int = 5,
@@ -211,7 +198,7 @@ def make_planted_shards(root: str | os.PathLike, n_videos: int = 60, captions_pe
     write_table(text / "caption_labels.parquet", "caption_labels", cap_label_rows)
     write_table(text / "video_labels.parquet", "video_labels", video_label_rows)
     write_table(text / "words.parquet", "words", word_rows)
-    write_embeddings_h5(text / "embeddings.h5", emb, words)
+    write_embeddings_h5(text / "embeddings.h5", emb)
     atomic_write_text(root / "planted_truth.json", json.dumps(truth, indent=1))
     params = dict(n_videos=n_videos, captions_per_video=captions_per_video, n_verbs=n_verbs, n_nouns=n_nouns,
                   feat_dim=feat_dim, n_frames=n_frames, seed=seed, word_dim=word_dim,

@@ -31,7 +31,10 @@ SCHEMAS: dict[str, tuple[int, pa.Schema]] = {
         ("n_decoded", pa.int64()), ("n_expected", pa.int64()), ("n_features", pa.int64()),
         ("fps", pa.float64()), ("duration_s", pa.float64()), ("seconds", pa.float64()),
     ])),
-    # text: tokens, POS and lemmas of every caption
+    # text: tokens, POS and lemmas of every caption (pipeline/text/parse.py). tokens = spaCy
+    # tokens of the cleaned caption (the list role-graph spans index into; hgr-json: HGR's
+    # tokens); pos = Penn Treebank tags; lemmas = WordNet lemmas (NN*/VB*/JJ*/RB*), else the
+    # lowercased token. status: ok | empty | truncated | error (message in error_message)
     "tokens": (1, pa.schema([
         ("caption_id", pa.int64()), ("key", pa.string()), ("split", pa.string()),
         ("status", pa.string()), ("error_message", pa.string()),
@@ -39,14 +42,18 @@ SCHEMAS: dict[str, tuple[int, pa.Schema]] = {
         ("lemmas", pa.list_(pa.string())),
     ])),
     # text: semantic-role graph per caption; node index = position in `nodes`;
-    # spans index into `tokens`; edges go verb node -> argument node
+    # spans index into `tokens`; edges go verb node -> argument node; roles from the
+    # 16-role set; node words = its tokens joined by spaces; the root (whole sentence)
+    # is implicit, not a node; fallback = no SRL frame (NOUN/V nodes, no edges);
+    # backend = spacy-dep | hgr-json; status as in 'tokens'
     "role_graphs": (1, pa.schema([
         ("caption_id", pa.int64()), ("key", pa.string()), ("split", pa.string()),
         ("status", pa.string()), ("error_message", pa.string()), ("backend", pa.string()),
         ("tokens", pa.list_(pa.string())),
         ("nodes", pa.list_(NODE)), ("edges", pa.list_(EDGE)), ("fallback", pa.bool_()),
     ])),
-    # text: concept vocabularies (kind = verb | noun), ids dense from 0 per kind
+    # text: concept vocabularies (kind = verb | noun), ids dense from 0 per kind, in
+    # (train_count desc, lemma) order; counts over train captions only
     "concepts": (1, pa.schema([
         ("kind", pa.string()), ("concept_id", pa.int32()), ("lemma", pa.string()),
         ("train_count", pa.int64()),
@@ -61,7 +68,9 @@ SCHEMAS: dict[str, tuple[int, pa.Schema]] = {
         ("key", pa.string()), ("split", pa.string()),
         ("verb_ids", pa.list_(pa.int32())), ("noun_ids", pa.list_(pa.int32())),
     ])),
-    # text: word vocabulary; rows ordered by word_id (special tokens first)
+    # text: word vocabulary; rows ordered by word_id (special tokens first: 0 <bos>,
+    # 1 <eos> = padding, 2 <unk>); words = lowercased tokens; train_count over train
+    # captions; in_embeddings = row initialised from the pretrained source
     "words": (1, pa.schema([
         ("word_id", pa.int32()), ("word", pa.string()), ("train_count", pa.int64()),
         ("in_embeddings", pa.bool_()),

@@ -1,0 +1,207 @@
+"""Retrieval evaluation: encode every video and caption ONCE, score in blocks, stream ranks.
+
+Loop structure (``evaluate_model``):
+
+1. every video of the split is encoded once, ``encode_batch`` at a time; the outputs
+   are kept (optionally cast to ``EvalConfig.store_dtype``) in ``video_chunk`` groups;
+2. OUTER loop over caption chunks (``caption_chunk`` captions, grouped by video): the
+   chunk is encoded once (``encode_batch`` at a time, padded to one length);
+3. INNER loop over the video groups: ``model.similarity`` on (video group x
+   ``score_block`` captions) fills one (n_videos x caption_chunk) float32 column block;
+4. the column block goes to :class:`models.metrics.RankAccumulator`, which finalises
+   t2v ranks at once and holds only rows of videos whose captions are not all seen.
+
+So the text encoder runs once per caption (the reference re-encodes every caption for
+each 300-video block) and only one fused score (the model's ``similarity``) is ever
+materialised, one column block at a time (the reference keeps seven full matrices).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from models.config import EvalConfig, HANetConfig, TrainConfig
+from models.metrics import RankAccumulator, format_metrics
+from pipeline.dataset import SplitData, load_split
+from storage._atomic import atomic_write_text
+from storage.checkpoints import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _cast(d: dict[str, Any], dtype: torch.dtype | None) -> dict[str, Any]:
+    if dtype is None:
+        return d
+    return {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in d.items()}
+
+
+def _cat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for k, v in parts[0].items():
+        out[k] = torch.cat([p[k] for p in parts], 0) if torch.is_tensor(v) and v.dim() > 0 else v
+    return out
+
+
+def _slice(d: dict[str, Any], a: int, b: int) -> dict[str, Any]:
+    return {k: v[a:b] if torch.is_tensor(v) and v.dim() > 0 else v for k, v in d.items()}
+
+
+@torch.inference_mode()
+def encode_videos(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, device: torch.device,
+                  store: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    parts = []
+    for a in range(0, idx.size, cfg.encode_batch):
+        vb = data.video_batch(idx[a:a + cfg.encode_batch]).to(device)
+        parts.append(_cast(model.encode_videos(vb), store))
+    return _cat(parts)
+
+
+@torch.inference_mode()
+def encode_texts(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, device: torch.device):
+    pad_to = int(data.lengths[idx].max())  # one length per chunk, so parts concatenate
+    parts = [model.encode_texts(data.text_batch(idx[a:a + cfg.encode_batch], pad_to=pad_to).to(device))
+             for a in range(0, idx.size, cfg.encode_batch)]
+    return _cat(parts)
+
+
+@torch.inference_mode()
+def score_matrix(model, data: SplitData, cfg: EvalConfig, device: torch.device | None = None) -> torch.Tensor:
+    """The dense (n_videos, n_captions) fused score matrix (small splits, tests, tools)."""
+    device = device or resolve_device(cfg.device)
+    was_training = model.training
+    model.eval()
+    try:
+        ve = encode_videos(model, data, np.arange(data.n_videos), cfg, device)
+        te = encode_texts(model, data, np.arange(data.n_captions), cfg, device)
+        return model.similarity(ve, te).float().cpu()
+    finally:
+        model.train(was_training)
+
+
+def evaluate_model(model, data: SplitData, cfg: EvalConfig, device: torch.device | None = None,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Metrics of ``model`` on ``data`` (see module docstring); restores the train/eval mode."""
+    device = device or resolve_device(cfg.device)
+    store = None if cfg.store_dtype == "float32" else _DTYPES[cfg.store_dtype]
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            V, C = data.n_videos, data.n_captions
+            vgroups = []
+            for a in range(0, V, cfg.video_chunk):
+                b = min(V, a + cfg.video_chunk)
+                vgroups.append((a, b, encode_videos(model, data, np.arange(a, b), cfg, device, store)))
+            t_video = time.perf_counter() - t0
+            acc = RankAccumulator(data.cap2vid, V)
+            order = np.argsort(data.cap2vid, kind="stable")  # grouped by video: small held state
+            n_chunks = math.ceil(C / cfg.caption_chunk)
+            t_text = t_score = t_rank = 0.0
+            for k, c0 in enumerate(range(0, C, cfg.caption_chunk)):
+                idx = order[c0:c0 + cfg.caption_chunk]
+                t1 = time.perf_counter()
+                te = encode_texts(model, data, idx, cfg, device)
+                t2 = time.perf_counter()
+                block = torch.empty((V, idx.size), dtype=torch.float32)
+                for a, b, ve in vgroups:
+                    ve_f = _cast(ve, torch.float32) if store is not None else ve
+                    for s0 in range(0, idx.size, cfg.score_block):
+                        s1 = min(idx.size, s0 + cfg.score_block)
+                        block[a:b, s0:s1] = model.similarity(ve_f, _slice(te, s0, s1)).float().cpu()
+                t3 = time.perf_counter()
+                acc.add(idx, block.numpy())
+                t_text, t_score, t_rank = t_text + t2 - t1, t_score + t3 - t2, t_rank + time.perf_counter() - t3
+                if progress is not None:
+                    progress(f"captions {min(C, c0 + idx.size)}/{C} (chunk {k + 1}/{n_chunks})")
+            metrics: dict[str, Any] = acc.metrics()
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - t0
+    metrics.update(n_videos=V, n_captions=C, seconds=seconds, video_encode_seconds=t_video,
+                   text_encode_seconds=t_text, score_seconds=t_score, rank_seconds=t_rank,
+                   pairs_per_s=V * C / max(seconds, 1e-9), held_score_mb_peak=acc.peak_held_bytes / 2 ** 20)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- checkpoints -> models
+def model_from_checkpoint(ck: dict[str, Any], model_factory: Callable | None = None):
+    """Rebuild the model a checkpoint was trained as and load its weights."""
+    from pipeline.train import get_model_factory
+
+    tcfg = TrainConfig.model_validate_json(ck["config_json"])
+    factory = model_factory or get_model_factory(ck.get("model_name", tcfg.model))
+    model = factory(tcfg.hanet, None)
+    missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model, tcfg
+
+
+def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: Path | None = None,
+                 *, model_factory: Callable | None = None) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on split ``cfg.split`` of ``shards_root``.
+
+    Writes ``report.json`` (metrics, counts, timings, checkpoint provenance) and, when
+    the model exposes frame concept probabilities, ``heatmaps/*.png`` into ``out_dir``
+    (default: the checkpoint's folder). Returns the report dict (+ ``report_path``).
+    """
+    from pipeline.train import data_fingerprint
+
+    checkpoint, shards_root = Path(checkpoint), Path(shards_root)
+    out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
+    device = resolve_device(cfg.device)
+    ck = load_checkpoint(checkpoint)
+    model, tcfg = model_from_checkpoint(ck, model_factory)
+    model.to(device).eval()
+    extractor = cfg.features or tcfg.features
+    hcfg: HANetConfig = tcfg.hanet
+    data = load_split(shards_root, cfg.split, hcfg, extractor)
+    fp_now = data_fingerprint(shards_root, extractor)
+    if fp_now != ck.get("data_fingerprint"):
+        log.warning("shards at %s differ from the ones %s was trained on (fingerprint %s != %s)",
+                    shards_root, checkpoint.name, fp_now, ck.get("data_fingerprint"))
+    log.info("evaluating %s on %s/%s: %d videos x %d captions", checkpoint, shards_root.name, cfg.split,
+             data.n_videos, data.n_captions)
+    metrics = evaluate_model(model, data, cfg, device, progress=log.info)
+    log.info("%s: %s", cfg.split, format_metrics(metrics))
+    heatmaps: list[str] = []
+    if cfg.n_heatmaps > 0:
+        from pipeline.heatmaps import draw_concept_heatmaps
+
+        heatmaps = [str(p) for p in draw_concept_heatmaps(model, data, out_dir / "heatmaps", cfg.n_heatmaps,
+                                                          device=device, top_k=cfg.heatmap_top_k)]
+    report = {
+        **{d: {"R@1": metrics[f"{d}_r1"], "R@5": metrics[f"{d}_r5"], "R@10": metrics[f"{d}_r10"],
+               "MedR": metrics[f"{d}_medr"], "MeanR": metrics[f"{d}_meanr"]} for d in ("t2v", "v2t")},
+        "rsum": metrics["rsum"],
+        "metrics": {k: metrics[k] for k in metrics},
+        "split": cfg.split, "features": extractor, "shards_root": str(shards_root),
+        "checkpoint": str(checkpoint), "checkpoint_epoch": ck.get("epoch"), "model_name": ck.get("model_name"),
+        "train_best_val_rsum": ck.get("best_rsum"), "code_version": ck.get("code_version"),
+        "data_fingerprint": fp_now, "data_fingerprint_matches": fp_now == ck.get("data_fingerprint"),
+        "data_notes": data.notes, "eval_config": cfg.model_dump(mode="json"),
+        "heatmaps": heatmaps, "device": str(device),
+        "conventions": "ties pessimistic; captions not de-duplicated; MedR = floor(median rank)",
+    }
+    path = out_dir / "report.json"
+    atomic_write_text(path, json.dumps(report, indent=2, default=float))
+    report["report_path"] = str(path)
+    return report

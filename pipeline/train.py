@@ -1,0 +1,299 @@
+"""Training: Adam, validation rsum every epoch, early stopping, atomic resumable checkpoints.
+
+``run_train(shards_root, run_dir, cfg)`` writes into ``run_dir``:
+
+* ``config.json``  - the resolved TrainConfig (shapes filled from the shards), model
+  name, data fingerprint, code version; written before the first epoch;
+* ``last.pt``      - after every epoch: weights, optimizer, early-stopping and RNG
+  state, history (resume point);
+* ``best.pt``      - whenever val rsum improved: weights + metrics (no optimizer);
+* ``history.json`` - one record per epoch (losses, val metrics, seconds).
+
+Determinism: the sampler's shuffle is seeded by (seed, epoch) and the torch/numpy/python
+RNGs are re-seeded from (seed, epoch) at the start of every epoch, so a run resumed
+from ``last.pt`` after a kill gives the same weights as an uninterrupted one (bit-exact
+on CPU). Resuming refuses a changed config (except epochs/patience/logging/device/
+workers) or changed shards (data fingerprint).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from models.config import EvalConfig, HANetConfig, TrainConfig
+from models.metrics import format_metrics
+from pipeline._fingerprint import code_version, stable_hash
+from pipeline.dataset import TrainBatches, dataset_shapes, load_split, load_word_embeddings
+from pipeline.evaluate import evaluate_model, resolve_device
+from storage._atomic import atomic_write_text
+from storage.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+log = logging.getLogger(__name__)
+
+ModelFactory = Callable[[HANetConfig, "torch.Tensor | None"], torch.nn.Module]
+
+# config fields that may change between a run and its resumption
+RESUMABLE_CHANGES = {"epochs", "patience", "num_workers", "device", "log_every", "preload_features"}
+
+
+def _hanet_factory(cfg: HANetConfig, word_embeddings: torch.Tensor | None = None) -> torch.nn.Module:
+    from models.hanet import HANet
+
+    return HANet(cfg, word_embeddings)
+
+
+_FACTORIES: dict[str, ModelFactory] = {"hanet": _hanet_factory}
+
+
+def register_model(name: str, factory: ModelFactory) -> None:
+    """Make a model buildable by name (checkpoints record the name)."""
+    _FACTORIES[name] = factory
+
+
+def get_model_factory(name: str) -> ModelFactory:
+    if name not in _FACTORIES:
+        raise KeyError(f"unknown model '{name}'; known: {sorted(_FACTORIES)}")
+    return _FACTORIES[name]
+
+
+# ----------------------------------------------------------------------------- provenance
+def data_fingerprint(root: str | Path, extractor: str) -> str:
+    """Hash of what training reads: table row counts/schema tags/sizes, feature file sizes,
+    stage manifest keys. Path- and mtime-free, so a copied shard tree keeps its hash."""
+    root = Path(root)
+    items: list[Any] = []
+    tables = [root / "videos.parquet", root / "captions.parquet", *sorted((root / "text").glob("*.parquet"))]
+    for p in tables:
+        if p.exists():
+            md = pq.read_metadata(p)
+            meta = {k.decode(): v.decode() for k, v in (md.metadata or {}).items() if not k.startswith(b"ARROW")}
+            items.append([p.relative_to(root).as_posix(), md.num_rows, meta, p.stat().st_size])
+    for p in [root / "text" / "embeddings.h5", *sorted((root / "features" / extractor).glob("*.h5"))]:
+        if p.exists():
+            items.append([p.relative_to(root).as_posix(), p.stat().st_size])
+    for p in sorted((root / "_stages").rglob("*.json")) if (root / "_stages").exists() else []:
+        try:
+            m = json.loads(p.read_text())
+            items.append([p.relative_to(root).as_posix(), m.get("key"), m.get("counts")])
+        except (OSError, ValueError):
+            items.append([p.relative_to(root).as_posix(), "unreadable"])
+    return stable_hash(items)
+
+
+def training_code_version(model: torch.nn.Module) -> str:
+    import models.metrics
+    import pipeline.dataset
+    import pipeline.evaluate
+
+    mods = [sys.modules[__name__], pipeline.dataset, pipeline.evaluate, models.metrics]
+    mod = sys.modules.get(type(model).__module__)
+    if mod is not None:
+        mods.append(mod)
+    try:
+        return code_version(*mods)
+    except (OSError, TypeError):
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------- helpers
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(epoch), 7919]).generate_state(1)[0])
+
+
+class EarlyStopper:
+    """Tracks the best validation value; ``should_stop`` after ``patience`` epochs without a gain
+    (a gain = value > best + min_delta; NaN never gains). patience 0 = never stop early."""
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        self.patience, self.min_delta = int(patience), float(min_delta)
+        self.best = -math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, value: float) -> bool:
+        if value == value and value > self.best + self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = float(value), int(epoch), 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.bad_epochs = float(d["best"]), int(d["best_epoch"]), int(d["bad_epochs"])
+
+
+def resolve_config(shards_root: Path, cfg: TrainConfig) -> TrainConfig:
+    """Fill the shape fields of cfg.hanet from the shards (feat_dim, vocab, word_dim, K_a, K_e)."""
+    shapes = dataset_shapes(shards_root, cfg.features, "train")
+    if cfg.hanet.vocab_size not in (0, shapes["vocab_size"]):
+        raise ValueError(f"config vocab_size {cfg.hanet.vocab_size} != shards' {shapes['vocab_size']}")
+    return cfg.model_copy(update={"hanet": cfg.hanet.model_copy(update=shapes)})
+
+
+def _comparable(cfg: TrainConfig) -> dict[str, Any]:
+    d = cfg.model_dump(mode="json")
+    for k in RESUMABLE_CHANGES:
+        d.pop(k, None)
+    return d
+
+
+def _to(batch, device):
+    return batch if device.type == "cpu" else batch.to(device)
+
+
+# ----------------------------------------------------------------------------- the loop
+def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool = True, *,
+              model_factory: ModelFactory | None = None, model_name: str | None = None,
+              on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train on ``shards_root``'s train split, validate on ``cfg.val_split``; see module docstring.
+
+    ``model_factory``/``model_name`` override the registry (``cfg.model``), e.g. for tests.
+    Returns a summary: best_epoch, best_rsum, best_metrics, epochs_run, stopped_early,
+    resumed_from_epoch, paths (best/last checkpoint, config, history).
+    """
+    shards_root, run_dir = Path(shards_root), Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = model_name or (cfg.model if model_factory is None else getattr(model_factory, "__name__", "custom"))
+    factory = model_factory or get_model_factory(name)
+    device = resolve_device(cfg.device)
+
+    cfg = resolve_config(shards_root, cfg)
+    hcfg = cfg.hanet
+    seed_everything(cfg.seed)
+    train_data = load_split(shards_root, "train", hcfg, cfg.features, cfg.preload_features)
+    val_data = load_split(shards_root, cfg.val_split, hcfg, cfg.features, cfg.preload_features)
+    emb = load_word_embeddings(shards_root)
+    model = factory(hcfg, emb).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fingerprint = data_fingerprint(shards_root, cfg.features)
+    code_ver = training_code_version(model)
+    stopper = EarlyStopper(cfg.patience, cfg.min_improvement)
+    history: list[dict[str, Any]] = []
+    start_epoch, resumed_from = 0, None
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+
+    if resume and last_path.exists():
+        ck = load_checkpoint(last_path)
+        old = TrainConfig.model_validate_json(ck["config_json"])
+        if _comparable(old) != _comparable(cfg):
+            raise ValueError(f"{last_path}: config differs from the run being resumed; "
+                             "use resume=False or a new run_dir")
+        if ck.get("data_fingerprint") != fingerprint:
+            raise ValueError(f"{last_path}: shards changed since this run started "
+                             f"({ck.get('data_fingerprint')} -> {fingerprint}); use resume=False or a new run_dir")
+        if ck.get("model_name") != name:
+            raise ValueError(f"{last_path}: trained model '{ck.get('model_name')}', asked for '{name}'")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        stopper.load_state_dict(ck["stopper"])
+        stopper.patience = cfg.patience
+        history = json.loads(ck["history_json"])
+        set_rng_state(ck["rng"])
+        start_epoch = resumed_from = int(ck["epoch"]) + 1
+        log.info("resuming %s from epoch %d (best rsum %.2f at epoch %d)", run_dir, start_epoch,
+                 stopper.best, stopper.best_epoch)
+    elif last_path.exists():
+        log.warning("%s: resume=False, starting over (existing checkpoints will be replaced)", run_dir)
+
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    atomic_write_text(run_dir / "config.json", json.dumps({
+        "model_name": name, "train_config": cfg.model_dump(mode="json"), "data_fingerprint": fingerprint,
+        "code_version": code_ver, "shards_root": str(shards_root), "trainable_parameters": n_params,
+        "train": train_data.notes, "val": val_data.notes,
+    }, indent=2))
+    log.info("training %s (%d parameters) on %s: %d train captions / %d videos, val %d videos; device %s",
+             name, n_params, shards_root, train_data.n_captions, train_data.n_videos, val_data.n_videos, device)
+    eval_cfg = EvalConfig(split=cfg.val_split, device=str(device), n_heatmaps=0)
+
+    def payload(epoch: int, val: dict[str, Any], with_optimizer: bool) -> dict[str, Any]:
+        p = {
+            "model_name": name, "config_json": cfg.model_dump_json(), "epoch": epoch,
+            "best_rsum": stopper.best, "best_epoch": stopper.best_epoch,
+            "val_metrics": {k: float(v) for k, v in val.items()},
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "stopper": stopper.state_dict(), "rng": rng_state(), "history_json": json.dumps(history),
+            "data_fingerprint": fingerprint, "code_version": code_ver,
+        }
+        if with_optimizer:
+            p["optimizer"] = opt.state_dict()
+        return p
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if stopper.should_stop:
+            break
+        seed_everything(epoch_seed(cfg.seed, epoch))
+        model.train()
+        batches = TrainBatches(train_data, cfg.batch_size, cfg.seed, epoch, cfg.unique_videos_per_batch,
+                               cfg.max_steps_per_epoch, cfg.num_workers)
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        n_steps = 0
+        for step, (vb, tb, lb) in enumerate(batches):
+            vb, tb, lb = _to(vb, device), _to(tb, device), _to(lb, device)
+            opt.zero_grad(set_to_none=True)
+            parts = model.loss(vb, tb, lb)
+            loss = parts["total"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {step}")
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            for k, v in parts.items():
+                if torch.is_tensor(v) and v.numel() == 1:
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n_steps += 1
+            if cfg.log_every and (step + 1) % cfg.log_every == 0:
+                log.info("epoch %d step %d/%d loss %.4f (%.2f s/step)", epoch, step + 1, len(batches),
+                         sums["total"] / n_steps, (time.perf_counter() - t0) / n_steps)
+        train_s = time.perf_counter() - t0
+        val = evaluate_model(model, val_data, eval_cfg, device)
+        improved = stopper.update(epoch, val["rsum"])
+        record = {"epoch": epoch, "steps": n_steps, "train_seconds": train_s,
+                  "loss": {k: v / max(n_steps, 1) for k, v in sums.items()},
+                  "val": {k: float(v) for k, v in val.items()}, "improved": improved,
+                  "best_rsum": stopper.best, "best_epoch": stopper.best_epoch}
+        history.append(record)
+        log.info("epoch %d: loss %.4f, val %s%s", epoch, record["loss"].get("total", float("nan")),
+                 format_metrics(val), " (best)" if improved else f" (no gain for {stopper.bad_epochs})")
+        if improved:
+            save_checkpoint(best_path, payload(epoch, val, with_optimizer=False))
+        save_checkpoint(last_path, payload(epoch, val, with_optimizer=True))
+        atomic_write_text(run_dir / "history.json", json.dumps(history, indent=1))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+        if stopper.should_stop:
+            log.info("early stop after epoch %d: no val rsum gain for %d epochs", epoch, stopper.bad_epochs)
+
+    best_rec = next((r for r in history if r["epoch"] == stopper.best_epoch), None)
+    return {
+        "run_dir": str(run_dir), "model_name": name,
+        "best_checkpoint": str(best_path) if best_path.exists() else None,
+        "last_checkpoint": str(last_path) if last_path.exists() else None,
+        "config_path": str(run_dir / "config.json"), "history_path": str(run_dir / "history.json"),
+        "best_epoch": stopper.best_epoch, "best_rsum": stopper.best,
+        "best_metrics": best_rec["val"] if best_rec else None,
+        "epochs_run": len(history), "stopped_early": stopper.should_stop, "resumed_from_epoch": resumed_from,
+    }

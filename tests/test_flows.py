@@ -1,0 +1,158 @@
+"""The build DAG through Prefect: caching, selective reruns, forcing, lost outputs, resume after SIGKILL."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.sample_data import generate_sample_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {  # small frames and clips so ResNet152 / I3D run in seconds on 2 CPU cores
+    "decode": {"crop": 64, "short_side": 72},
+    "i3d": {"clip_len": 4, "clip_step": 2, "max_clips": 1, "crop": 64, "short_side": 72},
+    "concepts": {"n_verbs": 8, "n_nouns": 12},
+}
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sample")
+    ann = generate_sample_dataset(root, n_videos=6, seed=0)
+    return root, ann
+
+
+def _build(sample, out, **kw):
+    from flows.build import build_features
+
+    root, ann = sample
+    overrides = kw.pop("overrides", TINY)
+    return build_features(dataset="tiny", dataset_root=str(Path(ann).parent / "videos"), annotation=str(ann),
+                          out_root=str(out), max_frames=4, frame_stride=4, batch_size=8, weights="random",
+                          shard_size=3, overrides=overrides, **kw)
+
+
+def _executed(summary) -> set[tuple[str, str]]:
+    return {(r["stage"], r["shard"]) for r in summary["stages"] if r["status"] == "executed"}
+
+
+def _deep(base: dict, extra: dict) -> dict:
+    out = {k: dict(v) for k, v in base.items()}
+    for k, v in extra.items():
+        out.setdefault(k, {}).update(v)
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(prefect_server, sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    return out, _build(sample, out)
+
+
+def test_first_build_runs_every_stage(built):
+    out, summary = built
+    stages = {s for s, _ in _executed(summary)}
+    assert {"ingest", "resnet152", "i3d_r50", "merge-resnet152", "merge-i3d_r50", "parse", "concepts",
+            "vocab"} <= stages
+    assert summary["cached"] == 0
+    root = Path(summary["root"])
+    videos = pq.read_table(root / "videos.parquet").to_pylist()
+    assert len(videos) == 6
+    for name in ("resnet152", "i3d_r50"):
+        n = 0
+        for split in {v["split"] for v in videos}:
+            with h5py.File(root / "features" / name / f"{split}.h5", "r") as f:
+                n += len(f)
+                assert all(f[k].shape[1] == 2048 and f[k].dtype == np.float32 for k in f)
+                assert f.attrs["weights"] == "random"
+        assert n == 6
+
+
+def test_rerun_recomputes_nothing(built, sample):
+    out, _ = built
+    again = _build(sample, out)
+    assert _executed(again) == set() and again["executed"] == 0
+
+
+def test_changed_i3d_config_reruns_only_i3d(built, sample):
+    out, _ = built
+    summary = _build(sample, out, overrides=_deep(TINY, {"i3d": {"clip_len": 6}}))
+    assert {s for s, _ in _executed(summary)} == {"i3d_r50", "merge-i3d_r50"}
+    restored = _build(sample, out)  # the old config's shards are rebuilt, nothing else
+    assert {s for s, _ in _executed(restored)} == {"i3d_r50", "merge-i3d_r50"}
+
+
+def test_changed_text_config_reruns_only_text(built, sample):
+    out, _ = built
+    summary = _build(sample, out, overrides=_deep(TINY, {"concepts": {"n_verbs": 5}}))
+    assert {s for s, _ in _executed(summary)} == {"concepts"}
+    _build(sample, out)
+
+
+def test_force_one_stage(built, sample):
+    out, _ = built
+    summary = _build(sample, out, force=["parse"])
+    assert {s for s, _ in _executed(summary)} == {"parse"}  # same content: downstream keys unchanged
+
+
+def test_lost_shard_output_is_rebuilt(built, sample):
+    out, summary = built
+    part = Path(summary["root"]) / "features" / "resnet152" / "shards" / "shard-00001.h5"
+    assert part.exists()
+    part.unlink()
+    again = _build(sample, out)
+    assert _executed(again) == {("resnet152", "shard-00001"), ("merge-resnet152", "")}
+    assert part.exists()
+
+
+def _features(root: Path) -> dict:
+    out = {}
+    for h5 in sorted((root / "features").glob("*/*.h5")):
+        with h5py.File(h5, "r") as f:
+            out.update({f"{h5.parent.name}/{k}": f[k][()] for k in f})
+    return out
+
+
+def test_killed_build_resumes_to_same_outputs(built, sample, tmp_path):
+    """SIGKILL the build process mid-way; a rerun finishes only what is missing, same bytes of features."""
+    from prefect.settings import PREFECT_API_URL
+
+    _, reference = built
+    root, ann = sample
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "flows.cli", "build", "--dataset", "tiny", "--dataset-root",
+           str(Path(ann).parent / "videos"), "--annotation", str(ann), "--out-root", str(out),
+           "--max-frames", "4", "--frame-stride", "4", "--batch-size", "8", "--weights", "random",
+           "--shard-size", "3", "--overrides", __import__("json").dumps(TINY)]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_shard = out / "tiny" / "_stages" / "resnet152" / "shard-00000.json"
+    deadline = time.time() + 240
+    while not first_shard.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first_shard.exists(), "the build died before committing a shard"
+    resumed = _build(sample, out)
+    assert ("resnet152", "shard-00000") not in _executed(resumed)  # committed work kept
+    got, want = _features(Path(resumed["root"])), _features(Path(reference["root"]))
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    assert not list(Path(resumed["root"]).rglob(".tmp-*"))

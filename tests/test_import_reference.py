@@ -1,0 +1,199 @@
+"""Importing Roc-Ng/HANet checkpoints (layout rebuilt from the reference's module names)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from models.batch import ROLES
+from models.config import HANetConfig, TrainConfig
+from models.hanet import HANet, count_parameters
+from models.import_reference import (REFERENCE_ROLES, import_reference_checkpoint, main,
+                                     map_reference_state_dict)
+
+TINY = dict(feat_dim=16, vocab_size=0, word_dim=8, n_verb_concepts=12, n_noun_concepts=16,
+            joint_dim=32, gcn_attn_dim=16, se_reduction=4, n_action_clips=3, n_entity_clips=4,
+            max_words=10, max_verbs=2, max_nouns=3, max_frames=12)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def reference_state_dicts(F=2048, D=1024, W=300, vocab=10510, Ka=512, Ke=1024, k=5, r=16,
+                          A=512, make=torch.randn):
+    """{'video_encoder': ..., 'text_encoder': ...} with the reference's names and shapes.
+    The BatchNorms appear twice (bn_x and classifier_x.1 share the tensors, as in a real
+    state_dict of the reference)."""
+    def bn(n):
+        return {"weight": make(n), "bias": make(n), "running_mean": make(n),
+                "running_var": make(n).abs() + 0.1, "num_batches_tracked": torch.tensor(7)}
+
+    def put(sd, prefix, d):
+        sd.update({f"{prefix}.{k_}": v for k_, v in d.items()})
+
+    video: dict[str, torch.Tensor] = {}
+    for i in range(3):
+        put(video, f"level_embeds.{i}", {"weight": make(D, F), "bias": make(D)})
+    put(video, "ft_attn", {"weight": make(1, D), "bias": make(1)})
+    bv, bnn = bn(Ka), bn(Ke)
+    put(video, "bn_verb", bv)
+    put(video, "bn_noun", bnn)
+    put(video, "classifier_verb.0", {"weight": make(Ka, D, k), "bias": make(Ka)})
+    put(video, "classifier_verb.1", bv)
+    put(video, "classifier_noun.0", {"weight": make(Ke, D, 1), "bias": make(Ke)})
+    put(video, "classifier_noun.1", bnn)
+    for s in ("seblock1", "seblock2"):
+        put(video, f"{s}.fc", {"0.weight": make(D // r, D), "2.weight": make(D, D // r)})
+    for c in ("conv1", "conv2"):
+        put(video, f"{c}.0", {"weight": make(D, D, 1), "bias": make(D)})
+
+    text: dict[str, torch.Tensor] = {"embedding.we.weight": make(vocab, W)}
+    for sfx in ("", "_reverse"):
+        put(text, "rnn", {f"weight_ih_l0{sfx}": make(3 * D, W), f"weight_hh_l0{sfx}": make(3 * D, D),
+                          f"bias_ih_l0{sfx}": make(3 * D), f"bias_hh_l0{sfx}": make(3 * D)})
+    put(text, "ft_attn", {"weight": make(1, D), "bias": make(1)})
+    text["role_embedding.weight"] = make(16, D)
+    put(text, "gcn.layers.0", {"ctx_layer.weight": make(D, D), "layernorm.weight": make(D),
+                               "layernorm.bias": make(D), "edge_attn_query.weight": make(A, D),
+                               "edge_attn_query.bias": make(A), "edge_attn_key.weight": make(A, D),
+                               "edge_attn_key.bias": make(A)})
+    tv, tn = bn(Ka), bn(Ke)
+    put(text, "bn_verb", tv)
+    put(text, "bn_noun", tn)
+    put(text, "classifier_verb.0", {"weight": make(Ka, D, 1), "bias": make(Ka)})
+    put(text, "classifier_verb.1", tv)
+    put(text, "classifier_noun.0", {"weight": make(Ke, D, 1), "bias": make(Ke)})
+    put(text, "classifier_noun.1", tn)
+    put(text, "fc", {"weight": make(D, D), "bias": make(D)})
+    return {"video_encoder": video, "text_encoder": text}
+
+
+def tiny_reference():
+    torch.manual_seed(0)
+    return reference_state_dicts(F=16, D=32, W=8, vocab=40, Ka=12, Ke=16, k=5, r=4, A=16)
+
+
+def test_reference_layout_counts_at_default_size():
+    """85 entries; 28,376,170 trainable of which 3,148,800 unused -> ours = the rest."""
+    src = reference_state_dicts(make=lambda *s: torch.zeros(*s))
+    model = HANet(HANetConfig(vocab_size=10510))
+    sd, rep = map_reference_state_dict(src, model)
+    assert rep.n_source_entries == 85
+    assert rep.dropped_unused_params == 3_148_800
+    assert sorted(rep.dropped_unused) == sorted(
+        ["video_encoder.conv1.0.weight", "video_encoder.conv1.0.bias", "video_encoder.conv2.0.weight",
+         "video_encoder.conv2.0.bias", "text_encoder.fc.weight", "text_encoder.fc.bias"])
+    assert len(rep.duplicates) == 20  # 2 encoders x 2 BNs x 5 entries
+    assert rep.ok, rep
+    assert set(sd) == set(model.state_dict())
+    assert rep.n_params_loaded == count_parameters(model) == 25_227_370
+    assert rep.n_params_loaded + rep.dropped_unused_params == 28_376_170
+    assert rep.role_rows_permuted
+
+
+def test_import_roundtrip_tensors_equal(tmp_path):
+    src = tiny_reference()
+    src_path, dst_path = tmp_path / "epoch.3.th", tmp_path / "imported.pt"
+    torch.save(src, src_path)
+    cfg = HANetConfig(**TINY)
+    report = import_reference_checkpoint(src_path, dst_path, cfg)
+    assert report["ok"] and report["hanet_config"]["vocab_size"] == 40
+    ck = torch.load(dst_path, map_location="cpu", weights_only=True)
+    assert ck["model_name"] == "hanet"
+    tcfg = TrainConfig.model_validate_json(ck["config_json"])
+    assert tcfg.hanet.vocab_size == 40
+    model = HANet(tcfg.hanet)
+    model.load_state_dict(ck["model"], strict=True)
+    ours = model.state_dict()
+    v, t = src["video_encoder"], src["text_encoder"]
+    expect = {
+        "video.fc_event.weight": v["level_embeds.0.weight"],
+        "video.fc_action.bias": v["level_embeds.1.bias"],
+        "video.fc_entity.weight": v["level_embeds.2.weight"],
+        "video.attn_pool.proj.weight": v["ft_attn.weight"],
+        "video.verb_head.conv.weight": v["classifier_verb.0.weight"],
+        "video.verb_head.bn.running_var": v["bn_verb.running_var"],
+        "video.verb_head.bn.num_batches_tracked": v["bn_verb.num_batches_tracked"],
+        "video.noun_head.conv.bias": v["classifier_noun.0.bias"],
+        "video.noun_head.bn.weight": v["bn_noun.weight"],
+        "video.se_action.fc1.weight": v["seblock1.fc.0.weight"],
+        "video.se_action.fc2.weight": v["seblock1.fc.2.weight"],
+        "video.se_entity.fc1.weight": v["seblock2.fc.0.weight"],
+        "text.rnn.embedding.weight": t["embedding.we.weight"],
+        "text.rnn.gru.weight_hh_l0": t["rnn.weight_hh_l0"],
+        "text.rnn.gru.bias_ih_l0_reverse": t["rnn.bias_ih_l0_reverse"],
+        "text.attn_pool.proj.bias": t["ft_attn.bias"],
+        "text.gcn.ctx.weight": t["gcn.layers.0.ctx_layer.weight"],
+        "text.gcn.norm.bias": t["gcn.layers.0.layernorm.bias"],
+        "text.gcn.query.weight": t["gcn.layers.0.edge_attn_query.weight"],
+        "text.gcn.key.bias": t["gcn.layers.0.edge_attn_key.bias"],
+        "text.verb_head.conv.weight": t["classifier_verb.0.weight"],
+        "text.noun_head.bn.running_mean": t["bn_noun.running_mean"],
+    }
+    for k, want in expect.items():
+        assert torch.equal(ours[k], want), k
+    # every imported tensor equals its source tensor (role rows re-ordered by name)
+    for ours_key, src_key in report["loaded"].items():
+        enc, _, name = src_key.partition(".")
+        want = src[enc][name]
+        if ours_key == "text.role_embedding.weight":
+            want = want[[REFERENCE_ROLES.index(r) for r in ROLES]]
+        assert torch.equal(ours[ours_key], want), ours_key
+    role = ours["text.role_embedding.weight"]
+    assert torch.equal(role[ROLES.index("ARG0")], t["role_embedding.weight"][2])
+    assert torch.equal(role[ROLES.index("ARG1")], t["role_embedding.weight"][1])
+    assert set(report["loaded"]) == set(ours)
+
+
+def test_flat_prefixed_layout_and_cli(tmp_path, capsys):
+    src = tiny_reference()
+    flat = {f"{enc}.{k}": v for enc, sd in src.items() for k, v in sd.items()}
+    torch.save(flat, tmp_path / "flat.th")
+    (tmp_path / "cfg.json").write_text(HANetConfig(**TINY).model_dump_json())
+    rc = main([str(tmp_path / "flat.th"), str(tmp_path / "out.pt"), "--config", str(tmp_path / "cfg.json")])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ok"] and summary["n_source_entries"] == 85
+    assert (tmp_path / "out.pt").exists()
+
+
+def test_mismatched_config_is_reported(tmp_path):
+    src = tiny_reference()
+    torch.save(src, tmp_path / "r.th")
+    with pytest.raises(ValueError, match="shape_errors"):
+        import_reference_checkpoint(tmp_path / "r.th", None, HANetConfig(**{**TINY, "verb_kernel": 3}))
+    rep = import_reference_checkpoint(tmp_path / "r.th", None, HANetConfig(**{**TINY, "verb_kernel": 3}),
+                                      strict=False)
+    assert any("classifier_verb.0.weight" in e for e in rep["shape_errors"])
+    rep = import_reference_checkpoint(tmp_path / "r.th", None, HANetConfig(**{**TINY, "use_seme": False}),
+                                      strict=False)
+    assert "video_encoder.seblock1.fc.0.weight" in rep["dropped_by_config"]
+    assert "video.local_fc_action.weight" in rep["missing"]
+
+
+def test_loading_uses_weights_only(tmp_path, monkeypatch):
+    torch.save(tiny_reference(), tmp_path / "r.th")
+    seen = {}
+    real = torch.load
+
+    def spy(*a, **k):
+        seen.update(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch, "load", spy)
+    import_reference_checkpoint(tmp_path / "r.th", None, HANetConfig(**TINY))
+    assert seen.get("weights_only") is True
+
+
+def test_unknown_entries_are_reported():
+    src = tiny_reference()
+    src["video_encoder"]["mystery.weight"] = torch.zeros(3)
+    model = HANet(HANetConfig(**{**TINY, "vocab_size": 40}))
+    _, rep = map_reference_state_dict(src, model)
+    assert rep.unexpected == ["video_encoder.mystery.weight"] and not rep.ok

@@ -1,0 +1,109 @@
+"""storage/: atomic writes, schema-checked tables, manifests, the output-root lock; pipeline._stage."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline._stage import StageResult, run_stage, stage_key
+from storage import atomic_path
+from storage._atomic import TMP_MARK, clean_stale_tmp
+from storage.lock import OutputRootBusyError, exclusive_lock
+from storage.manifest import is_committed, read_manifest
+from storage.tables import SchemaError, read_table, write_table
+
+CAPTION = {"caption_id": 0, "key": "v1", "sen_id": 0, "split": "train", "caption": "a <b>cat</b>\x07 runs"}
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    final = tmp_path / "x.bin"
+    with pytest.raises(RuntimeError):
+        with atomic_path(final) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    assert not final.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_replaces_old_version_whole(tmp_path):
+    final = tmp_path / "x.txt"
+    final.write_text("old")
+    with atomic_path(final) as tmp:
+        tmp.write_text("new")
+        assert final.read_text() == "old"  # invisible until renamed
+    assert final.read_text() == "new"
+
+
+def test_clean_stale_tmp_removes_only_temporaries(tmp_path):
+    (tmp_path / "keep.parquet").write_text("x")
+    (tmp_path / f"{TMP_MARK}abc-keep.parquet").write_text("partial")
+    assert clean_stale_tmp(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.parquet"]
+
+
+def test_table_roundtrip_keeps_raw_text(tmp_path):
+    path = write_table(tmp_path / "captions.parquet", "captions", [CAPTION])
+    assert read_table(path, "captions").to_pylist() == [CAPTION]
+    assert pq.read_table(path).column("caption")[0].as_py() == CAPTION["caption"]  # pyarrow alone
+
+
+def test_read_table_refuses_other_schema(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"caption_id": [1]}), path)
+    with pytest.raises(SchemaError, match="rebuild"):
+        read_table(path, "captions")
+    write_table(tmp_path / "c.parquet", "captions", [CAPTION])
+    with pytest.raises(SchemaError):
+        read_table(tmp_path / "c.parquet", "videos")
+
+
+def _stage(root, calls, key="k1", force=False):
+    def fn():
+        calls.append(1)
+        (root / "out.txt").write_text("data")
+        return StageResult(outputs=["out.txt"], counts={"n": 1})
+    return run_stage(root, "demo", key, fn, config={"a": 1}, force=force)
+
+
+def test_run_stage_commits_then_skips(tmp_path):
+    calls = []
+    _, executed = _stage(tmp_path, calls)
+    assert executed and is_committed(tmp_path, "demo", "k1")
+    m, executed = _stage(tmp_path, calls)
+    assert not executed and m.counts == {"n": 1} and len(calls) == 1
+
+
+@pytest.mark.parametrize("change", ["key", "force", "lost_output"])
+def test_run_stage_reruns_when_needed(tmp_path, change):
+    calls = []
+    _stage(tmp_path, calls)
+    if change == "lost_output":
+        (tmp_path / "out.txt").unlink()
+    _, executed = _stage(tmp_path, calls, key="k2" if change == "key" else "k1", force=change == "force")
+    assert executed and len(calls) == 2
+    assert read_manifest(tmp_path, "demo").key == ("k2" if change == "key" else "k1")
+
+
+def test_failed_stage_is_not_committed(tmp_path):
+    def boom():
+        raise OSError("disk full")
+    with pytest.raises(OSError):
+        run_stage(tmp_path, "demo", "k", boom)
+    assert read_manifest(tmp_path, "demo") is None
+
+
+def test_stage_key_depends_on_every_part():
+    base = stage_key("s", {"a": 1}, "code1", {"f": "x"})
+    assert base == stage_key("s", {"a": 1}, "code1", {"f": "x"})
+    others = [stage_key("t", {"a": 1}, "code1", {"f": "x"}), stage_key("s", {"a": 2}, "code1", {"f": "x"}),
+              stage_key("s", {"a": 1}, "code2", {"f": "x"}), stage_key("s", {"a": 1}, "code1", {"f": "y"})]
+    assert base not in others and len(set(others)) == 4
+
+
+def test_lock_refuses_second_writer(tmp_path):
+    with exclusive_lock(tmp_path / ".build.lock"):
+        with pytest.raises(OutputRootBusyError, match="another build"):
+            with exclusive_lock(tmp_path / ".build.lock"):
+                pass
+    with exclusive_lock(tmp_path / ".build.lock"):  # released on exit
+        pass
