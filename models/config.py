@@ -88,3 +88,5 @@ class EvalConfig(_Config):
     score_block: int = Field(500, description="captions per model.similarity call inside a caption chunk "
                                               "(bounds the fine-grained alignment temporaries)")
     features: str | None = Field(None, description="feature folder; None = the one the checkpoint trained on")
+    prune_video_outputs: bool = Field(True, description="keep only the encode_videos outputs that similarity "
+                                                        "reads (found on the first block) between blocks")

@@ -50,45 +50,58 @@ def stacked_attention(
     s (B_t, P, D) text components (phrases / graph nodes), s_mask (B_t, P) bool.
 
     For each pair and text component j:
-      c_ij   = cos(v_i, s_j)                                     (padded frames -> 0)
+      c_ij   = cos(v_i, s_j)                                     (padded frames excluded)
       a_ij   = [c_ij]_+ / sqrt(sum_i [c_ij]_+^2)                 (L2 over the frames)
       gamma  = softmax_i(lam * a_ij)                              (padded frames excluded)
       fusion "embed" (reference default): score_j = cos(sum_i gamma_ij v_i, s_j)
       fusion "sim"   (paper eq. 17):       score_j = sum_i gamma_ij c_ij
     and the pair's score is the mean of score_j over the valid text components (0 if none).
 
-    "embed" without the (B_v, B_t, P, D) attended vectors: with raw v and unit s_j,
-    (sum_i g_i v_i).s_j = sum_i g_i |v_i| c_ij and |sum_i g_i v_i|^2 = g^T G g, G = V V^T (N, N).
+    Implementation: one matmul gives c as (B_v, N, chunk*P) (no permute; reductions over N).
+    lam * a lies in [0, lam], so exp() needs no max-shift, and with e_i = exp(lam a_ij) (0 for
+    padded frames) the softmax normaliser cancels in "embed":
+      cos(sum_i e_i v_i, s_j) = sum_i f_i c_ij / sqrt(f^T C f),  f_i = e_i |v_i|,
+    where C = V^ V^T is the (N, N) cosine Gram matrix of the video: no (B_v, B_t, P, D)
+    attended vectors are ever formed.
     """
     Bv, N, D = v.shape
     Bt, P, _ = s.shape
     if fusion not in ("embed", "sim"):
         raise ValueError(f"unknown fusion {fusion!r}")
     dtype = v.dtype
-    if v_mask is None:
-        v_mask = torch.ones(Bv, N, dtype=torch.bool, device=v.device)
-    vn = F.normalize(v, dim=-1, eps=eps).reshape(Bv * N, D)
+    inplace = not (torch.is_grad_enabled() and (v.requires_grad or s.requires_grad))
+    v_norm = v.norm(dim=-1)  # (Bv, N)
+    vn = v / v_norm.clamp(min=eps).unsqueeze(-1)
+    if v_mask is not None:  # padded frames: zero vectors, so c = 0 and f = 0 there
+        keep = v_mask.to(dtype)
+        vn = vn * keep.unsqueeze(-1)
+        v_norm = v_norm * keep
     sn = F.normalize(s, dim=-1, eps=eps)
-    vm = v_mask.to(dtype)[:, None, :, None]  # (Bv, 1, N, 1)
-    pad = ~v_mask[:, None, :, None]
+    vn2 = vn.reshape(Bv * N, D)
     if fusion == "embed":
-        v_norm = v.norm(dim=-1)[:, None, :, None]  # (Bv, 1, N, 1)
-        gram = v @ v.transpose(1, 2)  # (Bv, N, N)
+        gram = vn @ vn.transpose(1, 2)  # (Bv, N, N) cosine Gram
+        weight = v_norm.unsqueeze(-1)  # (Bv, N, 1)
+    else:
+        weight = (v_mask.to(dtype) if v_mask is not None else v_norm.new_ones(Bv, N)).unsqueeze(-1)
     chunk = max(1, max_elems // max(1, Bv * N * P))
     out = []
     for start in range(0, Bt, chunk):
         sc = sn[start:start + chunk]
         Bc = sc.shape[0]
-        c = (vn @ sc.reshape(Bc * P, D).T).view(Bv, N, Bc, P).permute(0, 2, 1, 3)  # (Bv,Bc,N,P)
-        a = c.clamp(min=0) * vm
-        a = a * torch.rsqrt((a * a).sum(2, keepdim=True) + eps * eps)
-        gamma = torch.softmax((lam * a).masked_fill(pad, float("-inf")), dim=2)
-        if fusion == "sim":
-            score = (gamma * c).sum(2)  # (Bv, Bc, P)
+        c = (vn2 @ sc.reshape(Bc * P, D).T).view(Bv, N, Bc * P)  # cosines
+        a = c.clamp(min=0)
+        scale = torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp(min=eps).reciprocal() * lam
+        if inplace:
+            e = a.mul_(scale).exp_().mul_(weight)
         else:
-            num = (gamma * c * v_norm).sum(2)
-            quad = (torch.einsum("abnp,anm->abmp", gamma, gram) * gamma).sum(2)
+            e = torch.exp(a * scale) * weight
+        if fusion == "sim":  # sum_i gamma_i c_i with gamma = e / sum e (e = 0 on padded frames)
+            score = (e * c).sum(1) / e.sum(1).clamp(min=eps)
+        else:  # e is f = exp(lam a) |v|
+            num = (e * c).sum(1)
+            quad = (torch.bmm(gram, e) * e).sum(1)
             score = num / quad.clamp(min=eps * eps).sqrt()
+        score = score.view(Bv, Bc, P)
         pm = s_mask[start:start + chunk].to(dtype)  # (Bc, P)
         out.append((score * pm).sum(-1) / pm.sum(-1).clamp(min=1))
     return torch.cat(out, 1) if len(out) > 1 else out[0]

@@ -202,18 +202,16 @@ def _file_provenance(path: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ ResNet152
 
-def _resnet_weights(model: nn.Module, weights: str) -> dict[str, Any]:
-    """Load ``weights`` into ``model`` (fc still present); return the provenance."""
+def _resnet_state(weights: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict (fc included) named by ``weights``, and its provenance."""
     if weights in _IMAGENET:
         enum = getattr(torchvision.models.ResNet152_Weights, _IMAGENET[weights])
         try:
             state = enum.get_state_dict(progress=False, check_hash=True)
         except Exception as exc:
             raise _offline_help(f"ImageNet ResNet152 ({enum.name})", enum.url, exc) from exc
-        _load_into(model, state, enum.url)
-        return _hub_file_provenance(weights, enum.url)
-    _load_into(model, load_state_file(weights), weights)
-    return _file_provenance(weights)
+        return state, _hub_file_provenance(weights, enum.url)
+    return load_state_file(weights), _file_provenance(weights)
 
 
 def build_resnet152(cfg: ResNetConfig) -> tuple[nn.Module, dict[str, Any]]:
@@ -222,8 +220,9 @@ def build_resnet152(cfg: ResNetConfig) -> tuple[nn.Module, dict[str, Any]]:
         prov = {"weights": "random", "seed": cfg.seed}
         _warn_random("resnet152", cfg.seed)
     else:
+        state, prov = _resnet_state(cfg.weights)
         model = torchvision.models.resnet152(weights=None)
-        prov = _resnet_weights(model, cfg.weights)
+        _load_into(model, state, cfg.weights)
     model.fc = nn.Identity()
     if cfg.weights == "random":
         prov["weights_sha256"] = state_dict_sha256(model)

@@ -168,6 +168,8 @@ def open_video(path: str | Path, timeout_s: float | None = None) -> av.container
         raise UnreadableVideoError(f"empty file (0 bytes): {path}")
     try:
         return av.open(str(path), timeout=timeout_s)
+    except av.error.ExitError as exc:  # PyAV's interrupt callback: the I/O time limit
+        raise DecodeTimeoutError(f"opening took longer than {timeout_s:g} s") from exc
     except (av.error.FFmpegError, OSError) as exc:
         raise UnreadableVideoError(f"not a readable media file ({type(exc).__name__}: {exc})") from exc
 
@@ -189,6 +191,8 @@ def _decoded_frames(container, stream, meta: VideoMeta, cfg: DecodeConfig, t0: f
             if time.monotonic() - t0 > cfg.timeout_s:
                 raise DecodeTimeoutError(f"decode exceeded {cfg.timeout_s:g} s after {meta.n_decoded} frames")
             yield from _decode_packet(packet, meta, cfg)
+    except av.error.ExitError as exc:
+        raise DecodeTimeoutError(f"reading exceeded {cfg.timeout_s:g} s after {meta.n_decoded} frames") from exc
     except av.error.FFmpegError as exc:  # demuxer failure: the rest of the file is unreadable
         raise CorruptVideoError(f"demuxing failed after {meta.n_decoded} frames: {exc}") from exc
 

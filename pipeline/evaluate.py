@@ -95,49 +95,110 @@ def score_matrix(model, data: SplitData, cfg: EvalConfig, device: torch.device |
         model.train(was_training)
 
 
+class _KeyRecorder(dict):
+    """A dict that remembers which keys were read, to keep only what ``similarity`` needs."""
+
+    def __init__(self, d):
+        super().__init__(d)
+        self.used: set[str] = set()
+        self.iterated = False
+
+    def __getitem__(self, k):
+        self.used.add(k)
+        return super().__getitem__(k)
+
+    def get(self, k, default=None):
+        self.used.add(k)
+        return super().get(k, default)
+
+    def __contains__(self, k):
+        self.used.add(k)
+        return super().__contains__(k)
+
+    def __iter__(self):
+        self.iterated = True
+        return super().__iter__()
+
+    def keys(self):
+        self.iterated = True
+        return super().keys()
+
+    def items(self):
+        self.iterated = True
+        return super().items()
+
+    def values(self):
+        self.iterated = True
+        return super().values()
+
+
+def _prune(d: dict[str, Any], keep: set[str] | None) -> dict[str, Any]:
+    return d if keep is None else {k: v for k, v in d.items() if k in keep}
+
+
 def evaluate_model(model, data: SplitData, cfg: EvalConfig, device: torch.device | None = None,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Metrics of ``model`` on ``data`` (see module docstring); restores the train/eval mode."""
+    """Metrics of ``model`` on ``data`` (see module docstring); restores the train/eval mode.
+
+    Video groups are encoded during the first caption chunk; once the first ``similarity``
+    call has shown which video outputs it reads, the others (e.g. frame-level concept
+    probabilities, only needed for heatmaps) are dropped (``cfg.prune_video_outputs``).
+    """
     device = device or resolve_device(cfg.device)
     store = None if cfg.store_dtype == "float32" else _DTYPES[cfg.store_dtype]
     was_training = model.training
     model.eval()
     t0 = time.perf_counter()
+    V, C = data.n_videos, data.n_captions
+    groups = [(a, min(V, a + cfg.video_chunk)) for a in range(0, V, cfg.video_chunk)]
+    cache: list[dict[str, Any] | None] = [None] * len(groups)
+    keep: set[str] | None = None
+    probed = not cfg.prune_video_outputs
+    acc = RankAccumulator(data.cap2vid, V)
+    order = np.argsort(data.cap2vid, kind="stable")  # grouped by video: small held state
+    n_chunks = math.ceil(C / cfg.caption_chunk)
+    t_video = t_text = t_score = t_rank = 0.0
     try:
         with torch.inference_mode():
-            V, C = data.n_videos, data.n_captions
-            vgroups = []
-            for a in range(0, V, cfg.video_chunk):
-                b = min(V, a + cfg.video_chunk)
-                vgroups.append((a, b, encode_videos(model, data, np.arange(a, b), cfg, device, store)))
-            t_video = time.perf_counter() - t0
-            acc = RankAccumulator(data.cap2vid, V)
-            order = np.argsort(data.cap2vid, kind="stable")  # grouped by video: small held state
-            n_chunks = math.ceil(C / cfg.caption_chunk)
-            t_text = t_score = t_rank = 0.0
             for k, c0 in enumerate(range(0, C, cfg.caption_chunk)):
                 idx = order[c0:c0 + cfg.caption_chunk]
                 t1 = time.perf_counter()
                 te = encode_texts(model, data, idx, cfg, device)
-                t2 = time.perf_counter()
+                t_text += time.perf_counter() - t1
                 block = torch.empty((V, idx.size), dtype=torch.float32)
-                for a, b, ve in vgroups:
-                    ve_f = _cast(ve, torch.float32) if store is not None else ve
+                for gi, (a, b) in enumerate(groups):
+                    if cache[gi] is None:  # first caption chunk: encode this video group once
+                        t1 = time.perf_counter()
+                        cache[gi] = _prune(encode_videos(model, data, np.arange(a, b), cfg, device, store), keep)
+                        t_video += time.perf_counter() - t1
+                    t1 = time.perf_counter()
+                    ve = _cast(cache[gi], torch.float32) if store is not None else cache[gi]
                     for s0 in range(0, idx.size, cfg.score_block):
                         s1 = min(idx.size, s0 + cfg.score_block)
-                        block[a:b, s0:s1] = model.similarity(ve_f, _slice(te, s0, s1)).float().cpu()
-                t3 = time.perf_counter()
+                        if not probed:
+                            rec = _KeyRecorder(ve)
+                            block[a:b, s0:s1] = model.similarity(rec, _slice(te, s0, s1)).float().cpu()
+                            probed = True
+                            keep = None if rec.iterated or not rec.used else set(rec.used)
+                            cache[gi] = _prune(cache[gi], keep)
+                        else:
+                            block[a:b, s0:s1] = model.similarity(ve, _slice(te, s0, s1)).float().cpu()
+                    t_score += time.perf_counter() - t1
+                t1 = time.perf_counter()
                 acc.add(idx, block.numpy())
-                t_text, t_score, t_rank = t_text + t2 - t1, t_score + t3 - t2, t_rank + time.perf_counter() - t3
+                t_rank += time.perf_counter() - t1
+                del te, block
                 if progress is not None:
                     progress(f"captions {min(C, c0 + idx.size)}/{C} (chunk {k + 1}/{n_chunks})")
             metrics: dict[str, Any] = acc.metrics()
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - t0
+    held = sum(v.numel() * v.element_size() for d in cache if d for v in d.values() if torch.is_tensor(v))
     metrics.update(n_videos=V, n_captions=C, seconds=seconds, video_encode_seconds=t_video,
                    text_encode_seconds=t_text, score_seconds=t_score, rank_seconds=t_rank,
-                   pairs_per_s=V * C / max(seconds, 1e-9), held_score_mb_peak=acc.peak_held_bytes / 2 ** 20)
+                   pairs_per_s=V * C / max(seconds, 1e-9), held_score_mb_peak=acc.peak_held_bytes / 2 ** 20,
+                   video_cache_mb=held / 2 ** 20)
     return metrics
 
 

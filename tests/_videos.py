@@ -95,3 +95,12 @@ def make_text_file(path: Path) -> Path:
 def make_garbage(path: Path, n_bytes: int = 4096, seed: int = 0) -> Path:
     path.write_bytes(np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes())
     return path
+
+
+def make_corrupt(src: Path, dst: Path, n_bytes: int = 400, seed: int = 1) -> Path:
+    """``src`` with ``n_bytes`` seeded random bytes written over its middle third (bad packets)."""
+    data = bytearray(src.read_bytes())
+    start = len(data) // 3
+    data[start:start + n_bytes] = np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst

@@ -94,6 +94,9 @@ def test_real_hanet_chunked_equals_dense(test_data, hcfg, shards):
     dense = retrieval_metrics(dense_scores, test_data.cap2vid)
     for k in METRIC_KEYS:
         assert chunked[k] == pytest.approx(dense[k], abs=1e-9), k
+    unpruned = evaluate_model(model, test_data, SMALL.model_copy(update={"prune_video_outputs": False}))
+    assert pick(unpruned) == pick(chunked)
+    assert chunked["video_cache_mb"] < 0.9 * unpruned["video_cache_mb"]   # frame concept probs dropped
     half = evaluate_model(model, test_data, SMALL.model_copy(update={"store_dtype": "bfloat16"}))
     assert abs(half["rsum"] - dense["rsum"]) <= 60.0       # bf16-cached video states: close, not equal
 

@@ -1,0 +1,183 @@
+"""Ingest of MSR-VTT, VATEX and manifest annotations into videos/captions tables."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import BuildConfig, IngestConfig
+from pipeline.ingest import load_annotations, run_ingest, safe_relative_path
+from storage.tables import read_table, table_metadata
+from tests._videos import make_audio_only, make_text_file, make_video, make_zero_byte
+
+
+def _build(tmp_path: Path, fmt: str, annotation: Path, **ingest) -> BuildConfig:
+    return BuildConfig(dataset="d", out_root=str(tmp_path / "out"),
+                       ingest=IngestConfig(format=fmt, dataset_root=str(tmp_path / "videos"),
+                                           annotation=str(annotation), **ingest))
+
+
+def _tables(tmp_path: Path) -> tuple[dict[str, dict], list[dict]]:
+    videos = read_table(tmp_path / "out/d/videos.parquet", "videos").to_pylist()
+    captions = read_table(tmp_path / "out/d/captions.parquet", "captions").to_pylist()
+    return {v["key"]: v for v in videos}, captions
+
+
+def _msrvtt(tmp_path: Path) -> Path:
+    (tmp_path / "videos").mkdir()
+    make_video(tmp_path / "videos/video0.mp4", 8)
+    make_video(tmp_path / "videos/video1.mp4", 5, size=(48, 32))
+    ann = {"videos": [{"video_id": "video0", "split": "train", "category": 3},
+                      {"video_id": "video1", "split": "validate"},
+                      {"video_id": "video2", "split": "test"}],
+           "sentences": [{"caption": "a man  is Running.", "video_id": "video1", "sen_id": 7},
+                         {"caption": "kids play", "video_id": "video0", "sen_id": 3},
+                         {"caption": "orphan", "video_id": "video9", "sen_id": 4},
+                         {"caption": "rain", "video_id": "video2", "sen_id": 5}]}
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(ann))
+    return path
+
+
+def test_msrvtt_ingest_probes_videos_and_keeps_captions_raw(tmp_path):
+    result = run_ingest(_build(tmp_path, "msrvtt", _msrvtt(tmp_path)))
+    videos, captions = _tables(tmp_path)
+    assert result.counts == {"videos": 3, "ok": 2, "error": 1, "captions": 3}
+    assert {k: v["split"] for k, v in videos.items()} == {"video0": "train", "video1": "val", "video2": "test"}
+    v1 = videos["video1"]
+    assert (v1["path"], v1["n_frames"], v1["fps"], v1["width"], v1["height"], v1["status"]) == \
+        ("video1.mp4", 5, 12.0, 48, 32, "ok")
+    assert videos["video2"]["status"] == "error" and "not found" in videos["video2"]["error_message"]
+    assert [(c["caption_id"], c["key"], c["sen_id"], c["split"], c["caption"]) for c in captions] == [
+        (0, "video1", 7, "val", "a man  is Running."), (1, "video0", 3, "train", "kids play"),
+        (3, "video2", 5, "test", "rain")]  # ids keep annotation positions; the orphan is dropped
+    assert any("1 captions" in n for n in result.notes)
+    assert table_metadata(tmp_path / "out/d/videos.parquet")["dataset_root"] == str((tmp_path / "videos").resolve())
+
+
+def test_vatex_rows_take_the_configured_split(tmp_path):
+    (tmp_path / "videos").mkdir()
+    make_video(tmp_path / "videos/abc_000001_000011.mp4", 4)
+    ann = tmp_path / "vatex_val.json"
+    ann.write_text(json.dumps([{"videoID": "abc_000001_000011", "enCap": ["one", "two"], "chCap": ["x"]},
+                               {"videoID": "def_000002_000012"}]))
+    run_ingest(_build(tmp_path, "vatex", ann, vatex_split="val", probe=False))
+    videos, captions = _tables(tmp_path)
+    assert {k: (v["split"], v["status"]) for k, v in videos.items()} == {
+        "abc_000001_000011": ("val", "ok"), "def_000002_000012": ("val", "error")}
+    assert [(c["caption_id"], c["sen_id"], c["caption"]) for c in captions] == [(0, 0, "one"), (1, 1, "two")]
+
+
+def _manifest_records(tmp_path: Path) -> list[dict]:
+    videos = tmp_path / "videos"
+    (videos / "sub").mkdir(parents=True)
+    make_video(videos / "sub/a.mp4", 4)
+    make_video(videos / "b.mp4", 4)
+    make_video(tmp_path / "outside.mp4", 4)
+    (videos / "link.mp4").symlink_to(tmp_path / "outside.mp4")
+    return [
+        {"path": "sub/a.mp4", "captions": ["a cat, sitting", "x | y"], "split": "train"},
+        {"path": str(videos / "b.mp4"), "captions": ["b"], "split": "test", "key": "bee"},
+        {"path": "../outside.mp4", "captions": ["c"], "split": "train"},
+        {"path": str(tmp_path / "outside.mp4"), "captions": [], "split": "train", "key": "abs"},
+        {"path": "link.mp4", "captions": [], "split": "train"},
+        {"path": "sub/../b.mp4", "captions": [], "split": "", "key": "nosplit"},
+    ]
+
+
+def _write_manifest(tmp_path: Path, records: list[dict], kind: str) -> Path:
+    if kind == "jsonl":
+        path = tmp_path / "m.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return path
+    path = tmp_path / "m.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "captions", "split", "key"])
+        writer.writeheader()
+        writer.writerows({**r, "captions": json.dumps(r["captions"])} for r in records)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_manifest_ingest_and_path_escapes(tmp_path, kind):
+    ann = _write_manifest(tmp_path, _manifest_records(tmp_path), kind)
+    run_ingest(_build(tmp_path, "manifest", ann))
+    videos, captions = _tables(tmp_path)
+    assert videos["sub/a"]["status"] == "ok" and videos["sub/a"]["n_frames"] == 4
+    assert (videos["bee"]["path"], videos["bee"]["status"]) == ("b.mp4", "ok")  # absolute inside the root
+    assert "outside dataset_root" in videos["../outside"]["error_message"]
+    assert "outside dataset_root" in videos["abs"]["error_message"]
+    assert "symlink" in videos["link"]["error_message"]
+    assert videos["nosplit"]["error_message"] == "missing split"
+    assert [(c["key"], c["sen_id"], c["caption"]) for c in captions][:3] == [
+        ("sub/a", 0, "a cat, sitting"), ("sub/a", 1, "x | y"), ("bee", 0, "b")]
+
+
+def test_csv_captions_must_be_a_json_list(tmp_path):
+    (tmp_path / "videos").mkdir()
+    ann = tmp_path / "m.csv"
+    ann.write_text("path,captions,split\nv.mp4,just text,train\n")
+    videos, _ = load_annotations(IngestConfig(format="manifest", dataset_root=str(tmp_path / "videos"),
+                                              annotation=str(ann)))
+    assert "JSON array" in videos[0]["error"]
+
+
+@pytest.mark.parametrize("maker, message", [
+    (make_zero_byte, "empty file"), (make_audio_only, "no video stream"), (make_text_file, "not a readable"),
+])
+def test_probe_turns_bad_files_into_error_rows(tmp_path, maker, message):
+    (tmp_path / "videos").mkdir()
+    maker(tmp_path / "videos/bad.mp4")
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"videos": [{"video_id": "bad", "split": "train"}], "sentences": []}))
+    run_ingest(_build(tmp_path, "msrvtt", ann))
+    row = _tables(tmp_path)[0]["bad"]
+    assert row["status"] == "error" and message in row["error_message"]
+    assert pq.read_table(tmp_path / "out/d/videos.parquet").num_rows == 1  # readable by pyarrow alone
+
+
+def test_probe_off_only_checks_existence(tmp_path):
+    (tmp_path / "videos").mkdir()
+    make_text_file(tmp_path / "videos/t.mp4")
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"videos": [{"video_id": "t", "split": "train"}], "sentences": []}))
+    run_ingest(_build(tmp_path, "msrvtt", ann, probe=False))
+    row = _tables(tmp_path)[0]["t"]
+    assert (row["status"], row["n_frames"], row["size_bytes"]) == ("ok", None, (tmp_path / "videos/t.mp4").stat().st_size)
+
+
+def test_duplicate_and_colliding_keys(tmp_path):
+    (tmp_path / "videos").mkdir()
+    ann = tmp_path / "m.jsonl"
+    rows = [{"path": "a/b.mp4", "captions": ["1"], "split": "train"},
+            {"path": "a_b.mp4", "captions": ["2"], "split": "train"},
+            {"path": "a/b.mp4", "captions": ["3"], "split": "train"}]
+    ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_ingest(_build(tmp_path, "manifest", ann, probe=False))
+    videos, captions = _tables(tmp_path)
+    assert sorted(videos) == ["a/b", "a_b"]
+    assert "collides" in videos["a_b"]["error_message"]
+    assert any("duplicate key 'a/b'" in n for n in result.notes)
+    assert [c["caption"] for c in captions if c["key"] == "a/b"] == ["1", "3"]
+
+
+@pytest.mark.parametrize("raw, ok", [
+    ("x.mp4", True), ("d/../x.mp4", True), ("../x.mp4", False), ("d/../../x.mp4", False), ("/etc/passwd", False),
+    ("", False), (".", False),
+])
+def test_safe_relative_path(tmp_path, raw, ok):
+    if ok:
+        assert safe_relative_path(tmp_path, raw) == "x.mp4"
+    else:
+        with pytest.raises(ValueError):
+            safe_relative_path(tmp_path, raw)
+
+
+def test_malformed_annotation_is_a_clear_error(tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"videos": [{"split": "train"}]}))
+    with pytest.raises(ValueError, match="not a valid msrvtt annotation"):
+        load_annotations(IngestConfig(dataset_root=str(tmp_path), annotation=str(ann)))
