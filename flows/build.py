@@ -20,15 +20,27 @@ from pipeline import _backbones, decode, extract, ingest, sample_data
 from pipeline._fingerprint import code_version, file_fingerprint, sha256_file, stable_hash
 from pipeline._stage import stage_key
 from pipeline.config import BuildConfig, IngestConfig
+from pipeline.text import _nlp, hgr_json, lemmas, roles, vocab
+from pipeline.text import concepts as text_concepts
 from pipeline.text import parse as text_parse
 from storage._atomic import atomic_write_text, clean_stale_tmp
 from storage.lock import exclusive_lock
 
 EXTRACTORS = ("resnet152", "i3d_r50")
+TEXT_MODULES = (text_parse, roles, hgr_json, lemmas, text_concepts, vocab, _nlp)
+VIDEO_MODULES = (extract, decode, _backbones)
+EXTRACTOR_OF = {"resnet": "resnet152", "i3d": "i3d_r50"}
 STAGES = ("ingest", *EXTRACTORS, *(f"merge-{e}" for e in EXTRACTORS), "parse", "concepts", "vocab")
 
 ingest_task = _stages.stage_task("ingest", ingest.run_ingest)
-extract_task = _stages.stage_task("extract", extract.extract_shard)
+
+
+def _extract_shard(spec: dict, **kwargs):
+    """ShardSpec travels as a plain dict (Prefect walks task parameters as collections)."""
+    return extract.extract_shard(spec=extract.ShardSpec.model_validate(spec), **kwargs)
+
+
+extract_task = _stages.stage_task("extract", _extract_shard)
 merge_task = _stages.stage_task("merge", extract.finalize_features)
 parse_task = _stages.stage_task("parse", text_parse.run_parse)
 concepts_task = _stages.stage_task("concepts", text_parse.run_concepts)
@@ -70,8 +82,8 @@ def _resolve_weights(cfg: BuildConfig, allow_random: bool) -> BuildConfig:
         if not sub.enabled or sub.weights == "random":
             continue
         try:
-            _backbones.check_weights(name, sub)
-        except _backbones.WeightsUnavailableError as err:
+            _backbones.get_backbone(EXTRACTOR_OF[name], sub)  # cached: the task reuses it
+        except _backbones.BackboneWeightsError as err:
             if not allow_random:
                 raise
             logger.warning("!!! %s: pretrained weights unavailable (%s). FALLING BACK TO weights=random: "
@@ -88,15 +100,15 @@ def _ingest_inputs(cfg: BuildConfig) -> dict[str, Any]:
     return {"annotation_sha256": sha256_file(ann), "dataset_root": str(Path(cfg.ingest.dataset_root).resolve())}
 
 
-def _video_stage_keys(root: Path, cfg: BuildConfig, ingest_key: str):
+def _video_stage_keys(root: Path, cfg: BuildConfig):
     """(extractor, spec, key, model_cfg) for every enabled extractor and shard."""
-    code = code_version(extract, decode, _backbones)
+    code = code_version(*VIDEO_MODULES)
     out = []
     for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)):
         if not sub.enabled:
             continue
         wfp = file_fingerprint(sub.weights) if Path(sub.weights).is_file() else sub.weights
-        for spec in extract.plan_shards(root, cfg.shard_size):
+        for spec in extract.plan_shards(root, cfg.shard_size, cfg.ingest.dataset_root):
             inputs = {"videos": spec.fingerprint(), "weights": wfp}
             key = stage_key(name, {"decode": cfg.decode, "model": sub}, code, inputs)
             out.append((name, spec, key, sub, code, inputs))
@@ -105,7 +117,7 @@ def _video_stage_keys(root: Path, cfg: BuildConfig, ingest_key: str):
 
 def _text_chain(root: str, cfg: BuildConfig, force: set[str], wait_for) -> list:
     """parse -> (concepts, vocab), keyed by the captions table's content hash."""
-    code = code_version(*text_parse.MODULES)
+    code = code_version(*TEXT_MODULES)
     captions_sha = sha256_file(Path(root) / "captions.parquet")
     pkey = stage_key("parse", cfg.text, code, {"captions": captions_sha})
     parse = _stages.submit_stage(parse_task, root=root, stage="parse", key=pkey, force="parse" in force,
@@ -120,10 +132,10 @@ def _text_chain(root: str, cfg: BuildConfig, force: set[str], wait_for) -> list:
     return futures
 
 
-def _video_chain(root: str, cfg: BuildConfig, ingest_key: str, force: set[str], wait_for) -> list:
+def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for) -> list:
     futures, by_extractor = [], {}
-    for name, spec, key, sub, code, inputs in _video_stage_keys(Path(root), cfg, ingest_key):
-        kwargs = {"root": Path(root), "spec": spec, "extractor": name, "decode_cfg": cfg.decode,
+    for name, spec, key, sub, code, inputs in _video_stage_keys(Path(root), cfg):
+        kwargs = {"root": Path(root), "spec": spec.model_dump(), "extractor": name, "decode_cfg": cfg.decode,
                   "model_cfg": sub, "dataset_root": Path(cfg.ingest.dataset_root)}
         f = _stages.submit_stage(extract_task, root=root, stage=name, key=key, shard=spec.id,
                                  force=name in force, code=code, config=sub, inputs=inputs,
@@ -141,15 +153,15 @@ def _video_chain(root: str, cfg: BuildConfig, ingest_key: str, force: set[str], 
     return futures
 
 
-def _summary(futures: list, progress_id, t0: float) -> list[dict]:
+def _summary(futures: list, progress_id, started_at: float) -> list[dict]:
+    """One row per stage run; 'executed' iff its manifest was committed during this build."""
     rows, done = [], 0
     for fut in as_completed(futures):
         done += 1
         if progress_id is not None:
             update_progress_artifact(progress_id, progress=100.0 * done / len(futures))
-        state = fut.state
         res = fut.result()
-        status = "cached" if state.name == "Cached" or not res["executed"] else "executed"
+        status = "executed" if res["created_at"] >= started_at else "cached"
         rows.append({"stage": res["stage"], "shard": res.get("shard") or "", "status": status,
                      "seconds": res["timings_s"].get("total", 0.0),
                      "counts": json.dumps(res["counts"], sort_keys=True)})
@@ -160,7 +172,7 @@ def _summary(futures: list, progress_id, t0: float) -> list[dict]:
 @flow(name="build-dag")
 def build_dag(cfg: BuildConfig, force: list[str] | None = None) -> dict:
     """Run every stage of ``cfg`` (cached ones are skipped) and return a summary."""
-    logger, t0 = get_run_logger(), time.perf_counter()
+    logger, t0 = get_run_logger(), time.time()
     force = set(force or [])
     root = str(Path(cfg.out_root) / cfg.dataset)
     with exclusive_lock(Path(root) / ".build.lock"):
@@ -179,14 +191,14 @@ def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float) ->
                                kwargs={"cfg": cfg})
     ing.wait()
     ing.result()  # raise now if ingest failed: nothing downstream can run
-    futures = [ing] + _video_chain(root, cfg, ing_key, force, [ing]) + _text_chain(root, cfg, force, [ing])
+    futures = [ing] + _video_chain(root, cfg, force, [ing]) + _text_chain(root, cfg, force, [ing])
     progress = create_progress_artifact(progress=0.0, key=None, description=f"{cfg.dataset}: stages done")
     rows = _summary(futures, progress, t0)
     create_table_artifact(rows, key=f"build-{_slug(cfg.dataset)}",
                           description=f"Build of {cfg.dataset} into {root}")
     executed = sum(r["status"] == "executed" for r in rows)
     logger.info("build of %s done in %.1fs: %d stage runs executed, %d cached; shards in %s",
-                cfg.dataset, time.perf_counter() - t0, executed, len(rows) - executed, root)
+                cfg.dataset, time.time() - t0, executed, len(rows) - executed, root)
     return {"root": root, "stages": rows, "executed": executed, "cached": len(rows) - executed}
 
 

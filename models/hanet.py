@@ -173,9 +173,11 @@ class HANet(nn.Module):
         vocab = cfg.vocab_size
         if word_embeddings is not None:
             if vocab and vocab != word_embeddings.shape[0]:
-                raise ValueError(f"vocab_size {vocab} != word_embeddings rows {word_embeddings.shape[0]}")
+                raise ValueError(
+                    f"vocab_size {vocab} != word_embeddings rows {word_embeddings.shape[0]}")
             if word_embeddings.shape[1] != cfg.word_dim:
-                raise ValueError(f"word_dim {cfg.word_dim} != word_embeddings cols {word_embeddings.shape[1]}")
+                raise ValueError(
+                    f"word_dim {cfg.word_dim} != word_embeddings cols {word_embeddings.shape[1]}")
             vocab = word_embeddings.shape[0]
         if vocab <= 0:
             raise ValueError("vocab_size is 0 and no word_embeddings were given")
@@ -212,15 +214,19 @@ class HANet(nn.Module):
         cfg = self.cfg
         lam, fusion = cfg.attn_lambda, cfg.attn_fusion
         Bv, Bt = ve["verb_probs"].shape[0], te["verb_probs"].shape[0]
-        ref = ve["verb_probs"]
-        zeros = ref.new_zeros(Bv, Bt)
+        zeros = ve["verb_probs"].new_zeros(Bv, Bt)
         parts: dict[str, Tensor] = {}
-        if cfg.use_individual:
-            parts["ind_a"] = stacked_attention(ve["ind_a"], ve["mask"], te["ind_a"], te["verb_mask"], lam, fusion)
-            parts["ind_e"] = stacked_attention(ve["ind_e"], ve["mask"], te["ind_e"], te["noun_mask"], lam, fusion)
-        if cfg.use_local:
-            parts["loc_a"] = stacked_attention(ve["loc_a"], ve["loc_a_mask"], te["loc_a"], te["verb_mask"], lam, fusion)
-            parts["loc_e"] = stacked_attention(ve["loc_e"], ve["loc_e_mask"], te["loc_e"], te["noun_mask"], lam, fusion)
+
+        def align(level: str, kind: str, v_mask: Tensor) -> Tensor:  # eqs. 16-17
+            key, t_mask = f"{level}_{kind}", te["verb_mask" if kind == "a" else "noun_mask"]
+            return stacked_attention(ve[key], v_mask, te[key], t_mask, lam, fusion)
+
+        if cfg.use_individual:  # frames vs pre-GCN phrases
+            parts["ind_a"] = align("ind", "a", ve["mask"])
+            parts["ind_e"] = align("ind", "e", ve["mask"])
+        if cfg.use_local:  # SeMe clips vs GCN verb / noun nodes
+            parts["loc_a"] = align("loc", "a", ve["loc_a_mask"])
+            parts["loc_e"] = align("loc", "e", ve["loc_e_mask"])
         if cfg.use_global:
             parts["glo"] = cosine_matrix(ve["glo"], te["glo"])
         parts["c_l"] = torch.stack([parts[k] for k in self.enabled_parts]).mean(0)  # eq. 19

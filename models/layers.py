@@ -31,7 +31,13 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     """
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
-        flat = x[mask]  # (M, C): the valid positions only
+        y = self.forward_flat(x[mask])  # (M, C): the valid positions only
+        out = x.new_zeros(x.shape[:-1] + (y.shape[-1],))
+        out[mask] = y
+        return out
+
+    def forward_flat(self, flat: Tensor) -> Tensor:
+        """BN of (M, C) rows that are all real positions."""
         # batch statistics need >= 2 values; a lone valid position is normalised with the
         # running statistics instead (plain BatchNorm1d would raise)
         use_batch_stats = self.training and flat.shape[0] > 1
@@ -41,11 +47,8 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
             momentum = self.momentum
         else:  # cumulative moving average, as nn.BatchNorm1d
             momentum = 1.0 / max(1, int(self.num_batches_tracked or 1))
-        y = F.batch_norm(flat, self.running_mean, self.running_var, self.weight, self.bias,
-                         use_batch_stats, momentum, self.eps)
-        out = x.new_zeros(x.shape[:-1] + (y.shape[-1],))
-        out[mask] = y
-        return out
+        return F.batch_norm(flat, self.running_mean, self.running_var, self.weight, self.bias,
+                            use_batch_stats, momentum, self.eps)
 
 
 class ConceptHead(nn.Module):
@@ -63,11 +66,19 @@ class ConceptHead(nn.Module):
         self.bn = MaskedBatchNorm1d(n_concepts)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = zero_pad(x, mask)
-        if self.conv.kernel_size[0] == 1:
-            h = F.linear(x, self.conv.weight.squeeze(-1), self.conv.bias)
-        else:
-            h = self.conv(x.transpose(1, 2)).transpose(1, 2)
+        if self.conv.kernel_size[0] == 1:  # per-step: compute on the real steps only
+            flat = F.linear(x[mask], self.conv.weight.squeeze(-1), self.conv.bias)
+            y = torch.sigmoid(self.bn.forward_flat(flat))
+            out = x.new_zeros(x.shape[:-1] + (y.shape[-1],))
+            out[mask] = y
+            return out
+        # k > 1: zero padded steps, then the conv as one matmul over the k stacked taps
+        # (same weights as nn.Conv1d with 'same' zero padding; faster than mkldnn here on CPU)
+        k, T = self.conv.kernel_size[0], x.shape[1]
+        xp = F.pad(zero_pad(x, mask), (0, 0, k // 2, k // 2))
+        taps = torch.cat([xp[:, i:i + T] for i in range(k)], dim=-1)  # (B, T, k*C_in)
+        w = self.conv.weight.permute(0, 2, 1).reshape(self.conv.out_channels, -1)
+        h = F.linear(taps, w, self.conv.bias)
         return zero_pad(torch.sigmoid(self.bn(h, mask)), mask)
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DEFAULT_MAX_ELEMS = 1 << 24  # 16 M elements (64 MB float32) per pairwise temporary
+DEFAULT_MAX_ELEMS = 1 << 21  # 2 M elements (8 MB float32) per pairwise temporary
 
 
 def cosine_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
@@ -90,17 +90,22 @@ def stacked_attention(
         Bc = sc.shape[0]
         c = (vn2 @ sc.reshape(Bc * P, D).T).view(Bv, N, Bc * P)  # cosines
         a = c.clamp(min=0)
-        scale = torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp(min=eps).reciprocal() * lam
-        if inplace:
-            e = a.mul_(scale).exp_().mul_(weight)
+        if inplace:  # inference: reuse the buffers (fresh large allocations dominate on CPU)
+            inv = (a * a).sum(1, keepdim=True).clamp_(min=eps * eps).rsqrt_().mul_(lam)
+            e = a.mul_(inv).exp_().mul_(weight)
+            num = c.mul_(e).sum(1)
+            if fusion == "sim":  # sum_i gamma_i c_i with gamma = e / sum e (e = 0 on padded frames)
+                score = num / e.sum(1).clamp(min=eps)
+            else:  # e is f = exp(lam a) |v|
+                score = num / torch.bmm(gram, e).mul_(e).sum(1).clamp_(min=eps * eps).sqrt_()
         else:
-            e = torch.exp(a * scale) * weight
-        if fusion == "sim":  # sum_i gamma_i c_i with gamma = e / sum e (e = 0 on padded frames)
-            score = (e * c).sum(1) / e.sum(1).clamp(min=eps)
-        else:  # e is f = exp(lam a) |v|
+            inv = (a * a).sum(1, keepdim=True).clamp(min=eps * eps).rsqrt() * lam
+            e = torch.exp(a * inv) * weight
             num = (e * c).sum(1)
-            quad = (torch.bmm(gram, e) * e).sum(1)
-            score = num / quad.clamp(min=eps * eps).sqrt()
+            if fusion == "sim":
+                score = num / e.sum(1).clamp(min=eps)
+            else:
+                score = num / (torch.bmm(gram, e) * e).sum(1).clamp(min=eps * eps).sqrt()
         score = score.view(Bv, Bc, P)
         pm = s_mask[start:start + chunk].to(dtype)  # (Bc, P)
         out.append((score * pm).sum(-1) / pm.sum(-1).clamp(min=1))

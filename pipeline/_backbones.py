@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,6 +272,16 @@ def build_i3d_r50(cfg: I3DConfig) -> tuple[nn.Module, dict[str, Any]]:
 
 # ------------------------------------------------------------------ public
 
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, bool]:
+    """Conv+BatchNorm pairs folded into single convolutions (eval only); (model, done)."""
+    from torch.fx.experimental.optimization import fuse
+    try:
+        return fuse(model), True
+    except Exception as exc:  # a model torch.fx cannot trace: run it unfused
+        log.warning("BatchNorm folding skipped (%s: %s)", type(exc).__name__, exc)
+        return model, False
+
+
 def load_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:
     """Build ``extractor`` ('resnet152' | 'i3d_r50') from ``cfg``, in eval mode on its device."""
     if extractor == "resnet152":
@@ -282,7 +293,10 @@ def load_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:
     else:
         raise ValueError(f"unknown extractor {extractor!r}; expected one of {EXTRACTORS}")
     device = resolve_device(cfg.device)
-    model = model.eval().to(device)
+    model = model.eval()
+    if cfg.fuse_bn:
+        model, prov["bn_folded"] = fold_batchnorm(model)
+    model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     bf16, precision = _precision(cfg.bf16, device)
@@ -291,11 +305,19 @@ def load_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:
 
 
 _CACHE: dict[tuple[str, str], Backbone] = {}
+# Seeded random init uses torch's global RNG: builds must not interleave across threads
+# (concurrent shard tasks), or two shards would get different "random" weights.
+_BUILD_LOCK = threading.Lock()
+MODEL_FIELDS = ("weights", "device", "bf16", "channels_last", "seed", "fuse_bn")  # what shapes the model
 
 
 def get_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:
-    """:func:`load_backbone`, cached per (extractor, config) for the life of the process."""
-    key = (extractor, cfg.model_dump_json())
-    if key not in _CACHE:
-        _CACHE[key] = load_backbone(extractor, cfg)
-    return _CACHE[key]
+    """:func:`load_backbone`, cached per (extractor, config) for the life of the process (thread-safe).
+
+    Only the fields that shape the model count: another batch size or sampling reuses it.
+    """
+    key = (extractor, cfg.model_dump_json(include={f for f in MODEL_FIELDS if f in type(cfg).model_fields}))
+    with _BUILD_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_backbone(extractor, cfg)
+        return _CACHE[key]

@@ -1,6 +1,7 @@
 """What every stage function returns, so flows can record and cache it uniformly."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -9,7 +10,9 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from pipeline._fingerprint import stable_hash
-from storage.manifest import StageManifest, is_committed, read_manifest, write_manifest
+from storage.manifest import StageManifest, commit_status, read_manifest, write_manifest
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,8 +39,10 @@ def run_stage(root: str | os.PathLike, stage: str, key: str, fn: Callable[[], St
     output of ``fn`` is in place, so a killed run leaves the stage uncommitted
     and the next run redoes exactly the uncommitted stages/shards.
     """
-    if not force and is_committed(root, stage, key, shard):
+    status = commit_status(root, stage, key, shard)
+    if not force and status == "committed":
         return read_manifest(root, stage, shard), False
+    log.info("running %s%s: %s", stage, f"/{shard}" if shard else "", "forced" if force else status)
     t0 = time.perf_counter()
     result = fn()
     cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else (config or {})

@@ -53,6 +53,8 @@ class ResNetConfig(_Config):
     bf16: bool = Field(True, description="bfloat16 autocast where the device has native bf16 (else fp32)")
     channels_last: bool = True
     seed: int = Field(0, description="initialisation seed for weights='random' (recorded in provenance)")
+    fuse_bn: bool = Field(True, description="fold BatchNorm into the preceding convolution for inference "
+                          "(same features up to fp32 rounding; ~1.2x faster on CPU)")
 
 
 class I3DConfig(_Config):
@@ -67,6 +69,8 @@ class I3DConfig(_Config):
     short_side: int = Field(256, ge=32)
     crop: int = Field(224, ge=32)
     seed: int = Field(0, description="initialisation seed for weights='random' (recorded in provenance)")
+    fuse_bn: bool = Field(True, description="fold BatchNorm into the preceding convolution for inference "
+                          "(same features up to fp32 rounding; ~1.2x faster on CPU)")
 
 
 class TextConfig(_Config):

@@ -417,8 +417,14 @@ def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor
                  captions_truncated=int(n_trunc))
 
     # concept labels
-    n_verbs, n_nouns = concept_counts(root) if (text / "concepts.parquet").exists() else (hcfg.n_verb_concepts,
-                                                                                          hcfg.n_noun_concepts)
+    # labels have the MODEL's widths (K_a, K_e); the concept table should agree (run_train resolves
+    # the config from it), ids beyond the model's width are dropped with a warning
+    n_verbs, n_nouns = hcfg.n_verb_concepts, hcfg.n_noun_concepts
+    if (text / "concepts.parquet").exists():
+        t_verbs, t_nouns = concept_counts(root)
+        if (t_verbs, t_nouns) != (n_verbs, n_nouns):
+            log.warning("%s: concept table has %d verbs / %d nouns, the model %d / %d", root, t_verbs, t_nouns,
+                        n_verbs, n_nouns)
     lab: dict[int, tuple[list[int], list[int]]] = {}
     lpath = text / "caption_labels.parquet"
     if lpath.exists():
@@ -572,9 +578,11 @@ class TrainBatches:
             for b in self.batches:
                 yield self._make(b)
             return
+        # own generator: creating worker seeds must not consume the global torch RNG (dropout),
+        # so num_workers does not change the training trajectory
         loader = torch.utils.data.DataLoader(
             _BatchList(self.batches, self._make), batch_size=None, shuffle=False,
-            num_workers=self.num_workers, persistent_workers=False)
+            num_workers=self.num_workers, persistent_workers=False, generator=torch.Generator().manual_seed(0))
         yield from loader
 
 

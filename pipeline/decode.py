@@ -6,7 +6,7 @@ centre crop) and which decoded frames to keep. :func:`sample_frames` (ResNet,
 MSR-VTT convention) and :func:`clip_stacks` (I3D) are thin wrappers, and
 :func:`decode_products` gives both from ONE pass when both extractors run.
 
-Choices (see docs in /work/shared/notes/install.md for the traps behind them):
+Choices (the PyAV traps behind them are listed in the install notes):
 
 * Frames are addressed by their position in the decoder's output ("decode
   index"), never by pts: real files have pts that go backwards.

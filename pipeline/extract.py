@@ -310,8 +310,9 @@ def _check_request(models: dict[str, ModelConfig], spec: ShardSpec, dataset_root
                              "with ResNetConfig / I3DConfig")
     if dataset_root is not None:
         base = Path(dataset_root).resolve()
-        outside = [p for p in spec.paths if not Path(p).resolve().is_relative_to(base)]
-        if outside and any(st == "ok" for st in spec.statuses):
+        outside = [p for p, st in zip(spec.paths, spec.statuses)
+                   if st == "ok" and not Path(p).resolve().is_relative_to(base)]
+        if outside:
             raise ValueError(f"shard {spec.id}: {len(outside)} paths lie outside dataset_root {base}, "
                              f"e.g. {outside[0]}")
 

@@ -58,9 +58,17 @@ def read_manifest(root: str | os.PathLike, stage: str, shard: str | None = None)
     return StageManifest.model_validate(data)
 
 
+def commit_status(root: str | os.PathLike, stage: str, key: str, shard: str | None = None) -> str:
+    """'committed', or why not: 'not built', 'inputs/config changed', 'output lost: <path>'."""
+    m = read_manifest(root, stage, shard)
+    if m is None:
+        return "not built"
+    if m.key != key:
+        return "inputs/config changed"
+    lost = [o for o in m.outputs if not (Path(root) / o).exists()]
+    return f"output lost: {lost[0]}" if lost else "committed"
+
+
 def is_committed(root: str | os.PathLike, stage: str, key: str, shard: str | None = None) -> bool:
     """True when the stage/shard was committed with this exact cache key and its outputs exist."""
-    m = read_manifest(root, stage, shard)
-    if m is None or m.key != key:
-        return False
-    return all((Path(root) / o).exists() for o in m.outputs)
+    return commit_status(root, stage, key, shard) == "committed"

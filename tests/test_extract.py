@@ -19,8 +19,8 @@ from pipeline._backbones import BackboneWeightsError, get_backbone, load_backbon
 from pipeline._fingerprint import sha256_file
 from pipeline.config import BuildConfig, DecodeConfig, I3DConfig, IngestConfig, ResNetConfig
 from pipeline.decode import DecodeTimeoutError
-from pipeline.extract import (extract_shard, extract_shards_multi, finalize_features, plan_shards, prefetch_map,
-                              shard_outputs)
+from pipeline.extract import (ShardSpec, extract_shard, extract_shards_multi, finalize_features, plan_shards,
+                              prefetch_map, shard_outputs)
 from pipeline.ingest import run_ingest
 from tests._videos import make_truncated, make_video
 
@@ -157,6 +157,12 @@ def test_shard_outside_dataset_root_is_refused(resnet_run, tmp_path):
     spec, _ = resnet_run
     with pytest.raises(ValueError, match="outside dataset_root"):
         extract_shard(tmp_path, spec, "resnet152", DECODE, RESNET, dataset_root=tmp_path)
+    escaped = ShardSpec(id="shard-00007", keys=["x"], paths=["/elsewhere/x.mp4"], splits=["train"],
+                        statuses=["error"], errors=["path '../x.mp4' lies outside dataset_root"])
+    result = extract_shard(tmp_path, escaped, "resnet152", DECODE, RESNET, dataset_root=tmp_path)
+    assert (result.counts["ok"], result.counts["error"]) == (0, 1)  # an ingest error row, not a refusal
+    row = pq.read_table(tmp_path / result.outputs[1]).to_pylist()[0]
+    assert row["error_message"].startswith("ingest: path '../x.mp4'")
 
 
 def test_prefetch_abandons_a_hung_decode_and_keeps_order():
@@ -184,13 +190,13 @@ def test_backbone_cache_and_random_provenance():
 
 
 def test_local_weights_file_is_loaded_and_hashed(tmp_path):
-    state = get_backbone("i3d_r50", I3D).model.state_dict()
-    full = _backbones._i3d_arch().state_dict()  # the file holds the full model, head projection included
-    full.update({k: v for k, v in state.items() if k in full})
+    full = _backbones._seeded(_backbones._i3d_arch, I3D.seed).state_dict()  # what weights='random' starts from
     path = tmp_path / "i3d.pth"
-    torch.save({"model_state": full}, path)
+    torch.save({"model_state": full}, path)  # pytorchvideo's checkpoint layout
     loaded = load_backbone("i3d_r50", I3D.model_copy(update={"weights": str(path)}))
     assert loaded.provenance["weights_sha256"] == sha256_file(path)
+    state = get_backbone("i3d_r50", I3D).model.state_dict()
+    assert loaded.model.state_dict().keys() == state.keys()
     for k, v in loaded.model.state_dict().items():
         torch.testing.assert_close(v, state[k])
 

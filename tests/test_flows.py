@@ -87,7 +87,7 @@ def test_first_build_runs_every_stage(built):
 def test_rerun_recomputes_nothing(built, sample):
     out, _ = built
     again = _build(sample, out)
-    assert _executed(again) == set() and again["executed"] == 0
+    assert _executed(again) == set() and again["executed"] == 0, again["stages"]
 
 
 def test_changed_i3d_config_reruns_only_i3d(built, sample):

@@ -222,7 +222,8 @@ def test_masked_batchnorm_matches_plain_bn_on_valid_rows():
     y_ref = ref(x[mask])
     assert torch.allclose(y[mask], y_ref, atol=1e-6)
     assert (y[~mask] == 0).all()
-    assert torch.allclose(bn.running_mean, ref.running_mean) and torch.allclose(bn.running_var, ref.running_var)
+    assert torch.allclose(bn.running_mean, ref.running_mean)
+    assert torch.allclose(bn.running_var, ref.running_var)
     bn.eval(), ref.eval()
     assert torch.allclose(bn(x, mask)[mask], ref(x[mask]), atol=1e-6)
 
@@ -240,7 +241,8 @@ def test_eval_determinism_and_batch_mate_independence():
         s2 = model.similarity(model.encode_videos(v), model.encode_texts(t))
         assert torch.equal(s1, s2)
         # rows 0..2 with different batch-mates (same padded length)
-        v_mix = VideoBatch(torch.cat([v.feats[:3], v_other.feats[3:]]), torch.cat([v.mask[:3], v_other.mask[3:]]))
+        v_mix = VideoBatch(torch.cat([v.feats[:3], v_other.feats[3:]]),
+                           torch.cat([v.mask[:3], v_other.mask[3:]]))
         ve_mix = model.encode_videos(v_mix)
         s3 = model.similarity(ve_mix, model.encode_texts(t))
         assert torch.allclose(s3[:3], s1[:3], atol=1e-6)
@@ -367,3 +369,19 @@ def test_parameter_count_matches_reference_scale():
     vocab 10,510; we build the used ones only."""
     model = HANet(HANetConfig(vocab_size=10510))
     assert count_parameters(model) == 28_376_170 - 3_148_800
+
+
+def test_concept_head_conv_equals_nn_conv1d_with_zero_padding():
+    from models.layers import ConceptHead
+    torch.manual_seed(0)
+    head = ConceptHead(6, 4, kernel=5).eval()
+    randomise_bn(head)
+    x = torch.randn(2, 7, 6)
+    mask = torch.tensor([[1] * 7, [1, 1, 1, 0, 0, 0, 0]]).bool()
+    got = head(x, mask)
+    # the lone short sequence through a plain Conv1d + BN(eval) + sigmoid
+    ref = head.conv(x[1:, :3].transpose(1, 2)).transpose(1, 2)
+    bn = head.bn
+    ref = torch.sigmoid((ref - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias)
+    assert torch.allclose(got[1, :3], ref[0], atol=1e-5)
+    assert (got[1, 3:] == 0).all()

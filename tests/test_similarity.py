@@ -98,3 +98,19 @@ def test_cosine_matrix():
     a, b = torch.randn(3, 5), torch.randn(4, 5)
     want = F.cosine_similarity(a[:, None], b[None], dim=-1)
     assert torch.allclose(cosine_matrix(a, b), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("fusion", ["embed", "sim"])
+def test_autograd_path_equals_inference_path(fusion):
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(3, 6, 5, generator=g)
+    s = torch.randn(4, 2, 5, generator=g)
+    vm = torch.arange(6)[None] < torch.tensor([[6], [2], [4]])
+    sm = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1]]).bool()
+    with torch.no_grad():
+        fast = stacked_attention(v, vm, s, sm, 4.0, fusion)
+    vg, sg = v.clone().requires_grad_(), s.clone().requires_grad_()
+    slow = stacked_attention(vg, vm, sg, sm, 4.0, fusion)
+    assert torch.allclose(fast, slow.detach(), atol=1e-6)
+    slow.sum().backward()
+    assert torch.isfinite(vg.grad).all() and (vg.grad[1, 2:] == 0).all()  # padding gets no gradient

@@ -170,3 +170,12 @@ def test_rng_state_roundtrip(tmp_path):
     set_rng_state(load_checkpoint(tmp_path / "r.pt")["rng"])
     second = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], second[0]) and np.array_equal(first[1], second[1]) and first[2] == second[2]
+
+
+def test_data_workers_do_not_change_the_trajectory(shards, tmp_path):
+    c = cfg(epochs=1, max_steps_per_epoch=3)
+    train(shards, tmp_path / "w0", c)
+    train(shards, tmp_path / "w1", c.model_copy(update={"num_workers": 1}))
+    a = load_checkpoint(tmp_path / "w0" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "w1" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
