@@ -12,3 +12,23 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server (SQLite) for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_sample(tmp_path_factory):
+    """Six real encoded sample videos with captions (MSR-VTT JSON); shared read-only."""
+    from pipeline.sample_data import generate_sample_dataset
+
+    root = tmp_path_factory.mktemp("sample")
+    return root, generate_sample_dataset(root, n_videos=6, seed=0)

@@ -1,10 +1,7 @@
 """The build DAG through Prefect: caching, selective reruns, forcing, lost outputs, resume after SIGKILL."""
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,43 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.sample_data import generate_sample_dataset
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = {  # small frames and clips so ResNet152 / I3D run in seconds on 2 CPU cores
-    "decode": {"crop": 64, "short_side": 72},
-    "i3d": {"clip_len": 4, "clip_step": 2, "max_clips": 1, "crop": 64, "short_side": 72},
-    "concepts": {"n_verbs": 8, "n_nouns": 12},
-}
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sample")
-    ann = generate_sample_dataset(root, n_videos=6, seed=0)
-    return root, ann
-
-
-def _build(sample, out, **kw):
-    from flows.build import build_features
-
-    root, ann = sample
-    overrides = kw.pop("overrides", TINY)
-    return build_features(dataset="tiny", dataset_root=str(Path(ann).parent / "videos"), annotation=str(ann),
-                          out_root=str(out), max_frames=4, frame_stride=4, batch_size=8, weights="random",
-                          shard_size=3, overrides=overrides, **kw)
-
-
-def _executed(summary) -> set[tuple[str, str]]:
-    return {(r["stage"], r["shard"]) for r in summary["stages"] if r["status"] == "executed"}
+from tests._flowutil import build as _build
+from tests._flowutil import TINY, build_cmd, popen
+from tests._flowutil import executed as _executed
+from tests._flowutil import features as _features
 
 
 def _deep(base: dict, extra: dict) -> dict:
@@ -57,6 +21,11 @@ def _deep(base: dict, extra: dict) -> dict:
     for k, v in extra.items():
         out.setdefault(k, {}).update(v)
     return out
+
+
+@pytest.fixture(scope="module")
+def sample(tiny_sample):
+    return tiny_sample
 
 
 @pytest.fixture(scope="module")
@@ -121,34 +90,20 @@ def test_lost_shard_output_is_rebuilt(built, sample):
     assert part.exists()
 
 
-def _features(root: Path) -> dict:
-    out = {}
-    for h5 in sorted((root / "features").glob("*/*.h5")):
-        with h5py.File(h5, "r") as f:
-            out.update({f"{h5.parent.name}/{k}": f[k][()] for k in f})
-    return out
-
-
 def test_killed_build_resumes_to_same_outputs(built, sample, tmp_path):
     """SIGKILL the build process mid-way; a rerun finishes only what is missing, same bytes of features."""
-    from prefect.settings import PREFECT_API_URL
-
     _, reference = built
-    root, ann = sample
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "flows.cli", "build", "--dataset", "tiny", "--dataset-root",
-           str(Path(ann).parent / "videos"), "--annotation", str(ann), "--out-root", str(out),
-           "--max-frames", "4", "--frame-stride", "4", "--batch-size", "8", "--weights", "random",
-           "--shard-size", "3", "--overrides", __import__("json").dumps(TINY)]
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = popen(build_cmd(sample, out), tmp_path / "build.log")
     first_shard = out / "tiny" / "_stages" / "resnet152" / "shard-00000.json"
     deadline = time.time() + 240
     while not first_shard.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert first_shard.exists(), "the build died before committing a shard"
+    assert first_shard.exists(), (tmp_path / "build.log").read_text()[-3000:]
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "tiny" / "_stages" / "merge-i3d_r50.json").exists(), "killed too late to test resume"
     resumed = _build(sample, out)
     assert ("resnet152", "shard-00000") not in _executed(resumed)  # committed work kept
     got, want = _features(Path(resumed["root"])), _features(Path(reference["root"]))

@@ -1,0 +1,102 @@
+"""Fault injection at the flow level: full disk, permission denied, two builds at once, Dask workers.
+
+Each asserts that nothing good is lost: no partial file under a final name, a
+clear error, and a rerun that completes to the same outputs.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from storage.lock import OutputRootBusyError
+from tests._flowutil import build, build_cmd, features, popen
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def reference(prefect_server, tiny_sample, tmp_path_factory):
+    """An uninterrupted local build: what every faulty run must end up equal to."""
+    out = tmp_path_factory.mktemp("ref")
+    return features(Path(build(tiny_sample, out)["root"]))
+
+
+def _assert_same(root: Path, want: dict) -> None:
+    got = features(root)
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def _final_files_readable(root: Path) -> None:
+    """Every file under a final name is whole (Parquet/HDF5 open); no temporaries left."""
+    import h5py
+    import pyarrow.parquet as pq
+
+    for p in root.rglob("*"):
+        if p.suffix == ".parquet":
+            pq.read_table(p)
+        elif p.suffix == ".h5":
+            h5py.File(p, "r").close()
+    assert not [p for p in root.rglob(".tmp-*")]
+
+
+def _limit_file_size(limit_bytes: int):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG, like a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return apply
+
+
+def test_disk_full_fails_clearly_and_rerun_completes(tiny_sample, reference, tmp_path):
+    out, log = tmp_path / "out", tmp_path / "build.log"
+    proc = popen(build_cmd(tiny_sample, out), log, preexec_fn=_limit_file_size(48_000))
+    assert proc.wait(timeout=600) != 0
+    text = log.read_text()
+    assert "File too large" in text or "No space left" in text, text[-2000:]
+    _final_files_readable(out / "tiny")
+    _assert_same(Path(build(tiny_sample, out)["root"]), reference)
+
+
+def _drop_privileges():
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def test_permission_denied_on_output_root(tiny_sample, tmp_path):
+    out = tmp_path / "readonly"
+    out.mkdir()
+    os.chmod(out, 0o555)
+    os.chmod(tmp_path, 0o755)
+    as_root = os.geteuid() == 0  # root ignores modes: run the build as 'nobody' instead
+    proc = popen(build_cmd(tiny_sample, out), tmp_path / "build.log",
+                 preexec_fn=_drop_privileges if as_root else None)
+    assert proc.wait(timeout=600) != 0
+    text = (tmp_path / "build.log").read_text()
+    assert "Permission denied" in text and str(out) in text, text[-2000:]
+    assert list(out.iterdir()) == []
+
+
+def test_second_build_into_same_root_is_refused(tiny_sample, reference, tmp_path):
+    out = tmp_path / "out"
+    proc = popen(build_cmd(tiny_sample, out), tmp_path / "build.log")
+    lock = out / "tiny" / ".build.lock"
+    deadline = time.time() + 300
+    while not (lock.exists() and lock.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(OutputRootBusyError, match="another build"):
+        build(tiny_sample, out)
+    assert proc.wait(timeout=600) == 0, (tmp_path / "build.log").read_text()[-2000:]
+    _assert_same(out / "tiny", reference)
+
+
+def test_dask_local_cluster_matches_local_run(tiny_sample, reference, tmp_path):
+    summary = build(tiny_sample, tmp_path / "out", runner="dask", n_workers=2)
+    assert summary["cached"] == 0
+    _assert_same(Path(summary["root"]), reference)
