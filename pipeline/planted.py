@@ -59,7 +59,8 @@ def make_planted_shards(root: str | os.PathLike, n_videos: int = 60, captions_pe
                         noise: float = 1.0, background: float = 1.0, proto_scale: float = 1.0,
                         split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
                         extractor: str = "resnet152", frame_jitter: float = 0.5,
-                        failed_graph_fraction: float = 0.03, random_features: bool = False) -> Path:
+                        failed_graph_fraction: float = 0.03, random_features: bool = False,
+                        twin_fraction: float = 0.0, separate_events: bool = False) -> Path:
     """Write a complete planted shard tree under ``root`` and return ``root``.
 
     ``n_frames`` is the typical frame count; with ``frame_jitter`` > 0 videos have
@@ -79,21 +80,35 @@ def make_planted_shards(root: str | os.PathLike, n_videos: int = 60, captions_pe
     n_va = int(round(split_fractions[1] * n_videos))
     splits = ["train"] * n_tr + ["val"] * n_va + ["test"] * (n_videos - n_tr - n_va)
     splits = list(rng.permutation(splits))
+    twin = [i % 2 == 1 and rng.random() < twin_fraction for i in range(n_videos)]
+    for i in range(n_videos):
+        if twin[i]:
+            splits[i] = splits[i - 1]
 
     truth: dict[str, Any] = {}
     feats: dict[str, dict[str, np.ndarray]] = {"train": {}, "val": {}, "test": {}}
     video_rows, status_rows = [], []
     cap_rows, tok_rows, graph_rows, label_rows = [], [], [], []
     caption_id = 0
-    for key, split in zip(keys, splits):
+    events: list[dict[str, int]] = []
+    for vi, (key, split) in enumerate(zip(keys, splits)):
         lo, hi = max(1, int(n_frames * (1 - frame_jitter))), max(1, int(n_frames * (1 + frame_jitter)))
         n = int(rng.integers(lo, hi + 1))
-        events = []
-        for _ in range(events_per_video):
-            subj, obj = rng.choice(n_nouns, size=2, replace=False)
-            v = int(rng.integers(n_verbs))
-            width = max(1, int(round(n * rng.uniform(0.4, 0.7))))
-            start = int(rng.integers(0, n - width + 1))
+        prev, events = events, []
+        for e in range(events_per_video):
+            if twin[vi]:  # same verbs/objects as the previous video, subjects rotated between events
+                v, obj = prev[e]["verb"], prev[e]["obj"]
+                subj = prev[(e + 1) % events_per_video]["subj"]
+            else:
+                subj, obj = (int(x) for x in rng.choice(n_nouns, size=2, replace=False))
+                v = int(rng.integers(n_verbs))
+            if separate_events:
+                a, b = (e * n) // events_per_video, max((e * n) // events_per_video + 1, ((e + 1) * n) // events_per_video)
+                width = max(1, int(round((b - a) * rng.uniform(0.6, 1.0))))
+                start = a + int(rng.integers(0, b - a - width + 1))
+            else:
+                width = max(1, int(round(n * rng.uniform(0.4, 0.7))))
+                start = int(rng.integers(0, n - width + 1))
             events.append({"verb": v, "subj": int(subj), "obj": int(obj), "start": start, "end": start + width})
         if random_features:
             x = rng.standard_normal((n, feat_dim)).astype(np.float32)
@@ -104,7 +119,7 @@ def make_planted_shards(root: str | os.PathLike, n_videos: int = 60, captions_pe
                 sl = slice(e["start"], e["end"])
                 x[sl] += vproto[e["verb"]] + nproto[e["subj"]] + nproto[e["obj"]]
         feats[split][key] = x
-        truth[key] = {"split": split, "n_frames": n, "events": [
+        truth[key] = {"split": split, "n_frames": n, "twin_of": keys[vi - 1] if twin[vi] else None, "events": [
             {"verb": verbs[e["verb"]], "subject": nouns[e["subj"]], "object": nouns[e["obj"]],
              "frames": [e["start"], e["end"]]} for e in events]}
         video_rows.append({"key": key, "path": f"planted://{key}", "split": split, "size_bytes": 0,
@@ -205,7 +220,7 @@ def make_planted_shards(root: str | os.PathLike, n_videos: int = 60, captions_pe
                   events_per_video=events_per_video, noise=noise, background=background,
                   proto_scale=proto_scale, split_fractions=list(split_fractions), extractor=extractor,
                   frame_jitter=frame_jitter, failed_graph_fraction=failed_graph_fraction,
-                  random_features=random_features)
+                  random_features=random_features, twin_fraction=twin_fraction, separate_events=separate_events)
     write_manifest(root, StageManifest(stage="planted", key=json.dumps(params, sort_keys=True), config=params,
                                        counts={"videos": n_videos, "captions": caption_id}))
     return root

@@ -141,7 +141,8 @@ def _article(word: str) -> str:
 
 def _fill(template: str, plan: VideoPlan, nouns: list[str], phrases: list[str]) -> str:
     objs = plan.objects
-    values = {"bg": plan.background, "c1": objs[0].colour, "n1": nouns[0], "p1": phrases[0], "a": _article(objs[0].colour)}
+    values = {"bg": plan.background, "c1": objs[0].colour, "n1": nouns[0], "p1": phrases[0],
+              "a": _article(objs[0].colour)}
     if len(objs) > 1:
         values.update(c2=objs[1].colour, n2=nouns[1], p2=phrases[1], b=_article(objs[1].colour))
     return template.format(**values)

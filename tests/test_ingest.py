@@ -146,7 +146,8 @@ def test_probe_off_only_checks_existence(tmp_path):
     ann.write_text(json.dumps({"videos": [{"video_id": "t", "split": "train"}], "sentences": []}))
     run_ingest(_build(tmp_path, "msrvtt", ann, probe=False))
     row = _tables(tmp_path)[0]["t"]
-    assert (row["status"], row["n_frames"], row["size_bytes"]) == ("ok", None, (tmp_path / "videos/t.mp4").stat().st_size)
+    size = (tmp_path / "videos/t.mp4").stat().st_size
+    assert (row["status"], row["n_frames"], row["size_bytes"]) == ("ok", None, size)
 
 
 def test_duplicate_and_colliding_keys(tmp_path):
