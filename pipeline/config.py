@@ -43,6 +43,9 @@ class DecodeConfig(_Config):
     missing_frames_slack: int = Field(2, ge=0, description="frames that may always be missing (rounded durations)")
     max_decode_errors: int = Field(0, ge=0, description="decoder errors (bad packets) tolerated per video; "
                                    "more make the video an error")
+    apply_rotation: bool = Field(True, description="turn frames upright by their display-matrix rotation "
+                                 "(phone footage; multiples of 90 degrees) before the centre crop; the rotation "
+                                 "is recorded either way (False reproduces the reference extractors)")
 
 
 class ResNetConfig(_Config):

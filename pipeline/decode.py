@@ -20,6 +20,11 @@ Choices (the PyAV traps behind them are listed in the install notes):
   duration x fps) and a shortfall beyond ``DecodeConfig.max_missing_fraction``
   raises :class:`TruncatedVideoError`; smaller shortfalls are reported in
   :class:`VideoMeta` (n_decoded vs n_expected).
+* duration x fps (Matroska/WebM state no frame count) is only an estimate:
+  a variable-frame-rate file has fewer frames than its nominal rate implies.
+  A count shortfall against that estimate is an error only if the decoded
+  frames' timestamps also stop short of the stated duration (by more than
+  the same fraction); a cut file stops early, a VFR file does not.
 * Time limit: the deadline (``timeout_s``) is checked between packets, and
   PyAV's interrupt callback (``av.open(timeout=...)``) bounds blocking reads.
   A decoder stuck INSIDE one FFmpeg call cannot be interrupted from Python;
@@ -27,8 +32,14 @@ Choices (the PyAV traps behind them are listed in the install notes):
   abandons (daemon) threads that overrun it. A process per video would make
   that hard kill possible but costs a fork and a frame copy per video; not
   worth it for files that are already probed at ingest.
-* Rotation metadata is recorded (``VideoMeta.rotation``), not applied, as in
-  the reference extractors.
+* Rotation (display matrix, as phones write it) is recorded
+  (``VideoMeta.rotation``, degrees counter-clockwise as FFmpeg reports it) and,
+  with ``DecodeConfig.apply_rotation``, applied with ``np.rot90`` so features
+  see upright frames (the reference extractors ignore it: set False to match
+  them). Only multiples of 90 degrees are applied (``rotation_applied``);
+  mirror flips in the matrix are not. The turn is done on the resized frame,
+  before the centre crop: resizing the short side commutes with a quarter
+  turn, and turning the small image is cheaper than the full-size one.
 """
 from __future__ import annotations
 
@@ -71,6 +82,12 @@ class DecodeTimeoutError(DecodeError):
     """Decoding took longer than the per-video limit."""
 
 
+FROM_COUNT = "container frame count"
+FROM_DURATION = "duration x fps"
+FROM_NOTHING = "unknown"
+QUARTER_TURN = 90  # degrees of one np.rot90 step
+
+
 @dataclass(frozen=True)
 class FrameRequest:
     """Keep decoded frames whose index is a multiple of ``every``, resized and cropped."""
@@ -92,6 +109,9 @@ class VideoMeta:
     width: int
     height: int
     rotation: int = 0
+    rotation_applied: int = 0  # the part of ``rotation`` turned upright (0: none)
+    first_time_s: float | None = None  # earliest / latest decoded frame timestamp
+    last_time_s: float | None = None
     decode_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -152,11 +172,11 @@ def stream_duration_s(stream, container) -> float | None:
 def expected_frames(stream, container) -> tuple[int | None, str]:
     """What the container claims: its frame count, else duration x fps, else unknown."""
     if stream.frames and stream.frames > 0:
-        return int(stream.frames), "container frame count"
+        return int(stream.frames), FROM_COUNT
     duration, fps = stream_duration_s(stream, container), stream_fps(stream)
     if duration and fps:
-        return int(round(duration * fps)), "duration x fps"
-    return None, "unknown"
+        return int(round(duration * fps)), FROM_DURATION
+    return None, FROM_NOTHING
 
 
 def open_video(path: str | Path, timeout_s: float | None = None) -> av.container.InputContainer:
@@ -214,25 +234,68 @@ def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(short_side, round(width * scale)), max(short_side, round(height * scale))
 
 
-def to_rgb_crop(frame: av.VideoFrame, short_side: int, crop: int, interpolation: str) -> np.ndarray:
-    """Resize the short side to ``short_side`` (swscale), then centre-crop ``crop`` x ``crop``."""
+def quarter_turns(rotation: int) -> int | None:
+    """``np.rot90``'s k that shows a frame upright, given its counter-clockwise display rotation in degrees.
+
+    None when the rotation is not a multiple of 90 degrees (not applied).
+    """
+    if rotation % QUARTER_TURN:
+        return None
+    return (rotation // QUARTER_TURN) % 4
+
+
+def to_rgb_crop(frame: av.VideoFrame, short_side: int, crop: int, interpolation: str,
+                turns: int = 0) -> np.ndarray:
+    """Resize the short side to ``short_side`` (swscale), turn ``turns`` quarters counter-clockwise,
+    then centre-crop ``crop`` x ``crop``."""
     w, h = resized_size(frame.width, frame.height, short_side)
-    rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation=interpolation).to_ndarray()
+    rgb = np.rot90(frame.reformat(width=w, height=h, format="rgb24", interpolation=interpolation).to_ndarray(), turns)
+    h, w = rgb.shape[:2]
     top, left = (h - crop) // 2, (w - crop) // 2
     return np.ascontiguousarray(rgb[top:top + crop, left:left + crop])
 
 
 def _keep(frame: av.VideoFrame, index: int, requests: Mapping[str, FrameRequest],
-          kept: dict[str, KeptFrames], interpolation: str) -> None:
+          kept: dict[str, KeptFrames], interpolation: str, turns: int) -> None:
     converted: dict[tuple[int, int], np.ndarray] = {}
     for name, req in requests.items():
         if index % req.every:
             continue
         geom = (req.short_side, req.crop)
         if geom not in converted:
-            converted[geom] = to_rgb_crop(frame, req.short_side, req.crop, interpolation)
+            converted[geom] = to_rgb_crop(frame, req.short_side, req.crop, interpolation, turns)
         kept[name].indices.append(index)
         kept[name].frames.append(converted[geom])
+
+
+def _set_rotation(meta: VideoMeta, frame: av.VideoFrame, cfg: DecodeConfig) -> None:
+    meta.rotation = int(getattr(frame, "rotation", 0) or 0)
+    applicable = cfg.apply_rotation and quarter_turns(meta.rotation) is not None
+    meta.rotation_applied = meta.rotation if applicable else 0
+
+
+def _track_time(meta: VideoMeta, frame: av.VideoFrame) -> None:
+    """Earliest and latest timestamp (min/max: pts may go backwards)."""
+    t = frame.time
+    if t is None:
+        return
+    meta.first_time_s = t if meta.first_time_s is None else min(meta.first_time_s, t)
+    meta.last_time_s = t if meta.last_time_s is None else max(meta.last_time_s, t)
+
+
+def decoded_span_s(meta: VideoMeta) -> float | None:
+    """Seconds the decoded frames cover (last timestamp - first + one nominal frame)."""
+    if meta.first_time_s is None or not meta.fps:
+        return None
+    return meta.last_time_s - meta.first_time_s + 1 / meta.fps
+
+
+def _reaches_duration(meta: VideoMeta, cfg: DecodeConfig) -> bool:
+    """A count estimated from duration x fps falls short but the frames span the duration: variable frame rate."""
+    span = decoded_span_s(meta)
+    if meta.expected_source != FROM_DURATION or span is None or not meta.duration_s:
+        return False
+    return span >= (1 - cfg.max_missing_fraction) * meta.duration_s
 
 
 def _check_complete(meta: VideoMeta, cfg: DecodeConfig) -> None:
@@ -242,9 +305,12 @@ def _check_complete(meta: VideoMeta, cfg: DecodeConfig) -> None:
     if meta.n_expected is None:
         return
     missing = meta.n_expected - meta.n_decoded
-    if missing > max(cfg.missing_frames_slack, cfg.max_missing_fraction * meta.n_expected):
+    if missing > max(cfg.missing_frames_slack, cfg.max_missing_fraction * meta.n_expected) \
+            and not _reaches_duration(meta, cfg):
+        span = decoded_span_s(meta)
+        covered = f", frames span {span:.2f} of {meta.duration_s:.2f} s" if span and meta.duration_s else ""
         raise TruncatedVideoError(f"decoded {meta.n_decoded} of {meta.n_expected} frames "
-                                  f"({meta.expected_source}); the file is probably truncated")
+                                  f"({meta.expected_source}{covered}); the file is probably truncated")
 
 
 def _validate(requests: Mapping[str, FrameRequest]) -> None:
@@ -268,8 +334,9 @@ def decode_video(path: str | Path, requests: Mapping[str, FrameRequest],
         kept = {name: KeptFrames([], []) for name in requests}
         for frame in _decoded_frames(container, stream, meta, cfg, t0):
             if meta.n_decoded == 0:
-                meta.rotation = int(getattr(frame, "rotation", 0) or 0)
-            _keep(frame, meta.n_decoded, requests, kept, cfg.interpolation)
+                _set_rotation(meta, frame, cfg)
+            _track_time(meta, frame)
+            _keep(frame, meta.n_decoded, requests, kept, cfg.interpolation, quarter_turns(meta.rotation_applied))
             meta.n_decoded += 1
     _check_complete(meta, cfg)
     meta.seconds = time.monotonic() - t0

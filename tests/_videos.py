@@ -104,3 +104,73 @@ def make_corrupt(src: Path, dst: Path, n_bytes: int = 400, seed: int = 1) -> Pat
     data[start:start + n_bytes] = np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
     dst.write_bytes(bytes(data))
     return dst
+
+
+# ------------------------------------------------------- odd-but-valid files
+
+VFR_PTS_MS = (0, 40, 50, 60, 300, 310, 700, 1500, 1510, 1520, 2600, 2640, 2650, 4000)
+MS = Fraction(1, 1000)
+
+
+def _video_stream(container, codec: str, size: tuple[int, int], fps: int):
+    stream = container.add_stream(codec, rate=Fraction(fps), options={"flags": "+bitexact"})
+    stream.width, stream.height, stream.pix_fmt, stream.bit_rate = size[0], size[1], "yuv420p", 800_000
+    stream.codec_context.thread_count = 1
+    return stream
+
+
+def make_vfr(path: Path, pts_ms: tuple[int, ...] = VFR_PTS_MS, size: tuple[int, int] = (64, 48),
+             codec: str = "mpeg4", nominal_fps: int = 25) -> Path:
+    """Index-coded frames with irregular timestamps (bursts and long gaps), in millisecond pts.
+
+    The container follows the suffix. Matroska/WebM store no frame count, so a
+    reader's estimate is duration x ``nominal_fps`` (101 for the default pts),
+    far more than the ``len(pts_ms)`` frames present.
+    """
+    with av.open(str(path), "w", options={"fflags": "+bitexact"}) as c:
+        stream = _video_stream(c, codec, size, nominal_fps)
+        stream.codec_context.time_base = MS
+        for i, t in enumerate(pts_ms):
+            frame = av.VideoFrame.from_ndarray(index_frame(i, size), format="rgb24")
+            frame.pts, frame.time_base = t, MS
+            c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    return path
+
+
+def halves_frame(size: tuple[int, int] = (96, 48)) -> np.ndarray:
+    """Left half pure red, right half pure blue: shows which way a frame was turned."""
+    w, h = size
+    frame = np.zeros((h, w, 3), np.uint8)
+    frame[:, : w // 2, 0] = 255
+    frame[:, w // 2:, 2] = 255
+    return frame
+
+
+def make_rotated(path: Path, degrees: int = 90, n_frames: int = 4, size: tuple[int, int] = (96, 48),
+                 codec: str = "mpeg4", fps: int = 12) -> Path:
+    """:func:`halves_frame` frames stored as is, with a display matrix saying "turn ``degrees`` counter-clockwise".
+
+    Written with PyAV 18's ``VideoStream.set_display_rotation`` (the coded
+    side data phones write; FFmpeg reads it back as ``VideoFrame.rotation``).
+    """
+    with av.open(str(path), "w", options={"fflags": "+bitexact"}) as c:
+        stream = _video_stream(c, codec, size, fps)
+        stream.set_display_rotation(degrees)
+        for _ in range(n_frames):
+            c.mux(stream.encode(av.VideoFrame.from_ndarray(halves_frame(size), format="rgb24")))
+        c.mux(stream.encode(None))
+    return path
+
+
+def make_large(path: Path, n_frames: int = 2, size: tuple[int, int] = (3840, 2160)) -> Path:
+    """A few index-coded frames at a very large resolution (4K UHD by default)."""
+    return make_video(path, n_frames, size=size)
+
+
+def make_wrong_extension(path: Path, real_suffix: str, n_frames: int = 10, size: tuple[int, int] = (64, 48)) -> Path:
+    """An index-coded video muxed for ``real_suffix`` ('.mkv', '.avi', '.mp4') but saved under ``path``'s name."""
+    real = path.with_name(f"{path.stem}.real{real_suffix}")
+    make_video(real, n_frames, size=size)
+    real.replace(path)
+    return path
