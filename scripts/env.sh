@@ -13,3 +13,4 @@ export NLTK_DATA="${NLTK_DATA:-$VTR_REPO/.nltk_data}"
 export VTR_WORK_POOL="${VTR_WORK_POOL:-vtr-local}"
 export PATH="$VTR_REPO/.venv/bin:$PATH"
 export PREFECT_LOGGING_EXTRA_LOGGERS="${PREFECT_LOGGING_EXTRA_LOGGERS:-pipeline}"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # torch shares cores with decode threads
