@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests._flowutil import build as _build
-from tests._flowutil import TINY, build_cmd, popen
+from tests._flowutil import TINY, assert_same_features, build_cmd, popen
 from tests._flowutil import executed as _executed
 from tests._flowutil import features as _features
 
@@ -105,10 +105,11 @@ def test_killed_build_resumes_to_same_outputs(built, sample, tmp_path):
     assert first_shard.exists(), (tmp_path / "build.log").read_text()[-3000:]
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "tiny" / "_stages" / "merge-i3d_r50.json").exists(), "killed too late to test resume"
+    kept = out / "tiny" / "features" / "resnet152" / "shards" / "shard-00000.h5"
+    kept_bytes = kept.read_bytes()
     resumed = _build(sample, out)
-    assert ("resnet152", "shard-00000") not in _executed(resumed)  # committed work kept
-    got, want = _features(Path(resumed["root"])), _features(Path(reference["root"]))
-    assert got.keys() == want.keys()
-    for k in want:
-        np.testing.assert_array_equal(got[k], want[k])
+    assert ("resnet152", "shard-00000") not in _executed(resumed)  # committed work kept...
+    assert kept.read_bytes() == kept_bytes  # ...untouched
+    # the killed run was another process (other torch thread setup): equal up to fp32 rounding
+    assert_same_features(_features(Path(resumed["root"])), _features(Path(reference["root"])), 1e-4)
     assert not list(Path(resumed["root"]).rglob(".tmp-*"))
