@@ -579,10 +579,13 @@ class TrainBatches:
                 yield self._make(b)
             return
         # own generator: creating worker seeds must not consume the global torch RNG (dropout),
-        # so num_workers does not change the training trajectory
+        # so num_workers does not change the training trajectory. forkserver, not fork: the
+        # parent runs threads (Prefect, decode pools) and forked workers inherited broken state
+        # (seen as workers exiting with code 1 in the full test session).
         loader = torch.utils.data.DataLoader(
             _BatchList(self.batches, self._make), batch_size=None, shuffle=False,
-            num_workers=self.num_workers, persistent_workers=False, generator=torch.Generator().manual_seed(0))
+            num_workers=self.num_workers, persistent_workers=False, generator=torch.Generator().manual_seed(0),
+            multiprocessing_context="forkserver")
         yield from loader
 
 

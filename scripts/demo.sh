@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$VTR_REPO"
-DEMO_EPOCHS="${DEMO_EPOCHS:-6}"
+DEMO_EPOCHS="${DEMO_EPOCHS:-4}"
 
 bash scripts/prefect_up.sh
 
