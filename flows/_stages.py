@@ -63,8 +63,26 @@ def submit_stage(task_fn, *, root: str, stage: str, key: str, shard: str | None 
                     wait_for=wait_for or [], **params)
 
 
-def make_task_runner(runner: str, n_workers: int, dask_address: str | None = None):
-    """'local' threads, or Dask (a LocalCluster, or an existing scheduler's address)."""
+GPU_RESOURCE = "GPU"  # dask worker resource name: `dask worker --resources GPU=1`
+
+
+def gpu_resource(enabled: bool):
+    """Context in which submitted tasks ask the Dask scheduler for one GPU (no-op otherwise)."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.annotate(resources={GPU_RESOURCE: 1})
+
+
+def make_task_runner(runner: str, n_workers: int, dask_address: str | None = None,
+                     local_gpus: int = 0):
+    """'local' threads, or Dask (a LocalCluster, or an existing scheduler's address).
+
+    ``local_gpus``: GPU resources each LocalCluster worker advertises (for GPU tasks).
+    """
     if runner == "local":
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -74,6 +92,8 @@ def make_task_runner(runner: str, n_workers: int, dask_address: str | None = Non
 
         if dask_address:
             return DaskTaskRunner(address=dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+        kwargs = {"n_workers": n_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+        if local_gpus:
+            kwargs["resources"] = {GPU_RESOURCE: local_gpus}
+        return DaskTaskRunner(cluster_kwargs=kwargs)
     raise ValueError(f"unknown runner {runner!r}: use 'local' or 'dask'")

@@ -17,9 +17,9 @@ from prefect.logging import get_run_logger
 
 from flows import _stages
 from pipeline import _backbones, decode, extract, ingest, sample_data
-from pipeline._fingerprint import code_version, file_fingerprint, sha256_file, stable_hash
+from pipeline._fingerprint import code_version, file_fingerprint, sha256_file
 from pipeline._stage import stage_key
-from pipeline.config import BuildConfig, IngestConfig
+from pipeline.config import BuildConfig
 from pipeline.text import _nlp, hgr_json, lemmas, roles, vocab
 from pipeline.text import concepts as text_concepts
 from pipeline.text import parse as text_parse
@@ -132,14 +132,15 @@ def _text_chain(root: str, cfg: BuildConfig, force: set[str], wait_for) -> list:
     return futures
 
 
-def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for) -> list:
+def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bool = False) -> list:
     futures, by_extractor = [], {}
     for name, spec, key, sub, code, inputs in _video_stage_keys(Path(root), cfg):
         kwargs = {"root": Path(root), "spec": spec.model_dump(), "extractor": name, "decode_cfg": cfg.decode,
                   "model_cfg": sub, "dataset_root": Path(cfg.ingest.dataset_root)}
-        f = _stages.submit_stage(extract_task, root=root, stage=name, key=key, shard=spec.id,
-                                 force=name in force, code=code, config=sub, inputs=inputs,
-                                 kwargs=kwargs, wait_for=wait_for)
+        with _stages.gpu_resource(gpu):  # extraction tasks ask the engine for a GPU
+            f = _stages.submit_stage(extract_task, root=root, stage=name, key=key, shard=spec.id,
+                                     force=name in force, code=code, config=sub, inputs=inputs,
+                                     kwargs=kwargs, wait_for=wait_for)
         by_extractor.setdefault(name, []).append((spec.id, key, f))
     for name, shards in by_extractor.items():
         stage = f"merge-{name}"
@@ -170,16 +171,16 @@ def _summary(futures: list, progress_id, started_at: float) -> list[dict]:
 
 
 @flow(name="build-dag")
-def build_dag(cfg: BuildConfig, force: list[str] | None = None) -> dict:
+def build_dag(cfg: BuildConfig, force: list[str] | None = None, gpu_resource: bool = False) -> dict:
     """Run every stage of ``cfg`` (cached ones are skipped) and return a summary."""
     logger, t0 = get_run_logger(), time.time()
     force = set(force or [])
     root = str(Path(cfg.out_root) / cfg.dataset)
     with exclusive_lock(Path(root) / ".build.lock"):
-        return _run_dag(cfg, root, force, logger, t0)
+        return _run_dag(cfg, root, force, logger, t0, gpu_resource)
 
 
-def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float) -> dict:
+def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float, gpu: bool) -> dict:
     removed = clean_stale_tmp(root)
     if removed:
         logger.info("removed %d temporary files left by an interrupted run", removed)
@@ -191,7 +192,7 @@ def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float) ->
                                kwargs={"cfg": cfg})
     ing.wait()
     ing.result()  # raise now if ingest failed: nothing downstream can run
-    futures = [ing] + _video_chain(root, cfg, force, [ing]) + _text_chain(root, cfg, force, [ing])
+    futures = [ing] + _video_chain(root, cfg, force, [ing], gpu) + _text_chain(root, cfg, force, [ing])
     progress = create_progress_artifact(progress=0.0, key=None, description=f"{cfg.dataset}: stages done")
     rows = _summary(futures, progress, t0)
     create_table_artifact(rows, key=f"build-{_slug(cfg.dataset)}",
@@ -226,6 +227,7 @@ def build_features(
     runner: Literal["local", "dask"] = "local",
     n_workers: int = 2,
     dask_address: str | None = None,
+    dask_gpu: bool = False,
     overrides: dict = {},
 ) -> dict:
     """Build a dataset's shards. ``weights``: 'pretrained', 'random' or a local file.
@@ -233,6 +235,9 @@ def build_features(
     ``force``: stage names to recompute (ingest, resnet152, i3d_r50, merge-*, parse,
     concepts, vocab). ``overrides``: nested BuildConfig fields, e.g.
     ``{"i3d": {"clip_len": 16}, "text": {"spacy_model": "en_core_web_md"}}``.
+    ``dask_gpu``: extraction tasks request one ``GPU`` resource from the Dask scheduler
+    (start workers with ``dask worker ADDRESS --resources GPU=1``; a LocalCluster
+    gets one per worker).
     ``generate_sample``: when > 0 and the annotation file is missing, first write
     that many deterministic sample videos (the bundled sample dataset).
     """
@@ -244,8 +249,10 @@ def build_features(
     bad = set(force) - set(STAGES)
     if bad:
         raise ValueError(f"unknown stages in force: {sorted(bad)}; stages are {list(STAGES)}")
-    dag = build_dag.with_options(task_runner=_stages.make_task_runner(runner, n_workers, dask_address))
-    summary = dag(cfg, force=list(force))
+    if dask_gpu and runner != "dask":
+        raise ValueError("dask_gpu=True needs runner='dask' (workers started with --resources GPU=1)")
+    runner_obj = _stages.make_task_runner(runner, n_workers, dask_address, local_gpus=int(dask_gpu))
+    summary = build_dag.with_options(task_runner=runner_obj)(cfg, force=list(force), gpu_resource=dask_gpu)
     print(f"shards written under {summary['root']} "
           f"({summary['executed']} stage runs executed, {summary['cached']} cached)")
     return summary

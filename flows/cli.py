@@ -25,7 +25,8 @@ def _cmd_build(a: argparse.Namespace) -> int:
                    out_root=a.out_root, format=a.format, extractors=a.extractors, max_frames=a.max_frames,
                    frame_stride=a.frame_stride, batch_size=a.batch_size, device=a.device, weights=a.weights,
                    allow_random_weights=a.allow_random_weights, shard_size=a.shard_size, force=a.force,
-                   runner=a.runner, n_workers=a.n_workers, overrides=_json(a.overrides))
+                   runner=a.runner, n_workers=a.n_workers, dask_address=a.dask_address or None,
+                   dask_gpu=a.dask_gpu, overrides=_json(a.overrides))
     return 0
 
 
@@ -85,6 +86,8 @@ def _add_build(sub) -> None:
     p.add_argument("--force", nargs="*", default=[], help="stage names to recompute")
     p.add_argument("--runner", default="local", choices=["local", "dask"])
     p.add_argument("--n-workers", type=int, default=2)
+    p.add_argument("--dask-address", default="", help="existing dask.distributed scheduler (else a LocalCluster)")
+    p.add_argument("--dask-gpu", action="store_true", help="extraction tasks request a GPU resource from Dask")
     p.add_argument("--overrides", default="", help="JSON of nested BuildConfig fields")
     p.set_defaults(fn=_cmd_build)
 

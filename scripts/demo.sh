@@ -13,7 +13,7 @@ run() {  # run a deployment, watch it, fail if the flow run did not complete
   echo; echo "=== prefect deployment run '$name' $*"
   local out
   out=$(prefect deployment run "$name" "$@" --watch 2>&1 | tee /dev/stderr)
-  grep -q "finished in state Completed" <<<"$out" || { echo "deployment run $name did not complete" >&2; exit 1; }
+  grep -q "finished successfully in 'Completed'" <<<"$out" || { echo "deployment run $name did not complete" >&2; exit 1; }
 }
 
 run 'build-features/build-sample-features'

@@ -34,3 +34,14 @@ def tiny_sample(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sample")
     return root, generate_sample_dataset(root, n_videos=6, seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one torch thread avoids OpenMP spin-waits on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -23,12 +23,7 @@ HCFG = HANetConfig(max_words=10, max_verbs=2, max_nouns=3, max_frames=8, n_verb_
                    feat_dim=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def node(role, spans, words=""):

@@ -90,7 +90,8 @@ def test_second_build_into_same_root_is_refused(tiny_sample, reference, tmp_path
 
 
 def test_dask_local_cluster_matches_local_run(tiny_sample, reference, tmp_path):
-    summary = build(tiny_sample, tmp_path / "out", runner="dask", n_workers=2)
+    # dask_gpu: extraction tasks ask for a "GPU" resource, which each LocalCluster worker advertises
+    summary = build(tiny_sample, tmp_path / "out", runner="dask", n_workers=2, dask_gpu=True)
     assert summary["cached"] == 0
     # Dask workers run torch with 1 thread (the local run with 2): float reductions are summed in
     # another order, so features agree to fp32 rounding, not bit for bit (random-init ResNet152

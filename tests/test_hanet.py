@@ -15,13 +15,7 @@ TINY = dict(feat_dim=16, vocab_size=40, word_dim=8, n_verb_concepts=12, n_noun_c
             max_words=10, max_verbs=2, max_nouns=3, max_frames=12)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cfg(**kw) -> HANetConfig:

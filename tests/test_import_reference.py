@@ -17,12 +17,7 @@ TINY = dict(feat_dim=16, vocab_size=0, word_dim=8, n_verb_concepts=12, n_noun_co
             max_words=10, max_verbs=2, max_nouns=3, max_frames=12)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference_state_dicts(F=2048, D=1024, W=300, vocab=10510, Ka=512, Ke=1024, k=5, r=16,

@@ -40,15 +40,7 @@ N_VIDEOS, CAPS, SPLITS = 500, 4, (0.2, 0.2, 0.6)
 EPOCHS, LR, BATCH = 15, 1e-2, 64
 ABLATION_TOLERANCE = 30.0   # rsum points (of 600); see the measurements in the module docstring
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny model on a shared 2-core box: one thread is much faster
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,7 @@ import torch.nn.functional as F
 from models.similarity import cosine_matrix, jaccard_matrix, stacked_attention
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def slow_stacked_attention(v, v_mask, s, s_mask, lam, fusion):
