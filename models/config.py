@@ -52,6 +52,9 @@ class HANetConfig(_Config):
     max_verbs: int = 4
     max_nouns: int = 6
     max_frames: int = Field(20, description="frames per video (20 MSR-VTT, 30 VATEX)")
+    frame_norm: Literal["none", "l2"] = Field(
+        "none", description="'l2' normalises each frame feature first (the reference: none); useful for "
+        "features of randomly initialised backbones, whose scale reaches ~1e6")
 
 
 class TrainConfig(_Config):

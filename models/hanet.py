@@ -198,6 +198,8 @@ class HANet(nn.Module):
         verb_probs (B,K_a), noun_probs (B,K_e) MIL scores; frame_verb_probs (B,N,K_a),
         frame_noun_probs (B,N,K_e) frame confidences (0 at padded frames);
         verb_ids (B,N_a), noun_ids (B,N_e) the selected concepts."""
+        if self.cfg.frame_norm == "l2":  # padded (all-zero) frames stay zero
+            v = VideoBatch(feats=torch.nn.functional.normalize(v.feats, dim=-1), mask=v.mask)
         return self.video(v)
 
     def encode_texts(self, t: TextBatch) -> dict[str, Tensor]:

@@ -379,3 +379,15 @@ def test_concept_head_conv_equals_nn_conv1d_with_zero_padding():
     ref = torch.sigmoid((ref - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias)
     assert torch.allclose(got[1, :3], ref[0], atol=1e-5)
     assert (got[1, 3:] == 0).all()
+
+
+@pytest.mark.parametrize("norm, invariant", [("l2", True), ("none", False)])
+def test_frame_norm_makes_videos_scale_invariant(norm, invariant):
+    cfg = tiny_cfg(frame_norm=norm)
+    torch.manual_seed(0)
+    model = HANet(cfg).eval()
+    v, _, _ = make_batch(cfg, 3)
+    big = VideoBatch(feats=v.feats * 1e4, mask=v.mask)
+    with torch.no_grad():
+        a, b = model.encode_videos(v)["glo"], model.encode_videos(big)["glo"]
+    assert torch.allclose(a, b, atol=1e-5) is invariant
