@@ -101,14 +101,15 @@ def _ingest_inputs(cfg: BuildConfig) -> dict[str, Any]:
 
 
 def _video_stage_keys(root: Path, cfg: BuildConfig):
-    """(extractor, spec, key, model_cfg) for every enabled extractor and shard."""
+    """(extractor, spec, key, model_cfg, code, inputs) for every enabled extractor and shard."""
     code = code_version(*VIDEO_MODULES)
+    specs = extract.plan_shards(root, cfg.shard_size, cfg.ingest.dataset_root)
     out = []
     for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)):
         if not sub.enabled:
             continue
         wfp = file_fingerprint(sub.weights) if Path(sub.weights).is_file() else sub.weights
-        for spec in extract.plan_shards(root, cfg.shard_size, cfg.ingest.dataset_root):
+        for spec in specs:
             inputs = {"videos": spec.fingerprint(), "weights": wfp}
             key = stage_key(name, {"decode": cfg.decode, "model": sub}, code, inputs)
             out.append((name, spec, key, sub, code, inputs))
