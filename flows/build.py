@@ -143,12 +143,13 @@ def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bo
                                      force=name in force, code=code, config=sub, inputs=inputs,
                                      kwargs=kwargs, wait_for=wait_for)
         by_extractor.setdefault(name, []).append((spec.id, key, f))
+    merge_code = code_version(extract)
     for name, shards in by_extractor.items():
         stage = f"merge-{name}"
-        key = stage_key(stage, {}, code_version(extract), {"shards": [k for _, k, _ in shards]})
+        key = stage_key(stage, {}, merge_code, {"shards": [k for _, k, _ in shards]})
         futures += [f for _, _, f in shards]
         futures.append(_stages.submit_stage(
-            merge_task, root=root, stage=stage, key=key, force=stage in force, code=code_version(extract),
+            merge_task, root=root, stage=stage, key=key, force=stage in force, code=merge_code,
             inputs={"shards": [k for _, k, _ in shards]},
             kwargs={"root": Path(root), "extractor": name, "shard_ids": [s for s, _, _ in shards]},
             wait_for=[f for _, _, f in shards]))

@@ -6,7 +6,6 @@ weights_sha256, config (JSON), schema_version. Readers need h5py only.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -15,6 +14,7 @@ import h5py
 import numpy as np
 
 from storage._atomic import atomic_path
+from storage._h5 import check_schema, put_attrs, set_attrs
 
 FEATURE_SCHEMA_VERSION = 1
 
@@ -24,14 +24,7 @@ def dataset_name(key: str) -> str:
 
 
 def _set_attrs(f: h5py.File, attrs: Mapping[str, Any]) -> None:
-    f.attrs["schema_version"] = FEATURE_SCHEMA_VERSION
-    for k, v in attrs.items():
-        f.attrs[k] = v if isinstance(v, (str, int, float, bool, np.ndarray)) else json.dumps(v, default=str)
-
-
-def _set_dataset_attrs(ds: h5py.Dataset, attrs: Mapping[str, Any]) -> None:
-    for k, v in attrs.items():
-        ds.attrs[k] = v if isinstance(v, (str, int, float, bool, np.ndarray)) else json.dumps(v, default=str)
+    set_attrs(f, attrs, FEATURE_SCHEMA_VERSION)
 
 
 def write_features(path: str | os.PathLike, features: Mapping[str, np.ndarray],
@@ -47,7 +40,7 @@ def write_features(path: str | os.PathLike, features: Mapping[str, np.ndarray],
             _set_attrs(f, attrs)
             for key, arr in features.items():
                 ds = f.create_dataset(dataset_name(key), data=np.asarray(arr, dtype=np.float32))
-                _set_dataset_attrs(ds, (dataset_attrs or {}).get(key, {}))
+                put_attrs(ds, (dataset_attrs or {}).get(key, {}))
     return Path(path)
 
 
@@ -67,9 +60,7 @@ def merge_features(path: str | os.PathLike, parts: list[str | os.PathLike], keys
 
 
 def check_version(f: h5py.File, path: str | os.PathLike) -> None:
-    got = int(f.attrs.get("schema_version", -1))
-    if got != FEATURE_SCHEMA_VERSION:
-        raise ValueError(f"{path}: feature schema_version {got} != {FEATURE_SCHEMA_VERSION}; rebuild features")
+    check_schema(f, path, FEATURE_SCHEMA_VERSION, "feature", "rebuild features")
 
 
 def read_attrs(path: str | os.PathLike) -> dict[str, Any]:

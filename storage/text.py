@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from storage._atomic import atomic_path
+from storage._h5 import check_schema, set_attrs
 
 EMBEDDINGS_SCHEMA_VERSION = 1
 EMBEDDINGS_DATASET = "embeddings"
@@ -34,9 +35,7 @@ def write_embeddings(path: str | os.PathLike, matrix: np.ndarray, attrs: Mapping
     """Atomically write the (V, D) float32 embedding matrix with provenance ``attrs``."""
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.attrs["schema_version"] = EMBEDDINGS_SCHEMA_VERSION
-            for k, v in attrs.items():
-                f.attrs[k] = v if isinstance(v, (str, int, float, bool)) else json.dumps(v, default=str)
+            set_attrs(f, attrs, EMBEDDINGS_SCHEMA_VERSION)
             f.create_dataset(EMBEDDINGS_DATASET, data=np.asarray(matrix, dtype=np.float32))
     return Path(path)
 
@@ -44,10 +43,7 @@ def write_embeddings(path: str | os.PathLike, matrix: np.ndarray, attrs: Mapping
 def read_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """The embedding matrix and its attributes; refuses another schema version."""
     with h5py.File(path, "r") as f:
-        got = int(f.attrs.get("schema_version", -1))
-        if got != EMBEDDINGS_SCHEMA_VERSION:
-            raise ValueError(f"{path}: embeddings schema_version {got} != {EMBEDDINGS_SCHEMA_VERSION}; "
-                             "rerun the vocab stage")
+        check_schema(f, path, EMBEDDINGS_SCHEMA_VERSION, "embeddings", "rerun the vocab stage")
         return f[EMBEDDINGS_DATASET][()], dict(f.attrs)
 
 
