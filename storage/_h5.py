@@ -1,12 +1,16 @@
 """HDF5 attribute conventions shared by every .h5 file this project writes."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Iterator, Mapping
 
 import h5py
 import numpy as np
+
+from storage._atomic import atomic_path
 
 _NATIVE = (str, int, float, bool, np.ndarray)
 
@@ -28,3 +32,39 @@ def check_schema(f: h5py.File, path: str | os.PathLike, expected: int, what: str
     got = int(f.attrs.get("schema_version", -1))
     if got != expected:
         raise ValueError(f"{path}: {what} schema_version {got} != {expected}; {fix}")
+
+
+@contextlib.contextmanager
+def atomic_h5(final: str | os.PathLike) -> Iterator[h5py.File]:
+    """An HDF5 file opened for writing under a temporary name, renamed to ``final`` only if whole.
+
+    HDF5 can swallow a failed write (full disk, file-size limit) inside ``close()`` or an
+    object's deallocation, leaving a file with a broken header. So: flush explicitly (which
+    raises), close, then reopen the temporary read-only (HDF5 checks the superblock and the
+    stored end-of-file against the real size) before the rename. A file that fails any of
+    these is deleted and the error propagates.
+    """
+    with atomic_path(final) as tmp:
+        f = h5py.File(tmp, "w")
+        try:
+            yield f
+        finally:
+            _close(f, Path(final))
+        verify_h5(tmp)
+
+
+def _close(f: h5py.File, final: Path) -> None:
+    """Close, turning HDF5's wrapped write errors into an OSError that names the file."""
+    try:
+        f.close()
+    except (RuntimeError, OSError) as e:  # e.g. "Can't decrement id ref count (... 'File too large')"
+        raise OSError(f"{final.name}: writing HDF5 failed: {e}") from e
+
+
+def verify_h5(path: str | os.PathLike) -> None:
+    """Raise OSError if ``path`` is not a complete HDF5 file."""
+    try:
+        with h5py.File(path, "r") as f:
+            f.visit(lambda name: None)  # walks every group/dataset header
+    except Exception as e:  # h5py raises OSError/RuntimeError/KeyError for broken files
+        raise OSError(f"{Path(path).name}: HDF5 file incomplete after writing ({e}); nothing was committed") from e

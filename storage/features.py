@@ -13,8 +13,7 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
-from storage._atomic import atomic_path
-from storage._h5 import check_schema, put_attrs, set_attrs
+from storage._h5 import atomic_h5, check_schema, put_attrs, set_attrs
 
 FEATURE_SCHEMA_VERSION = 1
 
@@ -35,12 +34,11 @@ def write_features(path: str | os.PathLike, features: Mapping[str, np.ndarray],
     ``dataset_attrs`` optionally gives per-video attributes (e.g. the decoded
     frame indices each row came from); merges copy them along.
     """
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            _set_attrs(f, attrs)
-            for key, arr in features.items():
-                ds = f.create_dataset(dataset_name(key), data=np.asarray(arr, dtype=np.float32))
-                put_attrs(ds, (dataset_attrs or {}).get(key, {}))
+    with atomic_h5(path) as f:
+        _set_attrs(f, attrs)
+        for key, arr in features.items():
+            ds = f.create_dataset(dataset_name(key), data=np.asarray(arr, dtype=np.float32))
+            put_attrs(ds, (dataset_attrs or {}).get(key, {}))
     return Path(path)
 
 
@@ -48,14 +46,13 @@ def merge_features(path: str | os.PathLike, parts: list[str | os.PathLike], keys
                    attrs: Mapping[str, Any]) -> Path:
     """Atomically merge part files into one (only ``keys`` when given)."""
     wanted = None if keys is None else {dataset_name(k) for k in keys}
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as out:
-            _set_attrs(out, attrs)
-            for part in parts:
-                with h5py.File(part, "r") as src:
-                    for name in src:
-                        if wanted is None or name in wanted:
-                            src.copy(src[name], out, name=name)
+    with atomic_h5(path) as out:
+        _set_attrs(out, attrs)
+        for part in parts:
+            with h5py.File(part, "r") as src:
+                for name in src:
+                    if wanted is None or name in wanted:
+                        src.copy(src[name], out, name=name)
     return Path(path)
 
 

