@@ -56,6 +56,30 @@ def test_stacked_attention_matches_loop(fusion, with_mask):
     assert torch.allclose(chunked, got, atol=1e-6)
 
 
+@pytest.mark.parametrize("fusion", ["embed", "sim"])
+def test_bench_reference_fusion_baseline_matches_loop(fusion):
+    """bench/bench_eval.py's naive baseline computes the same scores (a fair baseline, not another model)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from _reference_fusion import reference_stacked_attention
+
+    g = torch.Generator().manual_seed(2)
+    v, s = torch.randn(3, 6, 5, generator=g), torch.randn(4, 3, 5, generator=g)
+    v_mask = torch.arange(6)[None] < torch.tensor([[6], [2], [5]])
+    v = v * v_mask[..., None]
+    s_mask = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 0, 1], [1, 1, 1]]).bool()
+    got = reference_stacked_attention(v, v_mask, s, s_mask, 4.0, fusion)
+    assert torch.allclose(got.double(), slow_stacked_attention(v, v_mask, s, s_mask, 4.0, fusion), atol=1e-5)
+
+
+def test_stacked_attention_all_components_padded_scores_zero():
+    v, s = torch.randn(2, 4, 3), torch.randn(3, 2, 3)
+    out = stacked_attention(v, None, s, torch.zeros(3, 2, dtype=torch.bool), 4.0)
+    assert out.shape == (2, 3) and (out == 0).all()
+
+
 def test_stacked_attention_ignores_padded_frame_values():
     g = torch.Generator().manual_seed(1)
     v = torch.randn(2, 5, 4, generator=g)
