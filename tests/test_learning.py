@@ -1,24 +1,23 @@
 """End to end on planted data: the real HANet must learn retrieval and concepts through our engine.
 
-Planted world (pipeline/planted.py): 500 videos (100 train / 100 val / 300 test), 4 captions
+Planted world (pipeline/planted.py): 500 videos (300 train / 50 val / 150 test), 4 captions
 each, 2 events (subject, verb, object) per video visible on frame windows. Chance t2v R@1
-on the test split = 1/300 = 0.33 %. Small HANet (joint_dim 32), batch 64, Adam lr 1e-2,
-15 epochs, best-val checkpoint; single-threaded (~15-25 s per run on the shared 2-core box).
+on the test split = 1/150 = 0.67 %. Small HANet (joint_dim 32), batch 64, Adam lr 1e-2,
+15 epochs, best-val checkpoint; single-threaded (~12-20 s per run on the shared 2-core box).
 
 Measured while writing this test (3 seeds, this exact setup, test rsum of 600):
-  full 470.2 / 468.8 / 477.6   individual 481.6 / 487.6 / 486.5
-  local 441.3 / 434.1 / 437.3  global 468.0 / 479.2 / 475.1
-  -> full - best single = -11.4 / -18.8 / -8.9 (mean -13, sd 5); t2v R@1 of full 54-57 %;
-     video concept AP (full) verbs 0.82 (chance 0.23), nouns 0.80 (chance 0.30).
-Why full trails here: c_l is the equal-weight MEAN of five part scores (paper eq. 19), the
-hinge stops pushing once the mean separates the pair, so each part of the full model is
-trained less than the same part trained alone (per-part rsum inside a full model is far
-below the single-level model's), and in this synthetic world the levels are unequal (the
-local level, 2 of the 5 parts, is the weakest). With 2-3x more steps the full model reaches
-parity (measured: 40 epochs at batch 64, full 530.6 vs individual 530.0 on a 120-video test
-split) - too slow for this suite. So the tolerance below is 30 rsum points (mean gap - 3 sd):
-it still fails if the full model falls to the weakest level's quality (about -45 here) or
-if a level is broken.
+  full 561.3 / 551.3 / 552.0    individual 548.2 / 556.7 / 552.5
+  local 556.5 / 549.8 / 547.0   global 542.8 / 551.5 / 547.3
+  -> full - best single level = +4.8 / -5.4 / -0.5 (mean -0.4, sd 5.1): the full model is as
+     good as the best single level, and which single level is best changes with the seed.
+With the earlier 100-train-video split the full model trailed the individual level by 7-12
+points in two of three seeds even after 40 epochs (c_l is the equal-weight mean of five parts, eq. 19, so each
+part gets less of the hinge's push, and 7 steps per epoch is too little data for that).
+The ablation assertion therefore allows run-to-run noise only: ABLATION_TOLERANCE = 12 rsum
+points (about 2.3 sd of the paired gap). Since the single levels here lie within ~15 points of
+each other, this is a noise-level check, not proof that the levels are complementary (the
+paper's Table 3 claim needs real data); the second assertion checks that every level learns
+on its own.
 """
 from __future__ import annotations
 
@@ -36,9 +35,9 @@ from pipeline.planted import make_planted_shards
 from pipeline.train import run_train
 from storage.checkpoints import load_checkpoint
 
-N_VIDEOS, CAPS, SPLITS = 500, 4, (0.2, 0.2, 0.6)
+N_VIDEOS, CAPS, SPLITS = 500, 4, (0.6, 0.1, 0.3)
 EPOCHS, LR, BATCH = 15, 1e-2, 64
-ABLATION_TOLERANCE = 30.0   # rsum points (of 600); see the measurements in the module docstring
+ABLATION_TOLERANCE = 12.0   # rsum points (of 600): run-to-run noise; see the module docstring
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -144,4 +143,4 @@ def test_full_model_not_worse_than_best_single_level(shards, full_run, tmp_path)
     full = full_run["test"]["rsum"]
     best = max(rsum.values())
     assert full >= best - ABLATION_TOLERANCE, (full, rsum)
-    assert min(rsum.values()) > 300.0, rsum   # every level learns on its own (not a degenerate ablation)
+    assert min(rsum.values()) > 450.0, rsum   # every level learns on its own (measured 542-557)
