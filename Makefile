@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.vtr-installed
-REQS := requirements/base.txt $(wildcard requirements/text-models.txt requirements/dev.txt) pyproject.toml
+REQS := requirements/base.txt $(wildcard requirements/text-models.txt requirements/dev.txt requirements/ray.txt) pyproject.toml
 ENV := source scripts/env.sh &&
 
 .PHONY: setup demo test test-fast bench prefect-up prefect-down lint-docker validate clean help

@@ -64,24 +64,53 @@ def submit_stage(task_fn, *, root: str, stage: str, key: str, shard: str | None 
 
 
 GPU_RESOURCE = "GPU"  # dask worker resource name: `dask worker --resources GPU=1`
+RAY_INSTALL = ".venv/bin/pip install -r requirements/ray.txt"
+RUNNERS = ("local", "dask", "ray")
 
 
-def gpu_resource(enabled: bool):
-    """Context in which submitted tasks ask the Dask scheduler for one GPU (no-op otherwise)."""
+def gpu_resource(enabled: bool, task_runner=None):
+    """Context in which submitted tasks ask the engine for one GPU (no-op when not ``enabled``).
+
+    Dask: a ``GPU`` resource annotation; Ray: the ``num_gpus=1`` remote option.
+    ``task_runner``: the engine to ask (default: the current flow run's).
+    """
     import contextlib
 
     if not enabled:
         return contextlib.nullcontext()
-    import dask
+    if task_runner is None:
+        from prefect.context import FlowRunContext
 
-    return dask.annotate(resources={GPU_RESOURCE: 1})
+        task_runner = FlowRunContext.get().task_runner
+    engine = type(task_runner).__module__.split(".")[0]
+    if engine == "prefect_dask":
+        import dask
+
+        return dask.annotate(resources={GPU_RESOURCE: 1})
+    if engine == "prefect_ray":
+        from prefect_ray.context import remote_options
+
+        # max_calls=0: keep the worker (and its loaded backbone) for the next shard, as a Dask
+        # worker does; Ray's default for GPU tasks (1) starts a fresh process per task
+        return remote_options(num_gpus=1, max_calls=0)
+    raise ValueError(f"GPU tasks need runner 'dask' or 'ray', not {type(task_runner).__name__}")
+
+
+def _ray_task_runner():
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError as err:
+        raise ImportError(f"runner='ray' needs the optional prefect-ray package: {RAY_INSTALL}") from err
+    return RayTaskRunner
 
 
 def make_task_runner(runner: str, n_workers: int, dask_address: str | None = None,
-                     local_gpus: int = 0):
-    """'local' threads, or Dask (a LocalCluster, or an existing scheduler's address).
+                     local_gpus: int = 0, ray_address: str | None = None):
+    """'local' threads, Dask (a LocalCluster, or an existing scheduler's address) or Ray
+    (a local Ray with ``n_workers`` CPUs and no dashboard, or an existing cluster's address).
 
-    ``local_gpus``: GPU resources each LocalCluster worker advertises (for GPU tasks).
+    ``local_gpus``: GPU resources a local engine advertises for GPU tasks: per Dask
+    LocalCluster worker; in all for the local Ray node (Ray's ``num_gpus``).
     """
     if runner == "local":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -96,4 +125,12 @@ def make_task_runner(runner: str, n_workers: int, dask_address: str | None = Non
         if local_gpus:
             kwargs["resources"] = {GPU_RESOURCE: local_gpus}
         return DaskTaskRunner(cluster_kwargs=kwargs)
-    raise ValueError(f"unknown runner {runner!r}: use 'local' or 'dask'")
+    if runner == "ray":
+        RayTaskRunner = _ray_task_runner()
+        if ray_address:
+            return RayTaskRunner(address=ray_address)
+        init = {"num_cpus": n_workers, "include_dashboard": False}
+        if local_gpus:
+            init["num_gpus"] = local_gpus
+        return RayTaskRunner(init_kwargs=init)
+    raise ValueError(f"unknown runner {runner!r}: use one of {', '.join(map(repr, RUNNERS))}")

@@ -226,10 +226,11 @@ def build_features(
     shard_size: int = 64,
     generate_sample: int = 0,
     force: list[str] = [],
-    runner: Literal["local", "dask"] = "local",
+    runner: Literal["local", "dask", "ray"] = "local",
     n_workers: int = 2,
     dask_address: str | None = None,
-    dask_gpu: bool = False,
+    ray_address: str | None = None,
+    gpu_tasks: bool = False,
     overrides: dict = {},
 ) -> dict:
     """Build a dataset's shards. ``weights``: 'pretrained', 'random' or a local file.
@@ -237,12 +238,24 @@ def build_features(
     ``force``: stage names to recompute (ingest, resnet152, i3d_r50, merge-*, parse,
     concepts, vocab). ``overrides``: nested BuildConfig fields, e.g.
     ``{"i3d": {"clip_len": 16}, "text": {"spacy_model": "en_core_web_md"}}``.
-    ``dask_gpu``: extraction tasks request one ``GPU`` resource from the Dask scheduler
-    (start workers with ``dask worker ADDRESS --resources GPU=1``; a LocalCluster
-    gets one per worker).
+    ``runner``: 'local' threads, 'dask' (a LocalCluster of ``n_workers`` processes, or the
+    scheduler at ``dask_address``) or 'ray' (optional: ``pip install -r requirements/ray.txt``;
+    a local Ray with ``n_workers`` CPUs, or the cluster at ``ray_address``, e.g.
+    ``ray://head:10001``).
+    ``gpu_tasks``: extraction tasks request one GPU from the engine: a ``GPU`` resource on
+    Dask (start workers with ``dask worker ADDRESS --resources GPU=1``; a LocalCluster
+    gets one per worker), ``num_gpus=1`` on Ray (a local Ray advertises one GPU).
     ``generate_sample``: when > 0 and the annotation file is missing, first write
     that many deterministic sample videos (the bundled sample dataset).
     """
+    if gpu_tasks and runner == "local":
+        raise ValueError("gpu_tasks=True needs runner='dask' or 'ray' (an engine that schedules GPUs)")
+    for name, value, needs in (("dask_address", dask_address, "dask"), ("ray_address", ray_address, "ray")):
+        if value and runner != needs:
+            raise ValueError(f"{name} is set but runner={runner!r}: use runner={needs!r}")
+    # runner first: a missing optional engine fails before any work
+    runner_obj = _stages.make_task_runner(runner, n_workers, dask_address, local_gpus=int(gpu_tasks),
+                                          ray_address=ray_address)
     if generate_sample and not Path(annotation).exists():
         sample_data.generate_sample_dataset(Path(dataset_root).parent, n_videos=generate_sample)
     cfg = make_build_config(dataset, dataset_root, annotation, out_root, format, extractors, max_frames,
@@ -251,10 +264,7 @@ def build_features(
     bad = set(force) - set(STAGES)
     if bad:
         raise ValueError(f"unknown stages in force: {sorted(bad)}; stages are {list(STAGES)}")
-    if dask_gpu and runner != "dask":
-        raise ValueError("dask_gpu=True needs runner='dask' (workers started with --resources GPU=1)")
-    runner_obj = _stages.make_task_runner(runner, n_workers, dask_address, local_gpus=int(dask_gpu))
-    summary = build_dag.with_options(task_runner=runner_obj)(cfg, force=list(force), gpu_resource=dask_gpu)
+    summary = build_dag.with_options(task_runner=runner_obj)(cfg, force=list(force), gpu_resource=gpu_tasks)
     print(f"shards written under {summary['root']} "
           f"({summary['executed']} stage runs executed, {summary['cached']} cached)")
     return summary

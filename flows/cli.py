@@ -26,7 +26,7 @@ def _cmd_build(a: argparse.Namespace) -> int:
                    frame_stride=a.frame_stride, batch_size=a.batch_size, device=a.device, weights=a.weights,
                    allow_random_weights=a.allow_random_weights, shard_size=a.shard_size, force=a.force,
                    runner=a.runner, n_workers=a.n_workers, dask_address=a.dask_address or None,
-                   dask_gpu=a.dask_gpu, overrides=_json(a.overrides))
+                   ray_address=a.ray_address or None, gpu_tasks=a.gpu_tasks, overrides=_json(a.overrides))
     return 0
 
 
@@ -84,10 +84,13 @@ def _add_build(sub) -> None:
     p.add_argument("--allow-random-weights", action="store_true")
     p.add_argument("--shard-size", type=int, default=64)
     p.add_argument("--force", nargs="*", default=[], help="stage names to recompute")
-    p.add_argument("--runner", default="local", choices=["local", "dask"])
+    p.add_argument("--runner", default="local", choices=["local", "dask", "ray"],
+                   help="ray is optional: .venv/bin/pip install -r requirements/ray.txt")
     p.add_argument("--n-workers", type=int, default=2)
     p.add_argument("--dask-address", default="", help="existing dask.distributed scheduler (else a LocalCluster)")
-    p.add_argument("--dask-gpu", action="store_true", help="extraction tasks request a GPU resource from Dask")
+    p.add_argument("--ray-address", default="", help="existing Ray cluster, e.g. ray://head:10001 (else a local Ray)")
+    p.add_argument("--gpu-tasks", "--dask-gpu", dest="gpu_tasks", action="store_true",
+                   help="extraction tasks request a GPU from the engine (dask or ray)")
     p.add_argument("--overrides", default="", help="JSON of nested BuildConfig fields")
     p.set_defaults(fn=_cmd_build)
 

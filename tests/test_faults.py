@@ -1,4 +1,4 @@
-"""Fault injection at the flow level: full disk, permission denied, two builds at once, Dask workers.
+"""Fault injection at the flow level: full disk, permission denied, two builds at once, Dask/Ray workers.
 
 Each asserts that nothing good is lost: no partial file under a final name, a
 clear error, and a rerun that completes to the same outputs.
@@ -6,17 +6,20 @@ clear error, and a rerun that completes to the same outputs.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from flows import _stages
 from storage.lock import OutputRootBusyError
 from tests._flowutil import assert_same_features, build, build_cmd, features, popen
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # every test that runs a flow; the runner-choice unit tests at the end are fast
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,7 @@ def _limit_file_size(limit_bytes: int):
     return apply
 
 
+@slow
 def test_disk_full_fails_clearly_and_rerun_completes(tiny_sample, reference, tmp_path):
     out, log = tmp_path / "out", tmp_path / "build.log"
     proc = popen(build_cmd(tiny_sample, out), log, preexec_fn=_limit_file_size(48_000))
@@ -63,6 +67,7 @@ def test_disk_full_fails_clearly_and_rerun_completes(tiny_sample, reference, tmp
 NO_DAC_OVERRIDE = ["setpriv", "--inh-caps=-dac_override", "--bounding-set=-dac_override"]
 
 
+@slow
 def test_permission_denied_on_output_root(tiny_sample, tmp_path):
     out = tmp_path / "readonly"
     out.mkdir()
@@ -76,6 +81,7 @@ def test_permission_denied_on_output_root(tiny_sample, tmp_path):
     assert list(out.iterdir()) == []
 
 
+@slow
 def test_second_build_into_same_root_is_refused(tiny_sample, reference, tmp_path):
     out = tmp_path / "out"
     proc = popen(build_cmd(tiny_sample, out), tmp_path / "build.log")
@@ -89,11 +95,56 @@ def test_second_build_into_same_root_is_refused(tiny_sample, reference, tmp_path
     _assert_same(out / "tiny", reference)
 
 
+@slow
 def test_dask_local_cluster_matches_local_run(tiny_sample, reference, tmp_path):
-    # dask_gpu: extraction tasks ask for a "GPU" resource, which each LocalCluster worker advertises
-    summary = build(tiny_sample, tmp_path / "out", runner="dask", n_workers=2, dask_gpu=True)
+    # gpu_tasks: extraction tasks ask for a "GPU" resource, which each LocalCluster worker advertises
+    summary = build(tiny_sample, tmp_path / "out", runner="dask", n_workers=2, gpu_tasks=True)
     assert summary["cached"] == 0
     # Dask workers run torch with 1 thread (the local run with 2): float reductions are summed in
     # another order, so features agree to fp32 rounding, not bit for bit (random-init ResNet152
     # activations reach ~1e7, where that rounding is visible)
     _assert_same(Path(summary["root"]), reference)
+
+
+def _needs_prefect_ray():
+    """The optional Ray engine: skipped where it is not installed, except in CI (scripts/install.sh
+    installs requirements/ray.txt there, so a missing prefect-ray is a failure, not a skip)."""
+    if os.environ.get("CI"):
+        return __import__("prefect_ray")
+    return pytest.importorskip("prefect_ray", reason=f"optional prefect-ray not installed: {_stages.RAY_INSTALL}")
+
+
+@slow
+def test_ray_local_matches_local_run(tiny_sample, reference, tmp_path):
+    _needs_prefect_ray()
+    # a local Ray with 2 CPUs and one (logical) GPU: extraction tasks run with num_gpus=1
+    summary = build(tiny_sample, tmp_path / "out", runner="ray", n_workers=2, gpu_tasks=True)
+    assert summary["cached"] == 0
+    _assert_same(Path(summary["root"]), reference)
+
+
+def test_ray_runner_without_prefect_ray_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "prefect_ray", None)  # `import prefect_ray` now raises ImportError
+    with pytest.raises(ImportError, match=re.escape("pip install -r requirements/ray.txt")) as err:
+        _stages.make_task_runner("ray", 2)
+    assert str(err.value).endswith(".venv/bin/pip install -r requirements/ray.txt")
+    with pytest.raises(ValueError, match="'local', 'dask', 'ray'"):
+        _stages.make_task_runner("spark", 2)
+
+
+def test_gpu_tasks_request_a_gpu_from_dask_and_ray():
+    import dask
+    from prefect_dask import DaskTaskRunner
+
+    with _stages.gpu_resource(True, DaskTaskRunner()):
+        assert dask.get_annotations() == {"resources": {_stages.GPU_RESOURCE: 1}}
+    _needs_prefect_ray()
+    from prefect_ray.context import RemoteOptionsContext
+
+    ray_runner = _stages.make_task_runner("ray", 2, local_gpus=1)  # configured, not started
+    assert ray_runner.init_kwargs == {"num_cpus": 2, "include_dashboard": False, "num_gpus": 1,
+                                      "namespace": "prefect"}
+    with _stages.gpu_resource(True, ray_runner):
+        assert RemoteOptionsContext.get().current_remote_options == {"num_gpus": 1, "max_calls": 0}
+    assert RemoteOptionsContext.get().current_remote_options == {}
+    assert _stages.make_task_runner("ray", 2, ray_address="ray://head:10001").address == "ray://head:10001"
