@@ -10,6 +10,7 @@ If a committed output disappeared, the flow refreshes that task's cache.
 """
 from __future__ import annotations
 
+import errno
 from typing import Any, Callable
 
 from prefect import task
@@ -28,7 +29,12 @@ def _retry_on_io(task_, task_run, state) -> bool:
         exc = state.result(raise_on_failure=False)
     except Exception:  # noqa: BLE001 - result unavailable: be conservative
         return False
-    return isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError))
+    if not isinstance(exc, OSError) or isinstance(exc, (FileNotFoundError, PermissionError)):
+        return False
+    return exc.errno not in _PERMANENT_ERRNOS  # e.g. a full disk (ENOSPC) may be freed meanwhile
+
+
+_PERMANENT_ERRNOS = {errno.EFBIG, errno.EROFS, errno.ENAMETOOLONG}  # retrying cannot help
 
 
 def _cache_key(context, parameters: dict[str, Any]) -> str:

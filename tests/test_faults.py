@@ -57,9 +57,9 @@ def _limit_file_size(limit_bytes: int):
 def test_disk_full_fails_clearly_and_rerun_completes(tiny_sample, reference, tmp_path):
     out, log = tmp_path / "out", tmp_path / "build.log"
     proc = popen(build_cmd(tiny_sample, out), log, preexec_fn=_limit_file_size(48_000))
-    assert proc.wait(timeout=600) != 0
+    assert proc.wait(timeout=600) > 0   # a failed flow run, not a crash (no signal)
     text = log.read_text()
-    assert "File too large" in text or "No space left" in text, text[-2000:]
+    assert "File too large: shard-" in text and "needs ~" in text, text[-2000:]   # refused before HDF5 wrote
     _final_files_readable(out / "tiny")
     _assert_same(Path(build(tiny_sample, out)["root"]), reference)
 

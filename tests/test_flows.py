@@ -1,6 +1,7 @@
 """The build DAG through Prefect: caching, selective reruns, forcing, lost outputs, resume after SIGKILL."""
 from __future__ import annotations
 
+import errno
 import signal
 import time
 from pathlib import Path
@@ -113,3 +114,21 @@ def test_killed_build_resumes_to_same_outputs(built, sample, tmp_path):
     # the killed run was another process (other torch thread setup): equal up to fp32 rounding
     assert_same_features(_features(Path(resumed["root"])), _features(Path(reference["root"])), 1e-4)
     assert not list(Path(resumed["root"]).rglob(".tmp-*"))
+
+
+@pytest.mark.parametrize("exc, retried", [
+    (OSError(errno.ENOSPC, "No space left on device"), True),   # someone may free space
+    (OSError(errno.EIO, "I/O error"), True),
+    (OSError(errno.EFBIG, "File too large"), False),            # a file-size limit stays
+    (PermissionError(errno.EACCES, "Permission denied"), False),
+    (FileNotFoundError(errno.ENOENT, "gone"), False),
+    (ValueError("bad config"), False),
+])
+def test_only_transient_io_errors_are_retried(exc, retried):
+    from flows._stages import _retry_on_io
+
+    class State:
+        def result(self, raise_on_failure=True):
+            return exc
+
+    assert _retry_on_io(None, None, State()) is retried

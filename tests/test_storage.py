@@ -109,33 +109,54 @@ def test_lock_refuses_second_writer(tmp_path):
         pass
 
 
+
 _FULL_DISK_WRITER = """
 import resource, signal, sys
 import numpy as np
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # write() then fails with EFBIG, like a full disk
 lim = int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_FSIZE, (lim, lim))
-from storage.features import write_features
 rng = np.random.default_rng(0)
-write_features(sys.argv[1], {f"v{i}": rng.random((4, 2048)) for i in range(int(sys.argv[3]))}, {"a": 1})
+arrays = {f"v{i}": rng.random((4, 2048)).astype(np.float32) for i in range(int(sys.argv[3]))}
+if sys.argv[4] == "write_features":                     # the production writer: refused up front
+    from storage.features import write_features
+    write_features(sys.argv[1], arrays, {"a": 1})
+else:                                                   # no size given: HDF5 really hits the limit
+    from storage._h5 import atomic_h5
+    with atomic_h5(sys.argv[1]) as f:
+        for k, a in arrays.items():
+            f.create_dataset(k, data=a)
 """
 
 
-@pytest.mark.parametrize("n_videos", [1, 3, 6])
-@pytest.mark.parametrize("limit", [20_000, 48_000, 70_000, 120_000])
-def test_hdf5_write_on_full_disk_never_leaves_a_broken_final_file(tmp_path, limit, n_videos):
-    """HDF5 can swallow a failed write in close(); atomic_h5 reopens before the rename."""
+def _write_under_file_limit(path, limit: int, n_videos: int, how: str):
     import subprocess
     import sys
     from pathlib import Path
 
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-c", _FULL_DISK_WRITER, str(path), str(limit), str(n_videos), how],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("n_videos", [1, 6])
+def test_hdf5_write_that_cannot_fit_is_refused_up_front(tmp_path, n_videos):
+    final = tmp_path / "part.h5"
+    proc = _write_under_file_limit(final, 48_000, n_videos, "write_features")
+    assert proc.returncode == 1, proc.stderr[-2000:]   # a Python exception, not a crash inside HDF5
+    assert "OSError: [Errno 27] File too large: part.h5 needs" in proc.stderr, proc.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("n_videos", [1, 3, 6])
+@pytest.mark.parametrize("limit", [20_000, 48_000, 70_000, 120_000])
+def test_hdf5_write_failing_inside_hdf5_never_leaves_a_broken_final_file(tmp_path, limit, n_videos):
+    """HDF5 can swallow a failed write in close(); atomic_h5 reopens the file before the rename."""
     import h5py
     import numpy as np
 
     final = tmp_path / "part.h5"
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", _FULL_DISK_WRITER, str(final), str(limit), str(n_videos)],
-                          cwd=root, capture_output=True, text=True, timeout=120)
+    proc = _write_under_file_limit(final, limit, n_videos, "atomic_h5")
     if proc.returncode != 0:
         assert "File too large" in proc.stderr, proc.stderr[-2000:]
         assert not final.exists()
@@ -144,4 +165,26 @@ def test_hdf5_write_on_full_disk_never_leaves_a_broken_final_file(tmp_path, limi
         want = {f"v{i}": rng.random((4, 2048)).astype(np.float32) for i in range(n_videos)}
         with h5py.File(final, "r") as f:
             assert {k: f[k][()].tolist() for k in f} == {k: v.tolist() for k, v in want.items()}
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TMP_MARK)]
+    if proc.returncode >= 0:  # a Python-level failure cleans up after itself
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(TMP_MARK)]
+    else:  # HDF5 crashed the process (it can, after a failed write): the rerun's sweep removes the rest
+        clean_stale_tmp(tmp_path)
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import numpy as np
+
+    from storage.features import write_features
+
+    real = os.statvfs(tmp_path)
+    fake = os.statvfs_result((real.f_bsize, 4096, real.f_blocks, 10, 10, real.f_files, real.f_ffree,
+                              real.f_favail, real.f_flag, real.f_namemax))   # 40 KiB free
+    monkeypatch.setattr("storage._atomic.os.statvfs", lambda _: fake)
+    with pytest.raises(OSError) as err:
+        write_features(tmp_path / "x.h5", {"v": np.zeros((20, 2048))}, {})
+    assert err.value.errno == errno.ENOSPC and "No space left on device: x.h5 needs" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
