@@ -1,10 +1,10 @@
 """Batched pairwise similarities between B_v videos and B_t texts (no loop over pairs).
 
 All functions return (B_v, B_t) score matrices. Nothing here materialises a
-(B_v, B_t, N, P, D) tensor: components are L2-normalised first and compared with one matmul
-into (B_v, B_t, N, P); the attended-embedding cosine of the stacked attention is evaluated with
-the per-video Gram matrix (see `stacked_attention`). Text blocks are processed in chunks so that
-no (B_v, chunk, N, P) temporary exceeds `max_elems` elements.
+(B_v, B_t, N, P, D) tensor: the valid text components are packed, L2-normalised and compared
+with every frame in one matmul into (B_v, N, M); the attended-embedding cosine of the stacked
+attention is evaluated with the per-video Gram matrix (see `stacked_attention`). Components
+are processed in chunks so that no (B_v, N, chunk) temporary exceeds `max_elems` elements.
 """
 from __future__ import annotations
 
