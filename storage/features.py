@@ -48,8 +48,7 @@ def merge_features(path: str | os.PathLike, parts: list[str | os.PathLike], keys
                    attrs: Mapping[str, Any]) -> Path:
     """Atomically merge part files into one (only ``keys`` when given)."""
     wanted = None if keys is None else {dataset_name(k) for k in keys}
-    size = sum(os.path.getsize(p) for p in parts)  # the merge holds at most the parts' contents
-    with atomic_h5(path, expected_bytes=size) as out:
+    with atomic_h5(path, expected_bytes=_merged_size(parts, wanted)) as out:
         _set_attrs(out, attrs)
         for part in parts:
             with h5py.File(part, "r") as src:
@@ -57,6 +56,17 @@ def merge_features(path: str | os.PathLike, parts: list[str | os.PathLike], keys
                     if wanted is None or name in wanted:
                         src.copy(src[name], out, name=name)
     return Path(path)
+
+
+def _merged_size(parts: list[str | os.PathLike], wanted: set[str] | None) -> int:
+    """Upper size estimate of merging ``wanted`` datasets of ``parts`` (reads metadata only)."""
+    data, n = 0, 0
+    for part in parts:
+        with h5py.File(part, "r") as src:
+            for name in src:
+                if wanted is None or name in wanted:
+                    data, n = data + src[name].id.get_storage_size(), n + 1
+    return h5_size_estimate(data, n)
 
 
 def check_version(f: h5py.File, path: str | os.PathLike) -> None:

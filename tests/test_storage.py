@@ -188,3 +188,27 @@ def test_full_disk_is_refused_before_writing(tmp_path, monkeypatch):
         write_features(tmp_path / "x.h5", {"v": np.zeros((20, 2048))}, {})
     assert err.value.errno == errno.ENOSPC and "No space left on device: x.h5 needs" in str(err.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_merge_checks_room_for_the_wanted_videos_only(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import numpy as np
+
+    from storage.features import merge_features, write_features
+
+    part = write_features(tmp_path / "part.h5", {f"v{i}": np.ones((50, 2048)) for i in range(8)}, {})  # ~3.3 MB
+    real = os.statvfs(tmp_path)
+
+    def free(nbytes):
+        blocks = nbytes // 4096
+        return os.statvfs_result((real.f_bsize, 4096, real.f_blocks, blocks, blocks, real.f_files, real.f_ffree,
+                                  real.f_favail, real.f_flag, real.f_namemax))
+
+    monkeypatch.setattr("storage._atomic.os.statvfs", lambda _: free(1 << 20))   # 1 MiB: room for 2 of 8 videos
+    merge_features(tmp_path / "test.h5", [part], {"v0", "v1"}, {})
+    with pytest.raises(OSError) as err:
+        merge_features(tmp_path / "train.h5", [part], None, {})
+    assert err.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part.h5", "test.h5"]
