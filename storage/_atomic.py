@@ -12,15 +12,8 @@ from typing import Iterator
 TMP_MARK = ".tmp-"
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (so a rename survives a crash), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -65,9 +58,9 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp = tmp_name(final)
     try:
         yield tmp
-        _fsync_file(tmp)
+        _fsync(tmp)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        _fsync(final.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
