@@ -23,6 +23,9 @@ IO_RETRIES = 2
 IO_RETRY_DELAY_S = 3
 
 
+_PERMANENT_ERRNOS = {errno.EFBIG, errno.EROFS, errno.ENAMETOOLONG}  # retrying cannot help
+
+
 def _retry_on_io(task_, task_run, state) -> bool:
     """Retry transient I/O failures only; a bad config or bad code fails at once."""
     try:
@@ -33,8 +36,6 @@ def _retry_on_io(task_, task_run, state) -> bool:
         return False
     return exc.errno not in _PERMANENT_ERRNOS  # e.g. a full disk (ENOSPC) may be freed meanwhile
 
-
-_PERMANENT_ERRNOS = {errno.EFBIG, errno.EROFS, errno.ENAMETOOLONG}  # retrying cannot help
 
 
 def _cache_key(context, parameters: dict[str, Any]) -> str:

@@ -48,13 +48,17 @@ def tmp_name(final: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike, expected_bytes: int | None = None) -> Iterator[Path]:
     """Yield a temporary path; on success fsync it and rename it to ``final``.
 
     On any exception the temporary file is removed and ``final`` is untouched.
+    ``expected_bytes`` (an upper estimate of the file's size): refuse up front, with a
+    clear OSError, a file that cannot fit (:func:`ensure_room`).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    if expected_bytes is not None:
+        ensure_room(final.parent, expected_bytes, final.name)
     tmp = tmp_name(final)
     try:
         yield tmp

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
-from storage._atomic import atomic_path, ensure_room
+from storage._atomic import atomic_path
 
 _NATIVE = (str, int, float, bool, np.ndarray)
 
@@ -48,7 +48,7 @@ def atomic_h5(final: str | os.PathLike, expected_bytes: int | None = None) -> It
     """An HDF5 file opened for writing under a temporary name, renamed to ``final`` only if whole.
 
     ``expected_bytes`` (see :func:`h5_size_estimate`): refuse up front, with a clear OSError,
-    a file the disk or the process's file-size limit cannot hold (storage._atomic.ensure_room):
+    a file the disk or the process's file-size limit cannot hold (passed to ``atomic_path``):
     HDF5 handles a write that fails half-way badly. If a write still fails (someone else
     filled the disk), HDF5 may swallow the error inside ``close()`` or an object's
     deallocation, leaving a file with a broken header; so the temporary is closed and then
@@ -56,11 +56,7 @@ def atomic_h5(final: str | os.PathLike, expected_bytes: int | None = None) -> It
     real size, and every object header is visited) before the rename. A file that fails any
     of these is deleted and the error propagates.
     """
-    final = Path(final)
-    if expected_bytes is not None:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        ensure_room(final.parent, expected_bytes, final.name)
-    with atomic_path(final) as tmp:
+    with atomic_path(final, expected_bytes) as tmp:
         f = h5py.File(tmp, "w")
         try:
             yield f

@@ -172,18 +172,24 @@ def test_hdf5_write_failing_inside_hdf5_never_leaves_a_broken_final_file(tmp_pat
         assert list(tmp_path.iterdir()) == []
 
 
+def _pretend_free_space(monkeypatch, folder, nbytes: int) -> None:
+    """Make storage._atomic see only ``nbytes`` free on ``folder``'s file system."""
+    import os
+
+    real, blocks = os.statvfs(folder), nbytes // 4096
+    fake = os.statvfs_result((real.f_bsize, 4096, real.f_blocks, blocks, blocks, real.f_files, real.f_ffree,
+                              real.f_favail, real.f_flag, real.f_namemax))
+    monkeypatch.setattr("storage._atomic.os.statvfs", lambda _: fake)
+
+
 def test_full_disk_is_refused_before_writing(tmp_path, monkeypatch):
     import errno
-    import os
 
     import numpy as np
 
     from storage.features import write_features
 
-    real = os.statvfs(tmp_path)
-    fake = os.statvfs_result((real.f_bsize, 4096, real.f_blocks, 10, 10, real.f_files, real.f_ffree,
-                              real.f_favail, real.f_flag, real.f_namemax))   # 40 KiB free
-    monkeypatch.setattr("storage._atomic.os.statvfs", lambda _: fake)
+    _pretend_free_space(monkeypatch, tmp_path, 40 * 1024)
     with pytest.raises(OSError) as err:
         write_features(tmp_path / "x.h5", {"v": np.zeros((20, 2048))}, {})
     assert err.value.errno == errno.ENOSPC and "No space left on device: x.h5 needs" in str(err.value)
@@ -192,21 +198,13 @@ def test_full_disk_is_refused_before_writing(tmp_path, monkeypatch):
 
 def test_merge_checks_room_for_the_wanted_videos_only(tmp_path, monkeypatch):
     import errno
-    import os
 
     import numpy as np
 
     from storage.features import merge_features, write_features
 
     part = write_features(tmp_path / "part.h5", {f"v{i}": np.ones((50, 2048)) for i in range(8)}, {})  # ~3.3 MB
-    real = os.statvfs(tmp_path)
-
-    def free(nbytes):
-        blocks = nbytes // 4096
-        return os.statvfs_result((real.f_bsize, 4096, real.f_blocks, blocks, blocks, real.f_files, real.f_ffree,
-                                  real.f_favail, real.f_flag, real.f_namemax))
-
-    monkeypatch.setattr("storage._atomic.os.statvfs", lambda _: free(1 << 20))   # 1 MiB: room for 2 of 8 videos
+    _pretend_free_space(monkeypatch, tmp_path, 1 << 20)   # 1 MiB: room for 2 of 8 videos
     merge_features(tmp_path / "test.h5", [part], {"v0", "v1"}, {})
     with pytest.raises(OSError) as err:
         merge_features(tmp_path / "train.h5", [part], None, {})
