@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .model_configs import HCMIConfig, HGRConfig
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -55,11 +57,52 @@ class HANetConfig(_Config):
     frame_norm: Literal["none", "l2"] = Field(
         "none", description="'l2' normalises each frame feature first (the reference: none); useful for "
         "features of randomly initialised backbones, whose scale reaches ~1e6")
+    # reference fidelity (README "Reference fidelity"): one switch, each deviation overridable
+    fidelity: Literal["reference", "improved"] = Field(
+        "improved", description="'reference' = behave exactly as Roc-Ng/HANet e679703 (imported checkpoints); "
+        "'improved' = this project's fixes. Each per-deviation switch below left at 'auto' follows it")
+    verb_clips: Literal["auto", "reference", "clipped"] = Field(
+        "auto", description="'reference': +-window mean around each selected verb's argmax frame only if ALL "
+        "N_a argmax frames of the video lie in [window, n_valid-1-window], else every verb uses its argmax "
+        "frame; 'clipped': each verb's window intersected with the real frames")
+    noun_clips: Literal["auto", "reference", "topk"] = Field(
+        "auto", description="'reference': mean of the top-k frames when the video has >= k frames, else the "
+        "argmax frame; 'topk': mean of the top-min(k, n_valid) frames")
+    padding: Literal["auto", "reference", "masked"] = Field(
+        "auto", description="'reference': padded frames (Linear bias) enter the k=5 verb conv, the SE squeeze "
+        "and BatchNorm statistics, padded words enter text BatchNorm statistics (an item's output depends "
+        "on its batch-mates); 'masked': padding never leaks")
+    graph_edges: Literal["auto", "reference", "improved"] = Field(
+        "auto", description="'reference': root->verb, verb<->argument only, arguments in node order, no "
+        "self loops, verb-less arguments unconnected; 'improved': root<->verb, self loops, arguments attached "
+        "to a verb first, verb-less arguments hung off the root")
+
+    def deviations(self) -> dict[str, str]:
+        """The resolved per-deviation switches ('auto' replaced according to ``fidelity``)."""
+        out = {}
+        for name, (ref, ours) in FIDELITY_SWITCHES.items():
+            v = getattr(self, name)
+            out[name] = v if v != "auto" else (ref if self.fidelity == "reference" else ours)
+        return out
+
+    def deviation(self, name: str) -> str:
+        return self.deviations()[name]
+
+
+# switch name -> (reference value, improved value)
+FIDELITY_SWITCHES: dict[str, tuple[str, str]] = {
+    "verb_clips": ("reference", "clipped"),
+    "noun_clips": ("reference", "topk"),
+    "padding": ("reference", "masked"),
+    "graph_edges": ("reference", "improved"),
+}
 
 
 class TrainConfig(_Config):
-    model: Literal["hanet"] = "hanet"
+    model: str = Field("hanet", description="registry name (models/registry.py): hanet | hgr | hcmi")
     hanet: HANetConfig = HANetConfig()
+    hgr: HGRConfig = HGRConfig()
+    hcmi: HCMIConfig = HCMIConfig()
     features: str = Field("resnet152", description="feature folder under features/ to train on")
     lr: float = 1e-4
     weight_decay: float = 0.0

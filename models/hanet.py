@@ -17,9 +17,13 @@ attention(SeMe clips, GCN nodes); global = cosine(pooled video, GCN root); conce
 the MIL scores. c_l = mean of the enabled alignment scores, c_p = mean of the 2 Jaccard scores,
 inference score (c_l + c_p) / 2.
 
-Padding never leaks: padded frames/words are zeroed before convolutions and excluded from the
-BN statistics, SE squeeze, attention, MIL and clip selection; empty verb/noun slots are masked.
-In eval mode an item's embedding does not depend on its batch-mates.
+Padding (cfg.padding 'masked', the 'improved' default): padded frames/words are zeroed before
+convolutions and excluded from the BN statistics, SE squeeze, attention, MIL and clip selection;
+empty verb/noun slots are masked; in eval mode an item's embedding does not depend on its
+batch-mates. cfg.padding 'reference' reproduces Roc-Ng/HANet: a batch is cut to its longest
+item and padded frames (the Linear's bias) enter the k=5 verb conv, the SE squeeze and BN.
+cfg.verb_clips / noun_clips / graph_edges select the reference's or our rules for the SeMe clips
+and the role-graph edges; cfg.fidelity sets all four at once (README "Reference fidelity").
 
 Ablations: use_individual/use_local/use_global drop levels from c_l (Table 3) and their modules
 are not built. use_seme=False (Table 4, "FC -> SeMe"): the SE blocks and the MIL-driven clip
@@ -36,7 +40,8 @@ from torch import Tensor, nn
 from .batch import ROLES, ConceptLabels, TextBatch, VideoBatch
 from .config import HANetConfig
 from .layers import (AttentionPool, AttnGCNLayer, BiGRUEncoder, ConceptHead, SEBlock,
-                     action_clip_weights, entity_clip_weights, masked_max_pool, mil_pool, zero_pad)
+                     action_clip_weights, action_clip_weights_reference, entity_clip_weights,
+                     entity_clip_weights_reference, masked_max_pool, mil_pool, zero_pad)
 from .losses import concept_bce, hardest_negative_hinge
 from .similarity import cosine_matrix, jaccard_matrix, stacked_attention
 
@@ -76,13 +81,33 @@ class VideoEncoder(nn.Module):
                 self.local_fc_entity = nn.Linear(D, D)
 
     def forward(self, v: VideoBatch) -> dict[str, Tensor]:
-        cfg, x, mask = self.cfg, v.feats, v.mask.to(torch.bool)
+        dev = self.cfg.deviations()
+        if dev["padding"] != "reference":
+            return self._forward(v.feats, v.mask.to(torch.bool), dev)
+        # reference padding: the batch is cut to its longest video (the reference's collate does
+        # that), padded frames leak into conv/SE/BN; per-frame outputs are padded back to N
+        x, mask = v.feats, v.mask.to(torch.bool)
+        N, T = x.shape[1], max(1, int(mask.sum(1).max()))
+        out = self._forward(x[:, :T], mask[:, :T], dev)
+        if T < N:
+            for k in ("mask", "ind_a", "ind_e", "frame_verb_probs", "frame_noun_probs") + (
+                    ("loc_a", "loc_e", "loc_a_mask", "loc_e_mask") if not self.cfg.use_seme else ()):
+                if k in out:
+                    t = out[k]
+                    out[k] = torch.cat([t, t.new_zeros((t.shape[0], N - T) + tuple(t.shape[2:]))], 1)
+        return out
+
+    def _forward(self, x: Tensor, mask: Tensor, dev: dict[str, str]) -> dict[str, Tensor]:
+        cfg = self.cfg
+        leak = dev["padding"] == "reference"
         out: dict[str, Tensor] = {"mask": mask}
-        act = zero_pad(self.dropout(self.fc_action(x)), mask)  # v_a^Ind (eq. 5)
-        ent = zero_pad(self.dropout(self.fc_entity(x)), mask)  # v_e^Ind
+        act_raw = self.dropout(self.fc_action(x))
+        ent_raw = self.dropout(self.fc_entity(x))
+        act = zero_pad(act_raw, mask)  # v_a^Ind (eq. 5)
+        ent = zero_pad(ent_raw, mask)  # v_e^Ind
         out["ind_a"], out["ind_e"] = act, ent
-        fv = self.verb_head(act, mask)  # l_a^v (B, N, K_a), eq. 1
-        fn = self.noun_head(ent, mask)  # l_e^v (B, N, K_e), eq. 2
+        fv = self.verb_head(act_raw if leak else act, mask, leak)  # l_a^v (B, N, K_a), eq. 1
+        fn = self.noun_head(ent_raw if leak else ent, mask, leak)  # l_e^v (B, N, K_e), eq. 2
         out["frame_verb_probs"], out["frame_noun_probs"] = fv, fn
         pv = mil_pool(fv, mask, cfg.mil_divisor)  # p_a^v (eq. 8)
         pn = mil_pool(fn, mask, cfg.mil_divisor)
@@ -96,12 +121,14 @@ class VideoEncoder(nn.Module):
             out["glo"] = self.attn_pool(event, mask)  # v_g^Glo (eqs. 9-10)
         if cfg.use_local:
             if cfg.use_seme:
-                se_a = self.se_action(act, mask)  # eq. 6
-                se_e = self.se_entity(ent, mask)  # eq. 7
+                se_a = self.se_action(act_raw if leak else act, mask, leak)  # eq. 6
+                se_e = self.se_entity(ent_raw if leak else ent, mask, leak)  # eq. 7
                 sel_v = fv.gather(2, verb_ids.unsqueeze(1).expand(-1, fv.shape[1], -1))
                 sel_n = fn.gather(2, noun_ids.unsqueeze(1).expand(-1, fn.shape[1], -1))
-                w_a = action_clip_weights(sel_v, mask, cfg.action_window)  # (B, N_a, N)
-                w_e = entity_clip_weights(sel_n, mask, cfg.entity_topk_frames)  # (B, N_e, N)
+                a_fn = action_clip_weights_reference if dev["verb_clips"] == "reference" else action_clip_weights
+                e_fn = entity_clip_weights_reference if dev["noun_clips"] == "reference" else entity_clip_weights
+                w_a = a_fn(sel_v, mask, cfg.action_window)  # (B, N_a, N)
+                w_e = e_fn(sel_n, mask, cfg.entity_topk_frames)  # (B, N_e, N)
                 out["loc_a"] = torch.bmm(w_a, se_a)  # v_a^Loc
                 out["loc_e"] = torch.bmm(w_e, se_e)  # v_e^Loc
                 B = x.shape[0]
@@ -138,12 +165,19 @@ class TextEncoder(nn.Module):
         n_nodes = t.node_masks.shape[1]
         if n_nodes != 1 + V + E:
             raise ValueError(f"text batch has {n_nodes} nodes, config expects 1+{V}+{E}")
+        leak = cfg.deviation("padding") == "reference"
+        if leak:  # the reference pads a batch to its longest caption; padded words enter text BN
+            Lmax = int(t.lengths.max())
+            if Lmax < t.word_ids.shape[1]:
+                t = TextBatch(word_ids=t.word_ids[:, :Lmax], lengths=t.lengths,
+                              node_masks=t.node_masks[..., :Lmax], node_roles=t.node_roles,
+                              node_valid=t.node_valid, adjacency=t.adjacency)
         L = t.word_ids.shape[1]
         wmask = torch.arange(L, device=t.word_ids.device).unsqueeze(0) < t.lengths.unsqueeze(1)
         words = self.rnn(t.word_ids, t.lengths)  # s^Ind (B, L, D), eqs. 11-13; padded = 0
         out: dict[str, Tensor] = {}
-        fv = self.verb_head(words, wmask)  # l_a^s, eq. 3
-        fn = self.noun_head(words, wmask)  # l_e^s, eq. 4
+        fv = self.verb_head(words, wmask, leak)  # l_a^s, eq. 3
+        fn = self.noun_head(words, wmask, leak)  # l_e^s, eq. 4
         out["verb_probs"] = mil_pool(fv, wmask, cfg.mil_divisor)  # p_a^s
         out["noun_probs"] = mil_pool(fn, wmask, cfg.mil_divisor)
         valid = t.node_valid.to(torch.bool)

@@ -65,7 +65,23 @@ class ConceptHead(nn.Module):
         self.conv = nn.Conv1d(in_dim, n_concepts, kernel, padding=kernel // 2)
         self.bn = MaskedBatchNorm1d(n_concepts)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, leak: bool = False) -> Tensor:
+        """leak=True (HANetConfig padding='reference'): x is used as given at every step (padded
+        steps keep whatever the previous layer produced, e.g. a Linear's bias), the conv sees them
+        and BatchNorm's batch statistics include every step of (B, T); outputs at padded steps are
+        still 0 (nothing downstream reads them)."""
+        if leak:
+            k = self.conv.kernel_size[0]
+            if k == 1:
+                h = F.linear(x, self.conv.weight.squeeze(-1), self.conv.bias)
+            else:
+                T = x.shape[1]
+                xp = F.pad(x, (0, 0, k // 2, k // 2))
+                taps = torch.cat([xp[:, i:i + T] for i in range(k)], dim=-1)
+                w = self.conv.weight.permute(0, 2, 1).reshape(self.conv.out_channels, -1)
+                h = F.linear(taps, w, self.conv.bias)
+            y = self.bn.forward_flat(h.reshape(-1, h.shape[-1])).view(h.shape)
+            return zero_pad(torch.sigmoid(y), mask)
         if self.conv.kernel_size[0] == 1:  # per-step: compute on the real steps only
             flat = F.linear(x[mask], self.conv.weight.squeeze(-1), self.conv.bias)
             y = torch.sigmoid(self.bn.forward_flat(flat))
@@ -91,9 +107,10 @@ class SEBlock(nn.Module):
         self.fc1 = nn.Linear(channels, hidden, bias=False)
         self.fc2 = nn.Linear(hidden, channels, bias=False)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, leak: bool = False) -> Tensor:
+        """leak=True (padding='reference'): the squeeze averages every step of x, padded ones too."""
         m = mask.unsqueeze(-1).to(x.dtype)
-        squeeze = (x * m).sum(1) / m.sum(1).clamp(min=1)
+        squeeze = x.mean(1) if leak else (x * m).sum(1) / m.sum(1).clamp(min=1)
         gate = torch.sigmoid(self.fc2(F.relu(self.fc1(squeeze))))
         return x * gate.unsqueeze(1) * m
 
@@ -146,6 +163,31 @@ def action_clip_weights(frame_probs: Tensor, mask: Tensor, window: int) -> Tenso
     w = ((t.view(1, 1, -1) - centre.unsqueeze(-1)).abs() <= window) & mask.unsqueeze(1)
     w = w.to(frame_probs.dtype)
     return w / w.sum(-1, keepdim=True).clamp(min=1)
+
+
+def action_clip_weights_reference(frame_probs: Tensor, mask: Tensor, window: int) -> Tensor:
+    """Action clips as the reference builds them (t2vretrieval/encoders/mlvideo.py): per video, if
+    EVERY selected concept's argmax frame c satisfies window <= c <= n_valid-1-window, each concept's
+    clip is the uniform mean of the 2*window+1 frames around c; otherwise (all-or-nothing per video)
+    every concept of that video uses its argmax frame alone. (B, T, Q) -> (B, Q, T)."""
+    filled = frame_probs.masked_fill(~mask.unsqueeze(-1), -1.0)
+    centre = filled.argmax(dim=1)  # (B, Q)
+    n_valid = mask.sum(1)  # (B,)
+    inside = (centre.min(dim=1).values >= window) & (centre.max(dim=1).values + window < n_valid)
+    t = torch.arange(frame_probs.shape[1], device=frame_probs.device)
+    dist = (t.view(1, 1, -1) - centre.unsqueeze(-1)).abs()
+    w = torch.where(inside.view(-1, 1, 1), dist <= window, dist == 0).to(frame_probs.dtype)
+    return w / w.sum(-1, keepdim=True)
+
+
+def entity_clip_weights_reference(frame_probs: Tensor, mask: Tensor, k: int) -> Tensor:
+    """Entity clips as the reference builds them: the mean of the top-k frames per concept when the
+    video has >= k real frames (the reference: > 2 for k = 3), else the argmax frame. (B,T,Q)->(B,Q,T)."""
+    w_top = entity_clip_weights(frame_probs, mask, k)
+    filled = frame_probs.masked_fill(~mask.unsqueeze(-1), -1.0)
+    one = F.one_hot(filled.argmax(dim=1), frame_probs.shape[1]).to(frame_probs.dtype)  # (B, Q, T)
+    short = (mask.sum(1) < k).view(-1, 1, 1)
+    return torch.where(short, one, w_top)
 
 
 def entity_clip_weights(frame_probs: Tensor, mask: Tensor, k: int) -> Tensor:

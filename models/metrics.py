@@ -17,8 +17,9 @@ Conventions (the same for the dense and the streaming versions):
 * Captions are **not de-duplicated**. The reference passes captions through ``set()``
   (order changes between runs; a duplicate caption shared by two videos then has two
   correct videos); here every caption row is one query with exactly one correct video.
-* R@K is the percentage of queries with rank <= K. MedR = ``floor(median(ranks))``
-  (what the reference's ``floor(median(0-based)) + 1`` gives); MeanR = mean rank.
+* R@K is the percentage of queries with rank <= K. MedR = ``median(ranks)`` of the 1-based
+  ranks, i.e. the reference's ``np.median(0-based ranks) + 1`` (t2vretrieval/models/
+  evaluation.py), NOT floored: an even count can give x.5. MeanR = mean rank.
   ``rsum`` = t2v R@1+R@5+R@10 + v2t R@1+R@5+R@10.
 * NaN scores are rejected (ValueError): they would make ranks meaningless.
 
@@ -66,7 +67,7 @@ def summarize_ranks(t2v_ranks: Sequence[int] | np.ndarray, v2t_ranks: Sequence[i
             r = float(100.0 * np.mean(ranks <= k))
             out[f"{name}_r{k}"] = r
             rsum += r
-        out[f"{name}_medr"] = float(np.floor(np.median(ranks)))
+        out[f"{name}_medr"] = float(np.median(ranks))
         out[f"{name}_meanr"] = float(np.mean(ranks))
     out["rsum"] = rsum
     return out
@@ -218,5 +219,5 @@ def format_metrics(m: Mapping[str, float]) -> str:
     parts = []
     for d in ("t2v", "v2t"):
         parts.append(f"{d} R@1/5/10 {m[f'{d}_r1']:.1f}/{m[f'{d}_r5']:.1f}/{m[f'{d}_r10']:.1f} "
-                     f"MedR {m[f'{d}_medr']:.0f} MeanR {m[f'{d}_meanr']:.1f}")
+                     f"MedR {m[f'{d}_medr']:g} MeanR {m[f'{d}_meanr']:.1f}")
     return " | ".join(parts) + f" | rsum {m['rsum']:.1f}"

@@ -23,7 +23,8 @@ Conventions (documented in docs, tested in tests/test_dataset.py):
   caps are dropped. A node with role ROOT in the table is ignored (we build our own).
   Edges: ROOT<->each verb, verb<->argument for every table edge between kept nodes,
   an argument attached to no kept verb (no-frame fallback graphs, or its verb was cut)
-  is attached to ROOT, self loops on every valid node. A caption whose role graph status
+  is attached to ROOT, self loops on every valid node (HANetConfig.graph_edges='improved';
+  'reference' builds Roc-Ng/HANet's edges, see ``build_graph``). A caption whose role graph status
   is not ``ok`` (or that has no role-graph row) gets a ROOT-only graph.
 * Concept labels: caption multi-hot from caption_labels; ignore mask = concepts of the
   video's OTHER captions (same split) that this caption lacks.
@@ -150,9 +151,20 @@ def graph_slots(hcfg: HANetConfig) -> int:
 
 
 def build_graph(nodes: Sequence[dict] | None, edges: Sequence[dict] | None, n_words: int,
-                max_words: int, max_verbs: int, max_nouns: int, ok: bool = True):
+                max_words: int, max_verbs: int, max_nouns: int, ok: bool = True,
+                edges_mode: str = "improved"):
     """One caption's role graph -> (span masks (G, max_words) bool, roles (G,) int64,
-    valid (G,) bool, adjacency (G, G) bool) with G = 1 + max_verbs + max_nouns."""
+    valid (G,) bool, adjacency (G, G) bool) with G = 1 + max_verbs + max_nouns.
+
+    adjacency[i, j] = node i receives from node j. edges_mode (HANetConfig.graph_edges):
+    'improved' = the module docstring's rules; 'reference' = Roc-Ng/HANet's reader
+    (t2vretrieval/readers/rolegraphs.py): argument slots in node order, edges root->verb
+    (the root receives nothing) and verb<->argument for table edges (src verb, dst argument),
+    no self loops, an argument without a kept verb stays unconnected. (The reference
+    row-normalises its matrix; the attention GCN only reads which entries are non-zero.)"""
+    if edges_mode not in ("improved", "reference"):
+        raise ValueError(f"edges_mode must be 'improved' or 'reference', got {edges_mode!r}")
+    ref = edges_mode == "reference"
     g = 1 + max_verbs + max_nouns
     masks = np.zeros((g, max_words), dtype=bool)
     roles = np.zeros(g, dtype=np.int64)
@@ -162,7 +174,7 @@ def build_graph(nodes: Sequence[dict] | None, edges: Sequence[dict] | None, n_wo
     masks[0, :n_kept] = True
     roles[0] = ROOT_ROLE
     valid[0] = True
-    adj[0, 0] = True
+    adj[0, 0] = not ref
     if not ok or not nodes:
         return masks, roles, valid, adj
 
@@ -177,7 +189,7 @@ def build_graph(nodes: Sequence[dict] | None, edges: Sequence[dict] | None, n_wo
     attached = {d for s, d in edge_pairs if s in verb_set} | {s for s, d in edge_pairs if d in verb_set}
     args = [i for i, nd in enumerate(nodes)
             if nd.get("role") != "V" and spans[i] and not is_root[i]]
-    args = sorted(args, key=lambda i: (i not in attached, i))[:max_nouns]
+    args = (args if ref else sorted(args, key=lambda i: (i not in attached, i)))[:max_nouns]
 
     slot: dict[int, int] = {}
     for k, i in enumerate(verbs):
@@ -189,7 +201,14 @@ def build_graph(nodes: Sequence[dict] | None, edges: Sequence[dict] | None, n_wo
     for i, s in slot.items():
         masks[s, spans[i]] = True
         valid[s] = True
-        adj[s, s] = True
+        adj[s, s] = not ref
+    if ref:
+        for i in verbs:
+            adj[slot[i], 0] = True  # root -> verb: the verb receives from the root
+        for s, d in edge_pairs:
+            if s in verb_set and d in slot and d not in verb_set:
+                adj[slot[s], slot[d]] = adj[slot[d], slot[s]] = True
+        return masks, roles, valid, adj
     for i in verbs:
         adj[0, slot[i]] = adj[slot[i], 0] = True
     linked = set()
@@ -385,6 +404,7 @@ def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor
 
     vocab = read_vocab(root)
     mw, mv, mn = hcfg.max_words, hcfg.max_verbs, hcfg.max_nouns
+    edges_mode = hcfg.deviation("graph_edges")
     g_slots = 1 + mv + mn
     C = len(cap)
     word_ids = np.full((C, mw), PAD_ID, dtype=np.int32)
@@ -411,7 +431,8 @@ def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor
         lengths[j] = len(ids)
         ok = g is not None and g.get("status") == "ok"
         n_not_ok += not ok
-        m, ro, va, ad = build_graph((g or {}).get("nodes"), (g or {}).get("edges"), len(ids), mw, mv, mn, ok)
+        m, ro, va, ad = build_graph((g or {}).get("nodes"), (g or {}).get("edges"), len(ids), mw, mv, mn, ok,
+                                    edges_mode)
         node_masks[j], node_roles[j], node_valid[j], adjacency[j] = m, ro, va, ad
     notes.update(captions=C, videos=len(keys), unk_tokens=int(n_unk), graphs_not_ok=int(n_not_ok),
                  captions_truncated=int(n_trunc))

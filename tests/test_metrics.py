@@ -90,9 +90,12 @@ def test_duplicate_captions_are_separate_queries():
     assert t2v.tolist() == [2, 2]
 
 
-def test_medr_floor_and_validation():
+def test_medr_reference_convention_and_validation():
+    # the reference: np.median(0-based ranks) + 1, not floored (an even count gives x.5)
     m = summarize_ranks([1, 2, 3, 4], [1, 2])
-    assert m["t2v_medr"] == 2.0 and m["v2t_medr"] == 1.0  # floor(2.5), floor(1.5)
+    assert m["t2v_medr"] == 2.5 and m["v2t_medr"] == 1.5
+    assert m["t2v_medr"] == float(np.median(np.array([1, 2, 3, 4]) - 1) + 1)
+    assert summarize_ranks([1, 2, 9], [1])["t2v_medr"] == 2.0
     with pytest.raises(ValueError):
         retrieval_metrics(np.array([[np.nan]], dtype=np.float32), np.array([0]))
     with pytest.raises(ValueError):
