@@ -1,0 +1,638 @@
+"""Text -> video search over a built dataset with a trained checkpoint.
+
+Index (:func:`build_index`): every video with features (all splits by default) is encoded
+ONCE by the model's ``encode_videos``; the outputs its ``similarity_parts`` reads (found by
+probing one call, as evaluation does) are stored, plus the L2-normalised global embedding
+(the shortlist matrix), the video concept probabilities, the top concepts' frame
+confidences (for heatmaps) and a thumbnail strip decoded from the source video (PyAV).
+Files and their format: :mod:`storage.index`. The index records the checkpoint's sha256,
+the shards' data fingerprint and a vocabulary fingerprint (words + concepts).
+
+Search (:class:`Searcher`): the query goes through the captions' text processing (the
+parse stage's cleaning + spaCy tokens/tags + role graph with the build's TextConfig, then
+words -> ids and role graph -> slots exactly as :func:`pipeline.dataset.load_split`), is
+encoded once by ``encode_texts``, then
+
+1. shortlist: cosine of the query's global embedding with every video's (one exact
+   matrix-vector product over the memory-mapped matrix; ``k`` best by argpartition);
+2. re-rank: ``similarity_parts`` on the ``k`` shortlisted videos only; fused score
+   (c_l + c_p) / 2 (the model's inference score).
+
+``exhaustive=True`` skips stage 1 (every video scored by the full model), for checking.
+A model without a global level shortlists by its concept (Jaccard) score instead.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from models.batch import TextBatch, VideoBatch
+from models.config import HANetConfig, TrainConfig
+from pipeline._fingerprint import sha256_file, stable_hash
+from pipeline.dataset import (PAD_ID, UNK_ID, FeatureSource, build_graph, concept_lemmas, feature_path,
+                              frame_counts, read_vocab)
+from storage import index as store
+from storage.checkpoints import load_checkpoint
+from storage.features import dataset_name
+from storage.manifest import read_manifest
+from storage.tables import read_table
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 300
+DEFAULT_K = 100
+DEFAULT_TOP = 10
+PART_LEVELS = ("ind_a", "ind_e", "loc_a", "loc_e", "glo", "c_l", "jac_a", "jac_e", "c_p")
+HEAT_TOP_K = 8
+_ALWAYS_KEEP = ("verb_probs", "noun_probs", "glo")
+
+
+class SearchError(ValueError):
+    """A query or index problem explained to the user (CLI exit 2, HTTP 400)."""
+
+
+# ----------------------------------------------------------------------------- fingerprints
+def vocabulary_fingerprint(shards_root: str | Path) -> str:
+    """Hash of the word vocabulary (id -> word) and the concept vocabularies (id -> lemma)."""
+    root = Path(shards_root)
+    words = sorted((i, w) for w, i in read_vocab(root).items())
+    try:
+        concepts = concept_lemmas(root)
+    except FileNotFoundError:
+        concepts = {}
+    return stable_hash({"words": words, "concepts": concepts})
+
+
+# ----------------------------------------------------------------------------- text -> batch
+def caption_arrays(tokens: Sequence[str], nodes, edges, graph_ok: bool, vocab: dict[str, int],
+                   hcfg: HANetConfig) -> dict[str, np.ndarray]:
+    """One caption's model inputs, as :func:`pipeline.dataset.load_split` builds them:
+    word -> id (exact, then lower-cased, else UNK), truncated to max_words, [UNK] when empty;
+    role graph -> fixed slots by :func:`pipeline.dataset.build_graph`."""
+    ids = []
+    for w in list(tokens)[:hcfg.max_words]:
+        i = vocab.get(w)
+        if i is None:
+            i = vocab.get(w.lower(), UNK_ID)
+        ids.append(i)
+    if not ids:
+        ids = [UNK_ID]
+    m, ro, va, ad = build_graph(nodes, edges, len(ids), hcfg.max_words, hcfg.max_verbs, hcfg.max_nouns, graph_ok)
+    return {"word_ids": np.asarray(ids, dtype=np.int64), "node_masks": m, "node_roles": ro, "node_valid": va,
+            "adjacency": ad, "n_unk": int(sum(i == UNK_ID for i in ids))}
+
+
+def text_batch(arrs: dict[str, np.ndarray]) -> TextBatch:
+    """A one-caption TextBatch (same dtypes as SplitData.text_batch)."""
+    L = int(arrs["word_ids"].size)
+    return TextBatch(
+        word_ids=torch.from_numpy(arrs["word_ids"][None, :]),
+        lengths=torch.tensor([L], dtype=torch.int64),
+        node_masks=torch.from_numpy(arrs["node_masks"][None, :, :L].astype(np.float32)),
+        node_roles=torch.from_numpy(arrs["node_roles"][None].astype(np.int64)),
+        node_valid=torch.from_numpy(arrs["node_valid"][None].copy()),
+        adjacency=torch.from_numpy(arrs["adjacency"][None].astype(np.float32)),
+    )
+
+
+@dataclass
+class ParsedQuery:
+    text: str
+    tokens: list[str]
+    nodes: list[dict]
+    edges: list[dict]
+    graph_ok: bool
+    concepts: list[tuple[str, str]]          # (kind, lemma) occurrences, caption rules
+    notes: list[str] = field(default_factory=list)
+
+
+class QueryParser:
+    """The caption text processing of the build (pipeline.text.parse with its TextConfig)."""
+
+    def __init__(self, text_config: dict[str, Any] | None = None, concept_config: dict[str, Any] | None = None):
+        from pipeline.config import ConceptConfig, TextConfig
+
+        self.cfg = TextConfig.model_validate(text_config or {})
+        self.ccfg = ConceptConfig.model_validate(concept_config or {})
+        self._nlp = self._lexicon = self._stop = None
+
+    def _load(self):
+        if self._nlp is None:
+            from pipeline.text import _nlp
+            from pipeline.text.lemmas import WordNetLemmas
+            from pipeline.text.parse import load_nlp
+
+            self._nlp = load_nlp(self.cfg)
+            self._lexicon = WordNetLemmas(fix=self.ccfg.fix_lemmatizer)
+            self._stop = _nlp.stopwords_en()
+
+    def __call__(self, query: str) -> ParsedQuery:
+        from pipeline.text import concepts as text_concepts
+        from pipeline.text.parse import ERROR, parse_captions
+
+        self._load()
+        if self.cfg.backend == "hgr-json":  # no graph file entry for a new sentence: spaCy roles instead
+            cfg = self.cfg.model_copy(update={"backend": "spacy-dep"})
+        else:
+            cfg = self.cfg
+        p = parse_captions([query], cfg, self._nlp, self._lexicon)[0]
+        notes = [p.message] if p.message else []
+        if p.status == ERROR or not p.tokens:
+            return ParsedQuery(query, query.split(), [], [], False, [], notes + ["parse failed: words only"])
+        g = p.graph
+        nodes, edges = (g.node_rows(), g.edge_rows()) if g else ([], [])
+        concepts = text_concepts.caption_concepts(p.tokens, p.pos, self._lexicon, self._stop,
+                                                  self.ccfg.lemmatize_all)
+        return ParsedQuery(query, list(p.tokens), nodes, edges, g is not None, concepts, notes)
+
+
+def check_query(query: str) -> str:
+    if not isinstance(query, str):
+        raise SearchError("the query must be text")
+    q = query.strip()
+    if not q:
+        raise SearchError("empty query: type a few words, e.g. 'a man rides a horse'")
+    if len(q) > MAX_QUERY_CHARS:
+        raise SearchError(f"query too long: {len(q)} characters, the limit is {MAX_QUERY_CHARS}")
+    return q
+
+
+# ----------------------------------------------------------------------------- thumbnails
+def video_thumbnails(path: Path, n: int, height: int = 72, timeout_s: float = 10.0,
+                     max_frames: int = 3000) -> list[bytes]:
+    """``n`` JPEGs spread evenly over the video (PyAV decode, scaled to ``height`` px)."""
+    from pipeline.decode import expected_frames, open_video, pick_video_stream
+
+    container = open_video(path, timeout_s)
+    try:
+        stream = pick_video_stream(container)
+        total, _ = expected_frames(stream, container)
+        small = []
+        want = None
+        if total:
+            want = set(np.round(np.linspace(0, max(total - 1, 0), n)).astype(int).tolist())
+        t0 = time.monotonic()
+        for i, frame in enumerate(container.decode(stream)):
+            if i >= max_frames or time.monotonic() - t0 > timeout_s:
+                break
+            if want is None or i in want:
+                w = max(1, int(round(frame.width * height / max(frame.height, 1))))
+                small.append(frame.to_image(width=w, height=height))
+            if want is not None and i >= max(want):
+                break
+    finally:
+        container.close()
+    if not small:
+        return []
+    pick = np.round(np.linspace(0, len(small) - 1, min(n, len(small)))).astype(int)
+    out = []
+    for j in pick:
+        buf = io.BytesIO()
+        small[int(j)].convert("RGB").save(buf, format="JPEG", quality=80)
+        out.append(buf.getvalue())
+    return out
+
+
+# ----------------------------------------------------------------------------- probing
+class _Recorder(dict):
+    """Remembers which keys ``similarity_parts`` reads."""
+
+    def __init__(self, d):
+        super().__init__(d)
+        self.used: set[str] = set()
+        self.iterated = False
+
+    def __getitem__(self, k):
+        self.used.add(k)
+        return super().__getitem__(k)
+
+    def get(self, k, default=None):
+        self.used.add(k)
+        return super().get(k, default)
+
+    def __contains__(self, k):
+        self.used.add(k)
+        return super().__contains__(k)
+
+    def __iter__(self):
+        self.iterated = True
+        return super().__iter__()
+
+    def keys(self):
+        self.iterated = True
+        return super().keys()
+
+    def items(self):
+        self.iterated = True
+        return super().items()
+
+    def values(self):
+        self.iterated = True
+        return super().values()
+
+
+def _dummy_text(vocab: dict[str, int], hcfg: HANetConfig) -> TextBatch:
+    return text_batch(caption_arrays(["<unk>"], [], [], False, vocab, hcfg))
+
+
+# ----------------------------------------------------------------------------- build
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
+    from pipeline.evaluate import model_from_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    model, tcfg = model_from_checkpoint(ck)
+    model.to(device).eval()
+    return model, tcfg, ck
+
+
+def _index_videos(root: Path, extractor: str, splits: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Videos with >= 1 feature frame: {key, split, path}, ordered by (key)."""
+    t = read_table(root / "videos.parquet", "videos", columns=["key", "path", "split"]).to_pylist()
+    by_split: dict[str, dict[str, int]] = {}
+    out = []
+    for r in t:
+        sp = r["split"]
+        if splits is not None and sp not in splits:
+            continue
+        if sp not in by_split:
+            fp = feature_path(root, extractor, sp)
+            by_split[sp] = frame_counts(fp) if fp.exists() else {}
+        if by_split[sp].get(dataset_name(r["key"]), 0) > 0:
+            out.append(r)
+    out.sort(key=lambda r: r["key"])
+    return out
+
+
+def _first_captions(root: Path) -> dict[str, str]:
+    t = read_table(root / "captions.parquet", "captions", columns=["caption_id", "key", "caption"]).to_pylist()
+    out: dict[str, tuple[int, str]] = {}
+    for r in t:
+        if r["key"] not in out or r["caption_id"] < out[r["key"]][0]:
+            out[r["key"]] = (r["caption_id"], r["caption"] or "")
+    return {k: v[1] for k, v in out.items()}
+
+
+def _dataset_root(root: Path) -> Path | None:
+    m = read_manifest(root, "ingest")
+    d = (m.inputs or {}).get("dataset_root") if m else None
+    return Path(d) if d else None
+
+
+def _source_path(dataset_root: Path | None, rel: str) -> Path | None:
+    if dataset_root is None or not rel or "://" in rel:
+        return None
+    base = dataset_root.resolve()
+    p = (base / rel).resolve()
+    if base != p and base not in p.parents:
+        return None
+    return p if p.is_file() else None
+
+
+@torch.inference_mode()
+def build_index(checkpoint: str | Path, shards_root: str | Path, index_dir: str | Path | None = None, *,
+                splits: Sequence[str] | None = None, dataset_root: str | Path | None = None,
+                n_thumbs: int = 4, thumb_height: int = 72, batch: int = 128, device: str = "cpu",
+                store_dtype: str = "float32", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Encode every video of ``shards_root`` once with ``checkpoint`` into ``index_dir``
+    (default: ``<checkpoint folder>/index``). Returns the index metadata (+ ``index_dir``)."""
+    t0 = time.perf_counter()
+    checkpoint, root = Path(checkpoint).resolve(), Path(shards_root).resolve()
+    index_dir = Path(index_dir) if index_dir is not None else checkpoint.parent / "index"
+    model, tcfg, ck = load_model(checkpoint, device)
+    hcfg, extractor = tcfg.hanet, tcfg.features
+    vocab = read_vocab(root)
+    n_words = max(vocab.values()) + 1 if vocab else 0
+    if getattr(model, "vocab_size", n_words) != n_words:
+        raise SearchError(f"{checkpoint.name} was trained with a {model.vocab_size}-word vocabulary, the shards at "
+                          f"{root} have {n_words} words: index the dataset the checkpoint was trained on")
+    videos = _index_videos(root, extractor, splits)
+    if not videos:
+        raise SearchError(f"{root}: no video with '{extractor}' features to index")
+    droot = Path(dataset_root) if dataset_root is not None else _dataset_root(root)
+    captions = _first_captions(root)
+    sources: dict[str, FeatureSource] = {}
+    dtype = {"float32": np.float32, "float16": np.float16}[store_dtype]
+
+    keep: set[str] | None = None
+    chunks: dict[str, list[np.ndarray]] = {}
+    n_frames = np.zeros(len(videos), dtype=np.int32)
+    for a in range(0, len(videos), batch):
+        part = videos[a:a + batch]
+        fm = []
+        for r in part:
+            src = sources.get(r["split"])
+            if src is None:
+                src = sources[r["split"]] = FeatureSource(feature_path(root, extractor, r["split"]), hcfg.max_frames)
+            fm.append(src.get(r["key"]))
+        feats, masks = zip(*fm)
+        vb = VideoBatch(feats=torch.from_numpy(np.stack(feats)), mask=torch.from_numpy(np.stack(masks)))
+        n_frames[a:a + len(part)] = vb.mask.sum(1).numpy()
+        ve = model.encode_videos(vb.to(device))
+        if keep is None:  # which outputs does the scoring read?
+            rec = _Recorder(ve)
+            model.similarity_parts(rec, model.encode_texts(_dummy_text(vocab, hcfg).to(device)))
+            used = set(ve) if rec.iterated or not rec.used else rec.used & set(ve)
+            keep = {k for k in used | set(_ALWAYS_KEEP) if k in ve and torch.is_tensor(ve[k])}
+        for k in sorted(keep):
+            v = ve[k].detach().cpu()
+            arr = v.numpy() if v.dtype == torch.bool or not v.is_floating_point() else v.float().numpy().astype(dtype)
+            chunks.setdefault(f"enc/{k}", []).append(arr)
+        if "glo" in ve:
+            chunks.setdefault("shortlist", []).append(
+                torch.nn.functional.normalize(ve["glo"].float(), dim=-1).cpu().numpy())
+        for kind in ("verb", "noun"):
+            fk, pk = f"frame_{kind}_probs", f"{kind}_probs"
+            if fk in ve and pk in ve:
+                top = ve[pk].float().topk(min(HEAT_TOP_K, ve[pk].shape[-1]), dim=-1).indices  # (B, k)
+                frames = ve[fk].float().gather(2, top.unsqueeze(1).expand(-1, ve[fk].shape[1], -1))
+                chunks.setdefault(f"heat/{kind}_ids", []).append(top.cpu().numpy().astype(np.int32))
+                chunks.setdefault(f"heat/{kind}_frames", []).append(frames.cpu().numpy().astype(np.float16))
+        if progress:
+            progress(f"encoded {min(a + batch, len(videos))}/{len(videos)} videos")
+    for s in sources.values():
+        s.close()
+    arrays = {k: np.concatenate(v, 0) for k, v in chunks.items()}
+    t_encode = time.perf_counter() - t0
+
+    writer = store.IndexWriter(index_dir)
+    try:
+        rows, n_with_thumbs, thumb_errors = [], 0, 0
+        for i, r in enumerate(videos):
+            thumbs: list[str] = []
+            src = _source_path(droot, r["path"]) if n_thumbs > 0 else None
+            if src is not None:
+                try:
+                    jpgs = video_thumbnails(src, n_thumbs, thumb_height)
+                except Exception as exc:  # noqa: BLE001 - a bad source video gets no thumbnails
+                    log.warning("thumbnails of %s: %s", r["key"], exc)
+                    jpgs, thumb_errors = [], thumb_errors + 1
+                stem = store.safe_name(r["key"])
+                thumbs = [writer.write_thumb(f"{stem}_{j}.jpg", b) for j, b in enumerate(jpgs)]
+                n_with_thumbs += bool(thumbs)
+            rows.append({"row": i, "key": r["key"], "split": r["split"], "n_frames": int(n_frames[i]),
+                         "source": r["path"] or "", "caption": captions.get(r["key"], ""), "thumbs": thumbs})
+        parse_m, concepts_m = read_manifest(root, "parse"), read_manifest(root, "concepts")
+        meta = {
+            "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
+            "checkpoint_epoch": ck.get("epoch"), "model_name": ck.get("model_name", tcfg.model),
+            "train_config_json": ck["config_json"], "shards_root": str(root), "extractor": extractor,
+            "shards_fingerprint": _shards_fp(root, extractor), "vocabulary_fingerprint": vocabulary_fingerprint(root),
+            "vocab_size": n_words, "checkpoint_data_fingerprint": ck.get("data_fingerprint"),
+            "text_config": parse_m.config if parse_m else {}, "concept_config": concepts_m.config if concepts_m else {},
+            "dataset_root": str(droot) if droot else None, "splits": sorted({r["split"] for r in videos}),
+            "arrays": {k: [list(a.shape), str(a.dtype)] for k, a in arrays.items()},
+            "store_dtype": store_dtype, "n_with_thumbnails": n_with_thumbs, "thumbnail_errors": thumb_errors,
+            "encode_seconds": round(t_encode, 3), "seconds": round(time.perf_counter() - t0, 3),
+        }
+        writer.write(arrays, rows, meta)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    log.info("indexed %d videos (%d with thumbnails) into %s", len(videos), n_with_thumbs, index_dir)
+    return {**meta, "n_videos": len(videos), "index_dir": str(index_dir), "build_dir": str(writer.dir)}
+
+
+def _shards_fp(root: Path, extractor: str) -> str:
+    from pipeline.train import data_fingerprint
+
+    return data_fingerprint(root, extractor)
+
+
+# ----------------------------------------------------------------------------- search
+@dataclass
+class Hit:
+    row: int
+    key: str
+    split: str
+    score: float
+    levels: dict[str, float]
+    shared: dict[str, list[dict[str, Any]]]
+    caption: str
+    thumbs: list[str]
+    shortlist_score: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "key": self.key, "split": self.split, "score": self.score, "levels": self.levels,
+                "shared_concepts": self.shared, "caption": self.caption, "thumbs": self.thumbs,
+                "shortlist_score": self.shortlist_score}
+
+
+class Searcher:
+    """An opened index + its model; ``search(query)`` is thread-safe (inference only)."""
+
+    def __init__(self, index_dir: str | Path, *, checkpoint: str | Path | None = None,
+                 shards_root: str | Path | None = None, device: str = "cpu", mmap: bool = True,
+                 parser: QueryParser | None = None):
+        self.index_dir = Path(index_dir)
+        self.build_dir = store.current_build(self.index_dir)
+        self.meta = store.read_meta(self.build_dir)
+        self.videos = store.read_videos(self.build_dir)
+        self.arrays = store.read_arrays(self.build_dir, mmap=mmap)
+        self.device = torch.device(device)
+        ckpt = Path(checkpoint) if checkpoint else Path(self.meta["checkpoint"])
+        self.shards_root = Path(shards_root) if shards_root else Path(self.meta["shards_root"])
+        if not ckpt.exists():
+            raise SearchError(f"{ckpt}: the index's checkpoint is gone; pass --checkpoint or rebuild the index")
+        sha = sha256_file(ckpt)
+        if sha != self.meta["checkpoint_sha256"]:
+            raise SearchError(f"{ckpt} is not the checkpoint this index was built with (sha256 {sha[:12]} != "
+                              f"{self.meta['checkpoint_sha256'][:12]}); rebuild the index with `vtr index`")
+        vfp = vocabulary_fingerprint(self.shards_root)
+        if vfp != self.meta["vocabulary_fingerprint"]:
+            raise SearchError(f"the index at {self.index_dir} was built for another vocabulary (fingerprint "
+                              f"{self.meta['vocabulary_fingerprint']}) than the one at {self.shards_root} ({vfp}); "
+                              "rebuild the index with `vtr index` for these shards")
+        self.model, self.tcfg, _ = load_model(ckpt, self.device)
+        self.hcfg = self.tcfg.hanet
+        self.vocab = read_vocab(self.shards_root)
+        self.lemmas = concept_lemmas(self.shards_root)
+        self.lemma_ids = {kind: {w: i for i, w in enumerate(ws)} for kind, ws in self.lemmas.items()}
+        self.parse = parser or QueryParser(self.meta.get("text_config"), self.meta.get("concept_config"))
+        self.n = len(self.videos)
+        self.enc = {k[4:]: _tensor(v) for k, v in self.arrays.items() if k.startswith("enc/")}
+        self.shortlist = _tensor(self.arrays["shortlist"]) if "shortlist" in self.arrays else None
+        self._topn = {"verb": max(1, self.hcfg.n_action_clips), "noun": max(1, self.hcfg.n_entity_clips)}
+
+    # -- query -----------------------------------------------------------------
+    def encode_query(self, query: str) -> tuple[dict[str, torch.Tensor], ParsedQuery, dict[str, Any]]:
+        q = check_query(query)
+        pq_ = self.parse(q)
+        arrs = caption_arrays(pq_.tokens, pq_.nodes, pq_.edges, pq_.graph_ok, self.vocab, self.hcfg)
+        if arrs["n_unk"] == arrs["word_ids"].size:
+            pq_.notes.append("no query word is in the vocabulary")
+        with torch.inference_mode():
+            te = self.model.encode_texts(text_batch(arrs).to(self.device))
+        info = {"tokens": pq_.tokens[:self.hcfg.max_words], "unknown_words": arrs["n_unk"],
+                "verbs": int(arrs["node_valid"][1:1 + self.hcfg.max_verbs].sum()),
+                "nouns": int(arrs["node_valid"][1 + self.hcfg.max_verbs:].sum())}
+        return te, pq_, info
+
+    def _rows(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, v in self.enc.items():
+            x = v.index_select(0, idx)
+            out[k] = (x.float() if x.is_floating_point() else x).to(self.device)
+        return out
+
+    def shortlist_scores(self, te: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(n,) stage-1 scores: cosine of global embeddings (exact matrix-vector product)."""
+        if self.shortlist is not None and "glo" in te:
+            q = torch.nn.functional.normalize(te["glo"].float().cpu(), dim=-1)[0]
+            return self.shortlist @ q
+        from models.similarity import jaccard_matrix  # no global level: concept score
+
+        return jaccard_matrix(self.enc["verb_probs"].float(), te["verb_probs"].float().cpu())[:, 0] \
+            + jaccard_matrix(self.enc["noun_probs"].float(), te["noun_probs"].float().cpu())[:, 0]
+
+    @torch.inference_mode()
+    def rank(self, te: dict[str, torch.Tensor], k: int = DEFAULT_K, exhaustive: bool = False,
+             block: int = 512) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None, dict]:
+        """(rows, fused scores, parts, shortlist scores) of the scored videos, best first."""
+        t0 = time.perf_counter()
+        s1 = None
+        if exhaustive or k >= self.n:
+            cand = torch.arange(self.n)
+        else:
+            s1 = self.shortlist_scores(te)
+            cand = torch.from_numpy(np.argpartition(-s1.numpy(), k - 1)[:k].astype(np.int64))
+            cand = cand.sort().values  # memory order (faster gather); ties resolved below by row
+        t1 = time.perf_counter()
+        parts: dict[str, list[torch.Tensor]] = {}
+        for a in range(0, cand.numel(), block):
+            p = self.model.similarity_parts(self._rows(cand[a:a + block]), te)
+            for name, m in p.items():
+                parts.setdefault(name, []).append(m[:, 0].float().cpu())
+        P = {name: torch.cat(v).numpy() for name, v in parts.items()}
+        fused = (P["c_l"] + P["c_p"]) / 2 if "c_l" in P and "c_p" in P else self._fallback(cand, te)
+        order = np.lexsort((cand.numpy(), -fused))  # score desc, then row asc
+        rows = cand.numpy()[order]
+        timing = {"shortlist_ms": (t1 - t0) * 1e3, "rerank_ms": (time.perf_counter() - t1) * 1e3,
+                  "scored": int(cand.numel())}
+        s1_rows = s1.numpy()[rows] if s1 is not None else None
+        return rows, fused[order], {n: v[order] for n, v in P.items()}, s1_rows, timing
+
+    def _fallback(self, cand, te):
+        return self.model.similarity(self._rows(cand), te)[:, 0].float().cpu().numpy()
+
+    def shared_concepts(self, row: int, parsed: ParsedQuery) -> dict[str, list[dict[str, Any]]]:
+        """Concepts of the query (caption rules: lemmas in the concept vocabulary) that the model
+        finds in the video (among its top n_action_clips verbs / n_entity_clips nouns, or p >= 0.5)."""
+        out: dict[str, list[dict[str, Any]]] = {"verb": [], "noun": []}
+        seen = set()
+        for kind, lemma in parsed.concepts:
+            cid = self.lemma_ids.get(kind, {}).get(lemma)
+            key = f"enc/{kind}_probs"
+            if cid is None or (kind, cid) in seen or key not in self.arrays:
+                continue
+            seen.add((kind, cid))
+            probs = np.asarray(self.arrays[key][row], dtype=np.float32)
+            p = float(probs[cid])
+            rank = int((probs > p).sum())
+            if p >= 0.5 or rank < self._topn[kind]:
+                out[kind].append({"concept": lemma, "id": int(cid), "video_prob": round(p, 4), "video_rank": rank + 1})
+        return out
+
+    def search(self, query: str, top: int = DEFAULT_TOP, k: int = DEFAULT_K, exhaustive: bool = False) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        top = max(1, min(int(top), self.n))
+        k = max(top, int(k))
+        te, parsed, info = self.encode_query(query)
+        t1 = time.perf_counter()
+        rows, fused, parts, s1, timing = self.rank(te, k, exhaustive)
+        hits = []
+        for j in range(min(top, rows.size)):
+            r = int(rows[j])
+            v = self.videos[r]
+            hits.append(Hit(r, v["key"], v["split"], float(fused[j]),
+                            {n: float(parts[n][j]) for n in PART_LEVELS if n in parts},
+                            self.shared_concepts(r, parsed), v["caption"], list(v["thumbs"] or []),
+                            float(s1[j]) if s1 is not None else None).as_dict())
+        q_concepts = {"verb": sorted({l for kd, l in parsed.concepts if kd == "verb" and l in self.lemma_ids["verb"]}),
+                      "noun": sorted({l for kd, l in parsed.concepts if kd == "noun" and l in self.lemma_ids["noun"]})}
+        return {"query": parsed.text, "mode": "exhaustive" if exhaustive or k >= self.n else "two-stage",
+                "k": min(k, self.n), "n_videos": self.n, "results": hits, "query_info": {**info, "concepts": q_concepts,
+                                                                                     "notes": parsed.notes},
+                "enabled_levels": list(getattr(self.model, "enabled_parts", ())),
+                "timing_ms": {"text": (t1 - t0) * 1e3, **{a: b for a, b in timing.items() if a != "scored"},
+                              "total": (time.perf_counter() - t0) * 1e3}}
+
+    # -- heatmap ---------------------------------------------------------------
+    def heatmap_png(self, row: int) -> bytes | None:
+        """Frame-level confidences of the video's top verb / noun concepts as a PNG (None if not stored)."""
+        if "heat/verb_frames" not in self.arrays or not 0 <= row < self.n:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n_valid = max(1, int(self.videos[row]["n_frames"]))
+        fig, axes = plt.subplots(2, 1, figsize=(max(4.0, 0.35 * n_valid + 3.0), 1.2 + 0.32 * 2 * HEAT_TOP_K),
+                                 constrained_layout=True)
+        for ax, kind in zip(axes, ("verb", "noun")):
+            ids = np.asarray(self.arrays[f"heat/{kind}_ids"][row])
+            mat = np.asarray(self.arrays[f"heat/{kind}_frames"][row], dtype=np.float32)[:n_valid].T
+            probs = np.asarray(self.arrays[f"enc/{kind}_probs"][row], dtype=np.float32)
+            names = self.lemmas.get(kind, [])
+            labels = [f"{names[c] if c < len(names) and names[c] else kind + str(c)} ({probs[c]:.2f})" for c in ids]
+            im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_yticks(range(len(labels)), labels, fontsize=7)
+            ax.set_xticks(range(n_valid), [str(i) for i in range(n_valid)], fontsize=6)
+            ax.set_ylabel(f"top {kind}s")
+            fig.colorbar(im, ax=ax, fraction=0.03)
+        axes[-1].set_xlabel("frame (after sampling)")
+        axes[0].set_title(self.videos[row]["key"][:90], fontsize=8)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        plt.close(fig)
+        return buf.getvalue()
+
+    def file_path(self, rel: str) -> Path | None:
+        """The path of an index file named by a result (thumbnails) or None: nothing else is served."""
+        if rel not in self._served:
+            return None
+        return self.build_dir / rel
+
+    @property
+    def _served(self) -> set[str]:
+        s = getattr(self, "_served_set", None)
+        if s is None:
+            s = self._served_set = {t for v in self.videos for t in (v["thumbs"] or [])}
+        return s
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """A torch view of a (read-only) memory map, without copying."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # non-writable array: we never write
+        return torch.from_numpy(a)
+
+
+def format_results(res: dict[str, Any]) -> str:
+    """Human-readable result list for the CLI."""
+    lines = [f"query: {res['query']!r}  ({res['mode']}, K={res['k']} of {res['n_videos']} videos, "
+             f"{res['timing_ms']['total']:.0f} ms)"]
+    qc = res["query_info"]["concepts"]
+    lines.append(f"query concepts: verbs {', '.join(qc['verb']) or '-'}; nouns {', '.join(qc['noun']) or '-'}")
+    for note in res["query_info"].get("notes", []):
+        lines.append(f"note: {note}")
+    lv = [n for n in ("ind_a", "ind_e", "loc_a", "loc_e", "glo", "c_p") if n in (res["results"][0]["levels"] if res["results"] else {})]
+    lines.append(f"{'#':>3} {'score':>7}  " + " ".join(f"{n:>6}" for n in lv) + "  video / shared concepts")
+    for i, h in enumerate(res["results"], 1):
+        shared = ", ".join(c["concept"] for kind in ("verb", "noun") for c in h["shared_concepts"][kind]) or "-"
+        lines.append(f"{i:>3} {h['score']:7.4f}  " + " ".join(f"{h['levels'][n]:6.3f}" for n in lv)
+                     + f"  {h['key']} [{h['split']}]  shared: {shared}")
+        if h["caption"]:
+            lines.append(f"{'':>13}e.g. \"{h['caption'][:80]}\"")
+    return "\n".join(lines)
