@@ -19,12 +19,13 @@ from flows import _stages
 from pipeline import _backbones, decode, extract, ingest, sample_data
 from pipeline._fingerprint import code_version, file_fingerprint, sha256_file
 from pipeline._stage import stage_key
-from pipeline.config import BuildConfig
+from pipeline.config import BuildConfig, I3DConfig
 from pipeline.text import _nlp, hgr_json, lemmas, roles, vocab
 from pipeline.text import concepts as text_concepts
 from pipeline.text import parse as text_parse
 from storage._atomic import atomic_write_text, clean_stale_tmp
 from storage.lock import exclusive_lock
+from storage.tables import read_table
 
 EXTRACTORS = ("resnet152", "i3d_r50")
 TEXT_MODULES = (text_parse, roles, hgr_json, lemmas, text_concepts, vocab, _nlp)
@@ -54,24 +55,91 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
+# Flat flow parameter -> the BuildConfig fields it sets (``overrides`` win over all of them).
+# tests/test_build_params.py enumerates the flow's signature against this table, so a new flat
+# parameter that reaches no stage fails there.
+FLAT_PARAMS: dict[str, tuple[str, ...]] = {
+    "dataset": ("dataset",),
+    "dataset_root": ("ingest.dataset_root",),
+    "annotation": ("ingest.annotation",),
+    "out_root": ("out_root",),
+    "format": ("ingest.format",),
+    "extractors": ("resnet.enabled", "i3d.enabled"),
+    "max_frames": ("decode.max_frames",),
+    "frame_stride": ("decode.frame_stride",),
+    "batch_size": ("resnet.batch_size", "i3d.batch_size"),
+    "device": ("resnet.device", "i3d.device"),
+    "weights": ("resnet.weights", "i3d.weights"),
+    "resnet_weights": ("resnet.weights",),
+    "i3d_weights": ("i3d.weights",),
+    "shard_size": ("shard_size",),
+    "max_failed_fraction": ("max_failed_fraction",),
+}
+# Flow parameters that steer the run, not what a stage computes.
+RUN_PARAMS = ("allow_random_weights", "generate_sample", "force", "runner", "n_workers", "dask_address",
+              "ray_address", "gpu_tasks", "overrides")
+SHARED_WEIGHTS = ("pretrained", "random")
+NAMED_WEIGHTS = {"resnet152": ("imagenet", "imagenet_v2", "random"), "i3d_r50": ("kinetics", "random")}
+PRETRAINED = {"resnet152": "imagenet", "i3d_r50": "kinetics"}
+
+
+def _extractor_weights(extractors: list[str], weights: str, resnet_weights: str | None,
+                       i3d_weights: str | None) -> dict[str, str]:
+    """Each enabled extractor's weights: its own parameter, else the shared ``weights``."""
+    both = set(EXTRACTORS) <= set(extractors)
+    if weights not in SHARED_WEIGHTS and both:
+        raise ValueError(
+            f"weights={weights!r}: a weights file fits one backbone only, and both resnet152 and i3d_r50 are "
+            "enabled. Pass resnet_weights=<ResNet152 file> and i3d_weights=<I3D-R50 file> (each 'pretrained', "
+            "'random' or a local file); weights= only sets the shared default 'pretrained' or 'random'")
+    out = {}
+    for name, own in (("resnet152", resnet_weights), ("i3d_r50", i3d_weights)):
+        value = own or weights
+        out[name] = PRETRAINED[name] if value == "pretrained" else value
+    return out
+
+
 def make_build_config(dataset: str, dataset_root: str, annotation: str, out_root: str, format: str,
                       extractors: list[str], max_frames: int, frame_stride: int, batch_size: int,
-                      device: str, weights: str, shard_size: int, overrides: dict | None) -> BuildConfig:
-    """Flat deployment parameters (+ nested ``overrides``) -> one validated BuildConfig."""
+                      device: str, weights: str, shard_size: int, overrides: dict | None,
+                      resnet_weights: str | None = None, i3d_weights: str | None = None,
+                      max_failed_fraction: float = 0.5) -> BuildConfig:
+    """Flat deployment parameters (+ nested ``overrides``, which win) -> one validated BuildConfig.
+
+    ``batch_size`` is frames per forward pass for both backbones: ResNet152 batches that many
+    frames, I3D ``max(1, batch_size // clip_len)`` clips (the same pixels per pass).
+    """
     unknown = set(extractors) - set(EXTRACTORS)
     if unknown:
         raise ValueError(f"unknown extractors {sorted(unknown)}; choose from {list(EXTRACTORS)}")
-    resnet_w = {"pretrained": "imagenet"}.get(weights, weights)
-    i3d_w = {"pretrained": "kinetics"}.get(weights, weights)
+    overrides = overrides or {}
+    w = _extractor_weights(extractors, weights, resnet_weights, i3d_weights)
     base = {
         "dataset": dataset, "out_root": out_root, "shard_size": shard_size,
+        "max_failed_fraction": max_failed_fraction,
         "ingest": {"format": format, "dataset_root": dataset_root, "annotation": annotation},
         "decode": {"max_frames": max_frames, "frame_stride": frame_stride},
-        "resnet": {"enabled": "resnet152" in extractors, "weights": resnet_w, "batch_size": batch_size,
+        "resnet": {"enabled": "resnet152" in extractors, "weights": w["resnet152"], "batch_size": batch_size,
                    "device": device},
-        "i3d": {"enabled": "i3d_r50" in extractors, "weights": i3d_w, "device": device},
+        "i3d": {"enabled": "i3d_r50" in extractors, "weights": w["i3d_r50"], "device": device},
     }
-    return BuildConfig.model_validate(_deep_merge(base, overrides or {}))
+    merged = _deep_merge(base, overrides)
+    if "batch_size" not in overrides.get("i3d", {}):
+        clip_len = merged["i3d"].get("clip_len", I3DConfig.model_fields["clip_len"].default)
+        merged["i3d"]["batch_size"] = max(1, batch_size // clip_len)
+    return BuildConfig.model_validate(merged)
+
+
+def validate_weight_files(cfg: BuildConfig) -> None:
+    """Every local weights file exists and fits its architecture: checked before any work."""
+    for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)):
+        if not sub.enabled or sub.weights in NAMED_WEIGHTS[name]:
+            continue
+        param = {"resnet152": "resnet_weights", "i3d_r50": "i3d_weights"}[name]
+        if not Path(sub.weights).is_file():
+            raise FileNotFoundError(f"{param}={sub.weights!r}: no such file (expected 'pretrained', 'random' or "
+                                    f"a local {name} weights file)")
+        _backbones.validate_weights_file(name, sub.weights)
 
 
 def _resolve_weights(cfg: BuildConfig, allow_random: bool) -> BuildConfig:
@@ -202,7 +270,49 @@ def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float, gp
     executed = sum(r["status"] == "executed" for r in rows)
     logger.info("build of %s done in %.1fs: %d stage runs executed, %d cached; shards in %s",
                 cfg.dataset, time.time() - t0, executed, len(rows) - executed, root)
+    check_failures(Path(root), cfg)
     return {"root": root, "stages": rows, "executed": executed, "cached": len(rows) - executed}
+
+
+def error_kind(message: str | None) -> str:
+    """The kind of an error row: its message up to the first ':' (e.g. 'ingest', 'DecodeError')."""
+    return (message or "unknown").split(":", 1)[0].strip() or "unknown"
+
+
+def failure_summary(root: Path, cfg: BuildConfig) -> tuple[int, int, dict[str, int]]:
+    """(videos, videos without features, error kinds -> count) over the enabled extractors' status tables.
+
+    A video counts as failed when any enabled extractor has no features for it; with no
+    extractor enabled, ingest's ``videos.parquet`` statuses decide.
+    """
+    tables = [root / f"features/{name}/status.parquet"
+              for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)) if sub.enabled]
+    schema_of = {t: "feature_status" for t in tables} or {root / "videos.parquet": "videos"}
+    failed: dict[str, str | None] = {}
+    keys: set[str] = set()
+    for path, schema in schema_of.items():
+        for r in read_table(path, schema).to_pylist():
+            keys.add(r["key"])
+            if r["status"] != "ok":
+                failed.setdefault(r["key"], r["error_message"])
+    kinds: dict[str, int] = {}
+    for msg in failed.values():
+        kinds[error_kind(msg)] = kinds.get(error_kind(msg), 0) + 1
+    return len(keys), len(failed), dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
+class BuildFailedError(RuntimeError):
+    """Too many videos of a build have no features: the build did not do its job."""
+
+
+def check_failures(root: Path, cfg: BuildConfig) -> None:
+    n, n_failed, kinds = failure_summary(root, cfg)
+    if n and n_failed / n > cfg.max_failed_fraction or (n_failed and n_failed == n):
+        summary = ", ".join(f"{k}: {v}" for k, v in kinds.items())
+        raise BuildFailedError(
+            f"{n_failed} of {n} videos failed (more than max_failed_fraction={cfg.max_failed_fraction:g}); "
+            f"error kinds: {summary}. Per-video messages: {root}/features/*/status.parquet "
+            f"(and videos.parquet); the shards written so far are kept")
 
 
 def _slug(name: str) -> str:
@@ -222,8 +332,11 @@ def build_features(
     batch_size: int = 32,
     device: str = "auto",
     weights: str = "pretrained",
+    resnet_weights: str | None = None,
+    i3d_weights: str | None = None,
     allow_random_weights: bool = False,
     shard_size: int = 64,
+    max_failed_fraction: float = 0.5,
     generate_sample: int = 0,
     force: list[str] = [],
     runner: Literal["local", "dask", "ray"] = "local",
@@ -233,7 +346,15 @@ def build_features(
     gpu_tasks: bool = False,
     overrides: dict = {},
 ) -> dict:
-    """Build a dataset's shards. ``weights``: 'pretrained', 'random' or a local file.
+    """Build a dataset's shards.
+
+    ``weights``: the shared default of both backbones, 'pretrained' or 'random' (a local file
+    only when a single extractor is enabled). ``resnet_weights`` / ``i3d_weights``: one
+    backbone's weights, 'pretrained', 'random' or a local file (torchvision ResNet152 /
+    pytorchvideo i3d_r50 state dict), checked against its architecture before any work.
+    ``batch_size``: frames per forward pass (I3D: ``batch_size // clip_len`` clips).
+    ``max_failed_fraction``: the build fails (with a summary of the error kinds) when more
+    than this share of the videos could not be extracted.
 
     ``force``: stage names to recompute (ingest, resnet152, i3d_r50, merge-*, parse,
     concepts, vocab). ``overrides``: nested BuildConfig fields, e.g.
@@ -253,13 +374,16 @@ def build_features(
     for name, value, needs in (("dask_address", dask_address, "dask"), ("ray_address", ray_address, "ray")):
         if value and runner != needs:
             raise ValueError(f"{name} is set but runner={runner!r}: use runner={needs!r}")
-    # runner first: a missing optional engine fails before any work
+    # parameters, weight files and the runner first: a bad value or a missing engine fails before any work
+    cfg = make_build_config(dataset, dataset_root, annotation, out_root, format, extractors, max_frames,
+                            frame_stride, batch_size, device, weights, shard_size, overrides,
+                            resnet_weights=resnet_weights, i3d_weights=i3d_weights,
+                            max_failed_fraction=max_failed_fraction)
+    validate_weight_files(cfg)
     runner_obj = _stages.make_task_runner(runner, n_workers, dask_address, local_gpus=int(gpu_tasks),
                                           ray_address=ray_address)
     if generate_sample and not Path(annotation).exists():
         sample_data.generate_sample_dataset(Path(dataset_root).parent, n_videos=generate_sample)
-    cfg = make_build_config(dataset, dataset_root, annotation, out_root, format, extractors, max_frames,
-                            frame_stride, batch_size, device, weights, shard_size, overrides)
     cfg = _resolve_weights(cfg, allow_random_weights)
     bad = set(force) - set(STAGES)
     if bad:

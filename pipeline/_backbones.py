@@ -177,7 +177,53 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _unwrap_state(obj, path)
 
 
-def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def _arch(extractor: str) -> nn.Module:
+    """The full architecture (classifier / projection head included) of ``extractor``, as stored in files."""
+    if extractor == "resnet152":
+        return torchvision.models.resnet152(weights=None)
+    if extractor == "i3d_r50":
+        return _i3d_arch()
+    raise ValueError(f"unknown extractor {extractor!r}; expected one of {EXTRACTORS}")
+
+
+def state_mismatch(extractor: str, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Keys of ``state`` missing from / unexpected for / shaped unlike ``extractor``'s architecture.
+
+    The architecture is built on the meta device (no memory, no init): ~0.1 s.
+    """
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in _arch(extractor).state_dict().items()}
+    return {"missing": sorted(set(want) - set(state)), "unexpected": sorted(set(state) - set(want)),
+            "wrong_shape": sorted(f"{k} {tuple(v.shape)} (expected {want[k]})" for k, v in state.items()
+                                  if k in want and tuple(v.shape) != want[k])}
+
+
+def _mismatch_text(bad: dict[str, list[str]], limit: int = 5) -> str:
+    parts = []
+    for what, keys in bad.items():
+        if keys:
+            more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+            parts.append(f"{len(keys)} {what.replace('_', ' ')} keys: {', '.join(keys[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def check_state(extractor: str, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise BackboneWeightsError naming ``source`` and the missing/unexpected keys when they do not fit."""
+    bad = state_mismatch(extractor, state)
+    if any(bad.values()):
+        expected = {"resnet152": "a torchvision ResNet152 state dict (conv1.weight ... fc.bias)",
+                    "i3d_r50": "a pytorchvideo i3d_r50 state dict (blocks.0.conv.weight ... blocks.6.proj.bias), "
+                               "optionally under 'model_state'"}[extractor]
+        raise BackboneWeightsError(f"{source}: not {extractor} weights (expected {expected}): {_mismatch_text(bad)}")
+
+
+def validate_weights_file(extractor: str, path: str | os.PathLike) -> None:
+    """Read a local weights file and check it against ``extractor``'s architecture (before any work)."""
+    check_state(extractor, load_state_file(path), str(path))
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, extractor: str) -> None:
+    check_state(extractor, state, source)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -224,7 +270,7 @@ def build_resnet152(cfg: ResNetConfig) -> tuple[nn.Module, dict[str, Any]]:
     else:
         state, prov = _resnet_state(cfg.weights)
         model = torchvision.models.resnet152(weights=None)
-        _load_into(model, state, cfg.weights)
+        _load_into(model, state, cfg.weights, "resnet152")
     model.fc = nn.Identity()
     if cfg.weights == "random":
         prov["weights_sha256"] = state_dict_sha256(model)
@@ -264,7 +310,7 @@ def build_i3d_r50(cfg: I3DConfig) -> tuple[nn.Module, dict[str, Any]]:
     else:
         model = _i3d_arch()
         state, prov = _i3d_state(cfg.weights)
-        _load_into(model, state, cfg.weights)
+        _load_into(model, state, cfg.weights, "i3d_r50")
     model = _strip_i3d_head(model)
     if cfg.weights == "random":
         prov["weights_sha256"] = state_dict_sha256(model)

@@ -63,8 +63,11 @@ class ResNetConfig(_Config):
 class I3DConfig(_Config):
     enabled: bool = True
     weights: str = Field("kinetics", description="'kinetics' (pytorchvideo hub), a local .pyth/.pth path, or 'random'")
-    clip_len: int = Field(8, ge=4, description="frames per clip stack")
-    clip_step: int = Field(2, ge=1, description="decoded-frame step inside a stack")
+    # Sampling per backbone: pytorchvideo's Kinetics-400 i3d_r50 is the "8x8" recipe (8 frames
+    # 8 decoded frames apart, ~2.1 s at 30 fps); the defaults match it so pretrained features see
+    # motion at the speed the model was trained on. Tiny videos (the sample) override clip_step.
+    clip_len: int = Field(8, ge=4, description="frames per clip stack (8 for the pretrained 8x8 model)")
+    clip_step: int = Field(8, ge=1, description="decoded-frame step inside a stack (8 for the pretrained 8x8 model)")
     max_clips: int = Field(8, ge=1, description="clips per video, uniformly placed")
     batch_size: int = Field(8, ge=1, description="clips per forward pass, across videos")
     device: Device = "auto"
@@ -116,6 +119,9 @@ class BuildConfig(_Config):
     out_root: str
     ingest: IngestConfig
     shard_size: int = Field(64, ge=1, description="videos per feature shard (one task per shard)")
+    max_failed_fraction: float = Field(0.5, ge=0, le=1, description=(
+        "the build ends Failed (with a summary of the error kinds) when more than this share of the "
+        "videos has no features (every video failing always fails it)"))
     decode: DecodeConfig = DecodeConfig()
     resnet: ResNetConfig = ResNetConfig()
     i3d: I3DConfig = I3DConfig()
