@@ -128,11 +128,13 @@ def test_i3d_defaults_match_the_pretrained_8x8_model_and_the_sample_keeps_its_ow
 
 
 def _status_tables(root: Path, statuses: list[tuple[str, str | None]]) -> None:
+    from storage.schemas import SCHEMAS
     from storage.tables import write_table
 
-    rows = [{"key": f"v{i}", "split": "train", "shard": "shard-00000", "status": "ok" if msg is None else "error",
-             "error_message": msg, "n_decoded": None, "n_expected": None, "n_features": None, "fps": None,
-             "duration_s": None, "seconds": None} for i, (_, msg) in enumerate(statuses)]
+    blank = dict.fromkeys(SCHEMAS["feature_status"][1].names)
+    rows = [{**blank, "key": f"v{i}", "split": "train", "shard": "shard-00000",
+             "status": "ok" if msg is None else "error", "error_message": msg}
+            for i, (_, msg) in enumerate(statuses)]
     for ext in ("resnet152", "i3d_r50"):
         write_table(root / f"features/{ext}/status.parquet", "feature_status", rows)
 
