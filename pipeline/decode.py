@@ -17,9 +17,21 @@ Choices (the PyAV traps behind them are listed in the install notes):
   at once (the extractor's prefetch threads) instead.
 * A truncated file whose index sits at the front decodes cleanly but short:
   the decoded count is compared with the container's stated count (or
-  duration x fps) and a shortfall beyond ``DecodeConfig.max_missing_fraction``
-  raises :class:`TruncatedVideoError`; smaller shortfalls are reported in
-  :class:`VideoMeta` (n_decoded vs n_expected).
+  duration x fps); smaller shortfalls than ``DecodeConfig.max_missing_fraction``
+  are only reported in :class:`VideoMeta` (n_decoded vs n_expected).
+* A larger shortfall against a stated frame COUNT is a truncated file
+  (:class:`TruncatedVideoError`) only when there is evidence that the file
+  ends inside the stream: the demuxer flagged a packet corrupt (a short read
+  at end of file: what a cut MP4 with its index at the front gives), or the
+  last video packet runs up to the last byte of the file (a cut at a packet
+  boundary; complete files end with an index, a trailer or other streams).
+  Otherwise the stream ended cleanly and the HEADER overstates the count
+  (real AVI files do this: a Cinepak AVI declared 444 frames and stored 68):
+  the video is ok, its features come from the frames that exist, and
+  ``VideoMeta.warnings`` says so (the extractor's status row carries it in
+  ``warning``). Limit: a complete file whose last video packet is also its
+  last byte AND whose header overstates the count is indistinguishable from a
+  cut file and is reported as truncated.
 * duration x fps (Matroska/WebM state no frame count) is only an estimate:
   a variable-frame-rate file has fewer frames than its nominal rate implies.
   A count shortfall against that estimate is an error only if the decoded
@@ -114,6 +126,10 @@ class VideoMeta:
     last_time_s: float | None = None
     decode_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    file_size: int | None = None  # bytes on disk when decoding started
+    corrupt_packets: int = 0  # packets the demuxer flagged corrupt (short read at end of file)
+    last_packet_end: int | None = None  # byte offset just past the furthest video packet (None: unknown)
+    warnings: list[str] = field(default_factory=list)  # non-fatal findings (e.g. header overstates count)
 
 
 @dataclass
@@ -201,7 +217,17 @@ def _new_meta(path: Path, stream, container) -> VideoMeta:
     return VideoMeta(path=str(path), stream_index=stream.index, n_decoded=0, n_expected=n_expected,
                      expected_source=source, fps=stream_fps(stream),
                      duration_s=stream_duration_s(stream, container),
-                     width=stream.codec_context.width, height=stream.codec_context.height)
+                     width=stream.codec_context.width, height=stream.codec_context.height,
+                     file_size=path.stat().st_size)
+
+
+def _track_packet(meta: VideoMeta, packet) -> None:
+    """Where the stream's data ends in the file, and whether the demuxer saw a short read."""
+    if packet.is_corrupt:
+        meta.corrupt_packets += 1
+    pos, size = packet.pos, packet.size
+    if pos is not None and pos >= 0 and size:
+        meta.last_packet_end = max(meta.last_packet_end or 0, pos + size)
 
 
 def _decoded_frames(container, stream, meta: VideoMeta, cfg: DecodeConfig, t0: float) -> Iterator[av.VideoFrame]:
@@ -210,6 +236,7 @@ def _decoded_frames(container, stream, meta: VideoMeta, cfg: DecodeConfig, t0: f
         for packet in container.demux(stream):
             if time.monotonic() - t0 > cfg.timeout_s:
                 raise DecodeTimeoutError(f"decode exceeded {cfg.timeout_s:g} s after {meta.n_decoded} frames")
+            _track_packet(meta, packet)
             yield from _decode_packet(packet, meta, cfg)
     except av.error.ExitError as exc:
         raise DecodeTimeoutError(f"reading exceeded {cfg.timeout_s:g} s after {meta.n_decoded} frames") from exc
@@ -298,6 +325,14 @@ def _reaches_duration(meta: VideoMeta, cfg: DecodeConfig) -> bool:
     return span >= (1 - cfg.max_missing_fraction) * meta.duration_s
 
 
+def ends_inside_stream(meta: VideoMeta) -> bool:
+    """Evidence that the file was cut: a short (corrupt) packet, or video data up to the last byte."""
+    if meta.corrupt_packets:
+        return True
+    return meta.last_packet_end is not None and meta.file_size is not None \
+        and meta.last_packet_end >= meta.file_size
+
+
 def _check_complete(meta: VideoMeta, cfg: DecodeConfig) -> None:
     if meta.n_decoded == 0:
         raise NoFramesError(f"video stream #{meta.stream_index} decoded to 0 frames "
@@ -305,12 +340,18 @@ def _check_complete(meta: VideoMeta, cfg: DecodeConfig) -> None:
     if meta.n_expected is None:
         return
     missing = meta.n_expected - meta.n_decoded
-    if missing > max(cfg.missing_frames_slack, cfg.max_missing_fraction * meta.n_expected) \
-            and not _reaches_duration(meta, cfg):
-        span = decoded_span_s(meta)
-        covered = f", frames span {span:.2f} of {meta.duration_s:.2f} s" if span and meta.duration_s else ""
-        raise TruncatedVideoError(f"decoded {meta.n_decoded} of {meta.n_expected} frames "
-                                  f"({meta.expected_source}{covered}); the file is probably truncated")
+    if missing <= max(cfg.missing_frames_slack, cfg.max_missing_fraction * meta.n_expected) \
+            or _reaches_duration(meta, cfg):
+        return
+    span = decoded_span_s(meta)
+    covered = f", frames span {span:.2f} of {meta.duration_s:.2f} s" if span and meta.duration_s else ""
+    if meta.expected_source == FROM_COUNT and not ends_inside_stream(meta):
+        meta.warnings.append(f"container states {meta.n_expected} frames but the stream ended cleanly after "
+                             f"{meta.n_decoded} ({meta.expected_source}{covered}): the header overstates "
+                             "the frame count; features come from the frames that exist")
+        return
+    raise TruncatedVideoError(f"decoded {meta.n_decoded} of {meta.n_expected} frames "
+                              f"({meta.expected_source}{covered}); the file is probably truncated")
 
 
 def _validate(requests: Mapping[str, FrameRequest]) -> None:

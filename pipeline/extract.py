@@ -279,7 +279,8 @@ def _status_row(rec: _Record, shard: str, batcher: _Batcher) -> dict[str, Any]:
             "n_expected": m.n_expected if m else None,
             "n_features": len(batcher.features(v.key)) if ok else None, "fps": m.fps if m else None,
             "duration_s": m.duration_s if m else None,
-            "seconds": round(m.seconds + batcher.model_s.get(v.key, 0.0), 4) if m else None}
+            "seconds": round(m.seconds + batcher.model_s.get(v.key, 0.0), 4) if m else None,
+            "warning": "; ".join(m.warnings) if m and m.warnings else None}
 
 
 def shard_outputs(extractor: str, shard: str) -> tuple[str, str]:

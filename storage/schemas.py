@@ -24,12 +24,14 @@ SCHEMAS: dict[str, tuple[int, pa.Schema]] = {
         ("caption_id", pa.int64()), ("key", pa.string()), ("sen_id", pa.int64()),
         ("split", pa.string()), ("caption", pa.string()),
     ])),
-    # feature stages: one row per video and extractor (what the decode really gave)
-    "feature_status": (1, pa.schema([
+    # feature stages: one row per video and extractor (what the decode really gave);
+    # warning: non-fatal finding on an ok row (e.g. the header overstates the frame count)
+    "feature_status": (2, pa.schema([
         ("key", pa.string()), ("split", pa.string()), ("shard", pa.string()),
         ("status", pa.string()), ("error_message", pa.string()),
         ("n_decoded", pa.int64()), ("n_expected", pa.int64()), ("n_features", pa.int64()),
         ("fps", pa.float64()), ("duration_s", pa.float64()), ("seconds", pa.float64()),
+        ("warning", pa.string()),
     ])),
     # text: tokens, POS and lemmas of every caption (pipeline/text/parse.py). tokens = spaCy
     # tokens of the cleaned caption (the list role-graph spans index into; hgr-json: HGR's

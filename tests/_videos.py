@@ -174,3 +174,24 @@ def make_wrong_extension(path: Path, real_suffix: str, n_frames: int = 10, size:
     make_video(real, n_frames, size=size)
     real.replace(path)
     return path
+
+
+def make_overstated_avi(path: Path, n_frames: int = 30, stated: int = 120, size: tuple[int, int] = (64, 48)) -> Path:
+    """A complete, playable AVI of ``n_frames`` index-coded frames whose headers claim ``stated`` frames.
+
+    Patches the two counts real AVI writers get wrong: the main header's
+    ``dwTotalFrames`` (``avih``) and the video stream header's ``dwLength``
+    (``strh``), which FFmpeg reports as the stream's frame count. The movi data
+    and the idx1 index are untouched, so the file decodes cleanly to its end.
+    """
+    import struct
+
+    make_video(path, n_frames, size=size)
+    data = bytearray(path.read_bytes())
+    avih, strh = data.find(b"avih"), data.find(b"strh")
+    if avih < 0 or strh < 0 or data[strh + 8:strh + 12] != b"vids":
+        raise ValueError(f"{path}: not the AVI layout this helper patches")
+    struct.pack_into("<I", data, avih + 8 + 16, stated)  # MainAVIHeader.dwTotalFrames
+    struct.pack_into("<I", data, strh + 8 + 32, stated)  # AVIStreamHeader.dwLength
+    path.write_bytes(bytes(data))
+    return path

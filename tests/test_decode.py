@@ -151,3 +151,33 @@ def test_deadline_is_checked_inside_the_frame_loop(tmp_path, monkeypatch):
     monkeypatch.setattr(decode, "time", Clock())
     with pytest.raises(DecodeTimeoutError, match="decode exceeded 150 s"):
         sample_frames(path, SMALL.model_copy(update={"timeout_s": 150.0}))
+
+
+def test_header_overstating_the_frame_count_is_ok_with_a_warning(tmp_path):
+    """Issue 10 item 8: a complete AVI whose headers claim 120 frames but store 30 decodes cleanly to
+    its end: the frames that exist are used, the counts are kept, and a warning says the header lies."""
+    from tests._videos import make_overstated_avi
+
+    path = make_overstated_avi(tmp_path / "over.avi", n_frames=30, stated=120)
+    video = sample_frames(path, SMALL)
+    assert (video.meta.n_decoded, video.meta.n_expected) == (30, 120)
+    assert [frame_index_of(f) for f in video.frames] == video.indices == strided_indices(30, 4, 5)
+    assert len(video.meta.warnings) == 1 and "overstates the frame count" in video.meta.warnings[0]
+    assert "120" in video.meta.warnings[0] and "30" in video.meta.warnings[0]
+    clips = clip_stacks(path, CLIPS, SMALL)
+    assert clips.indices.max() == 29 and clips.meta.warnings
+
+
+@pytest.mark.parametrize("suffix, keep", [(".mp4", 0.5), (".avi", 0.7)])
+def test_cut_files_are_still_truncated_not_warnings(suffix, keep, tmp_path):
+    """The clean-end rule must not let a cut file through: a cut faststart MP4 (short read at EOF)
+    and a cut AVI (video data up to the last byte) stay errors."""
+    good = make_video(tmp_path / f"good{suffix}", 60, faststart=suffix == ".mp4")
+    cut = make_truncated(good, tmp_path / f"cut{suffix}", keep)
+    with pytest.raises((TruncatedVideoError, CorruptVideoError)):
+        sample_frames(cut, SMALL)
+
+
+def test_complete_files_carry_no_warning(tmp_path):
+    for name in ("v.mp4", "v.avi", "v.mkv"):
+        assert sample_frames(make_video(tmp_path / name, 20), SMALL).meta.warnings == []

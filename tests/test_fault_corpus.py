@@ -39,7 +39,8 @@ from pipeline.extract import ShardSpec, deadline_s, extract_shard, finalize_feat
 from pipeline.ingest import run_ingest
 from storage.tables import read_table
 from tests._videos import (VFR_PTS_MS, frame_index_of, make_audio_first, make_audio_only, make_large,
-                           make_rotated, make_truncated, make_vfr, make_video, make_wrong_extension, make_zero_byte)
+                           make_overstated_avi, make_rotated, make_truncated, make_vfr, make_video,
+                           make_wrong_extension, make_zero_byte)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
 
@@ -95,6 +96,7 @@ CASES = [
     Case("rotated", ".mp4", lambda d, s: make_rotated(d, ROTATION), 4, split="test"),
     Case("large_4k", ".mp4", lambda d, s: make_large(d), 2),
     Case("one_frame", ".mp4", lambda d, s: make_video(d, 1), 1),
+    Case("header_overstates_avi", ".avi", lambda d, s: make_overstated_avi(d, 30, stated=120), 30),
     # broken
     Case("truncated_index_first", ".mp4",
          lambda d, s: make_truncated(make_video(s / "full_first.mp4", 60, faststart=True), d, 0.5),
@@ -247,6 +249,14 @@ def test_broken_video_has_an_error_row_and_no_dataset(corpus, case):
     for split_file in (corpus.root / "features/resnet152").glob("*.h5"):
         with h5py.File(split_file, "r") as f:
             assert case.name not in f
+
+
+def test_header_overstating_count_is_an_ok_row_with_a_warning(corpus):
+    """Issue 10 item 8: header says 120 frames, the stream cleanly holds 30: ok, counts kept, warning set."""
+    row = _status(corpus.root)["header_overstates_avi"]
+    assert (row["status"], row["n_decoded"], row["n_expected"]) == ("ok", 30, 120)
+    assert "overstates the frame count" in row["warning"]
+    assert all(r["warning"] is None for k, r in _status(corpus.root).items() if k != "header_overstates_avi")
 
 
 def test_broken_neighbours_change_no_feature(corpus, clean):
