@@ -1,0 +1,97 @@
+"""Typed configs of the models beside HANet (HGR, HCMI-style).
+
+Pure pydantic (no torch) so that ``models.config.TrainConfig`` can hold one field per model
+without importing the model code. Every config carries the same shape fields as HANetConfig
+(filled from the shards at train time) and the same data caps (``DATA_FIELDS``), which the
+data loader reads (see ``models.registry.data_config``).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# fields the data loader reads; every model config has them (HANetConfig too)
+SHAPE_FIELDS = ("feat_dim", "vocab_size", "word_dim", "n_verb_concepts", "n_noun_concepts")
+DATA_FIELDS = SHAPE_FIELDS + ("max_words", "max_verbs", "max_nouns", "max_frames")
+
+
+class _ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # shapes (set from the shards at train time; concept counts are only read by the loader's labels)
+    feat_dim: int = Field(2048, description="frame feature size D_feat")
+    vocab_size: int = Field(0, description="0 = read from the shards' words table")
+    word_dim: int = Field(300, description="word embedding size (read from the embeddings file)")
+    n_verb_concepts: int = Field(512, description="verb concept vocabulary size (loader labels)")
+    n_noun_concepts: int = Field(1024, description="noun concept vocabulary size (loader labels)")
+    # text graph caps (applied by the data loader)
+    max_words: int = 30
+    max_verbs: int = 4
+    max_nouns: int = 6
+    max_frames: int = Field(20, description="frames per video (20 MSR-VTT, 30 VATEX)")
+    frame_norm: Literal["none", "l2"] = Field(
+        "none", description="'l2' normalises each frame feature first (for random-backbone features)")
+    graph_edges: Literal["reference", "improved"] = Field(
+        "improved", description="role-graph edges the loader builds (HANetConfig.graph_edges): 'reference' = "
+        "root->verb, verb<->argument, no self loops; 'improved' = root<->verb, self loops")
+
+
+class HGRConfig(_ModelConfig):
+    """HGR (Chen et al., CVPR 2020) as cshizhe/hgr_v2t's prepare_mlmatch_configs.py sets it up."""
+    graph_edges: Literal["reference", "improved"] = "reference"
+    joint_dim: int = Field(1024, description="dim_embed = rnn_hidden_size")
+    dropout_video: float = Field(0.2, description="MultilevelEncoder dropout")
+    dropout_text: float = Field(0.2, description="word-embedding dropout before the BiGRU")
+    gcn_num_layers: int = Field(1, ge=0, description="role-graph GCN layers (0 = no message passing)")
+    gcn_attention: bool = Field(True, description="attention GCN (reference run); False = plain GCN on "
+                                                  "the row-normalised adjacency")
+    gcn_attn_dim: int = Field(0, description="query/key size of the attention GCN; 0 = joint_dim // 2 "
+                                             "(the reference's d_ff)")
+    dropout_gcn: float = 0.5
+    attn_lambda: float = Field(4.0, description="stacked-attention softmax temperature (simattn_sigma)")
+    attn_fusion: Literal["embed", "sim"] = "embed"
+    use_global: bool = Field(True, description="sentence level: cosine(attention-pooled event, graph root)")
+    use_verb: bool = Field(True, description="verb level: stacked attention(action frames, verb nodes)")
+    use_noun: bool = Field(True, description="noun level: stacked attention(entity frames, noun nodes)")
+    margin: float = 0.2
+    loss_weights: tuple[float, float, float, float] | None = Field(
+        None, description="None = loss on the fused score only (reference run); else weights of "
+                          "(fused, sentence, verb, noun) losses")
+
+
+class HCMIConfig(_ModelConfig):
+    """HCMI-style hierarchical cross-modal interaction on ResNet/I3D frame features (docs/models.md)."""
+    joint_dim: int = 512
+    # video: frame self-attention
+    n_attn_layers: int = Field(1, ge=0, description="transformer layers of frame self-attention")
+    n_heads: int = 4
+    ff_mult: int = Field(2, description="feed-forward width = ff_mult * joint_dim")
+    dropout_video: float = 0.1
+    # video: adaptive clustering (soft k-means on the self-attended frames)
+    n_clips: int = Field(4, ge=1, description="clusters (clip-level representations) per video")
+    cluster_iters: int = Field(3, ge=1, description="soft k-means refinement steps")
+    cluster_temperature: float = Field(0.1, description="softmax temperature of the frame->cluster "
+                                                        "assignment over cosine similarities")
+    # text: BiGRU words, role-graph phrases, sentence root
+    dropout_text: float = 0.2
+    gcn_num_layers: int = Field(1, ge=0)
+    gcn_attn_dim: int = Field(0, description="0 = joint_dim // 2")
+    dropout_gcn: float = 0.1
+    # levels and fusion
+    use_frame_word: bool = True
+    use_clip_phrase: bool = True
+    use_video_sentence: bool = True
+    level_weights: tuple[float, float, float] = Field(
+        (1.0, 1.0, 1.0), description="(frame-word, clip-phrase, video-sentence) weights of the losses "
+                                     "and of the fused inference score")
+    # contrastive loss
+    init_temperature: float = Field(0.05, description="initial InfoNCE temperature (learnable, one per level)")
+    learn_temperature: bool = True
+    max_logit_scale: float = Field(100.0, description="1/temperature is clamped to this")
+    label_denoising: bool = Field(False, description="adaptive label denoising (docs/models.md)")
+    denoise_alpha: float = Field(0.3, ge=0.0, le=1.0, description="largest share of the model's own "
+                                                                  "belief in a denoised target")
+    marginal_enhancement: bool = Field(False, description="marginal sample enhancement (docs/models.md)")
+    marginal_delta: float = Field(0.1, description="a negative within this cosine of the positive is marginal")
+    marginal_lambda: float = Field(1.0, ge=0.0, description="extra weight of a marginal negative")
