@@ -27,9 +27,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from models import registry
 from models.config import EvalConfig, HANetConfig, TrainConfig
 from models.metrics import RankAccumulator, format_metrics
 from pipeline.dataset import SplitData, load_split
+from pipeline.provenance import data_fingerprint
 from storage._atomic import atomic_write_text
 from storage.checkpoints import load_checkpoint
 
@@ -204,16 +206,24 @@ def evaluate_model(model, data: SplitData, cfg: EvalConfig, device: torch.device
 
 # ----------------------------------------------------------------------------- checkpoints -> models
 def model_from_checkpoint(ck: dict[str, Any], model_factory: Callable | None = None):
-    """Rebuild the model a checkpoint was trained as and load its weights."""
-    from pipeline.train import get_model_factory
-
+    """Rebuild the model a checkpoint was trained as (``models.registry``, by its recorded
+    ``model_name``) and load its weights. A custom ``model_factory`` gets ``tcfg.hanet``."""
     tcfg = TrainConfig.model_validate_json(ck["config_json"])
-    factory = model_factory or get_model_factory(ck.get("model_name", tcfg.model))
-    model = factory(tcfg.hanet, None)
+    if model_factory is not None:
+        model = model_factory(tcfg.hanet, None)
+    else:
+        name = ck.get("model_name") or tcfg.model
+        model = registry.create_model(name, registry.model_config(tcfg, name))
     missing, unexpected = model.load_state_dict(ck["model"], strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model, tcfg
+
+
+def checkpoint_data_config(ck: dict[str, Any], tcfg: TrainConfig, custom: bool = False) -> HANetConfig:
+    """The data-loader config of the model a checkpoint holds."""
+    name = "hanet" if custom else (ck.get("model_name") or tcfg.model)
+    return registry.data_config(registry.model_config(tcfg, name))
 
 
 def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: Path | None = None,
@@ -224,8 +234,6 @@ def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: 
     the model exposes frame concept probabilities, ``heatmaps/*.png`` into ``out_dir``
     (default: the checkpoint's folder). Returns the report dict (+ ``report_path``).
     """
-    from pipeline.train import data_fingerprint
-
     checkpoint, shards_root = Path(checkpoint), Path(shards_root)
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
     device = resolve_device(cfg.device)
@@ -233,8 +241,7 @@ def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: 
     model, tcfg = model_from_checkpoint(ck, model_factory)
     model.to(device).eval()
     extractor = cfg.features or tcfg.features
-    hcfg: HANetConfig = tcfg.hanet
-    data = load_split(shards_root, cfg.split, hcfg, extractor)
+    data = load_split(shards_root, cfg.split, checkpoint_data_config(ck, tcfg, model_factory is not None), extractor)
     fp_now = data_fingerprint(shards_root, extractor)
     if fp_now != ck.get("data_fingerprint"):
         log.warning("shards at %s differ from the ones %s was trained on (fingerprint %s != %s)",

@@ -27,67 +27,24 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
-from models.config import EvalConfig, HANetConfig, TrainConfig
+from models import registry
+from models.config import EvalConfig, TrainConfig
 from models.metrics import format_metrics
-from pipeline._fingerprint import code_version, stable_hash
+from pipeline._fingerprint import code_version
 from pipeline.dataset import TrainBatches, dataset_shapes, load_split, load_word_embeddings
 from pipeline.evaluate import evaluate_model, resolve_device
+from pipeline.provenance import data_fingerprint  # noqa: F401  (re-exported: pipeline.train.data_fingerprint)
 from storage._atomic import atomic_write_text
 from storage.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 log = logging.getLogger(__name__)
 
-ModelFactory = Callable[[HANetConfig, "torch.Tensor | None"], torch.nn.Module]
+ModelFactory = Callable[[Any, "torch.Tensor | None"], torch.nn.Module]  # (model config, word embeddings)
 
 # config fields that may change between a run and its resumption
 RESUMABLE_CHANGES = {"epochs", "patience", "num_workers", "device", "log_every", "preload_features"}
-
-
-def _hanet_factory(cfg: HANetConfig, word_embeddings: torch.Tensor | None = None) -> torch.nn.Module:
-    from models.hanet import HANet
-
-    return HANet(cfg, word_embeddings)
-
-
-_FACTORIES: dict[str, ModelFactory] = {"hanet": _hanet_factory}
-
-
-def register_model(name: str, factory: ModelFactory) -> None:
-    """Make a model buildable by name (checkpoints record the name)."""
-    _FACTORIES[name] = factory
-
-
-def get_model_factory(name: str) -> ModelFactory:
-    if name not in _FACTORIES:
-        raise KeyError(f"unknown model '{name}'; known: {sorted(_FACTORIES)}")
-    return _FACTORIES[name]
-
-
-# ----------------------------------------------------------------------------- provenance
-def data_fingerprint(root: str | Path, extractor: str) -> str:
-    """Hash of what training reads: table row counts/schema tags/sizes, feature file sizes,
-    stage manifest keys. Path- and mtime-free, so a copied shard tree keeps its hash."""
-    root = Path(root)
-    items: list[Any] = []
-    tables = [root / "videos.parquet", root / "captions.parquet", *sorted((root / "text").glob("*.parquet"))]
-    for p in tables:
-        if p.exists():
-            md = pq.read_metadata(p)
-            meta = {k.decode(): v.decode() for k, v in (md.metadata or {}).items() if not k.startswith(b"ARROW")}
-            items.append([p.relative_to(root).as_posix(), md.num_rows, meta, p.stat().st_size])
-    for p in [root / "text" / "embeddings.h5", *sorted((root / "features" / extractor).glob("*.h5"))]:
-        if p.exists():
-            items.append([p.relative_to(root).as_posix(), p.stat().st_size])
-    for p in sorted((root / "_stages").rglob("*.json")) if (root / "_stages").exists() else []:
-        try:
-            m = json.loads(p.read_text())
-            items.append([p.relative_to(root).as_posix(), m.get("key"), m.get("counts")])
-        except (OSError, ValueError):
-            items.append([p.relative_to(root).as_posix(), "unreadable"])
-    return stable_hash(items)
 
 
 def training_code_version(model: torch.nn.Module) -> str:
@@ -144,12 +101,15 @@ class EarlyStopper:
         self.best, self.best_epoch, self.bad_epochs = float(d["best"]), int(d["best_epoch"]), int(d["bad_epochs"])
 
 
-def resolve_config(shards_root: Path, cfg: TrainConfig) -> TrainConfig:
-    """Fill the shape fields of cfg.hanet from the shards (feat_dim, vocab, word_dim, K_a, K_e)."""
+def resolve_config(shards_root: Path, cfg: TrainConfig, model_name: str | None = None) -> TrainConfig:
+    """Fill the shape fields (feat_dim, vocab, word_dim, K_a, K_e) of the trained model's config
+    (``cfg.<registry config_field>``; a custom factory's config is ``cfg.hanet``) from the shards."""
     shapes = dataset_shapes(shards_root, cfg.features, "train")
-    if cfg.hanet.vocab_size not in (0, shapes["vocab_size"]):
-        raise ValueError(f"config vocab_size {cfg.hanet.vocab_size} != shards' {shapes['vocab_size']}")
-    return cfg.model_copy(update={"hanet": cfg.hanet.model_copy(update=shapes)})
+    name = model_name or cfg.model
+    mcfg = registry.model_config(cfg, name)
+    if mcfg.vocab_size not in (0, shapes["vocab_size"]):
+        raise ValueError(f"config vocab_size {mcfg.vocab_size} != shards' {shapes['vocab_size']}")
+    return registry.with_model_config(cfg, registry.fill_shapes(mcfg, shapes), name)
 
 
 def _comparable(cfg: TrainConfig) -> dict[str, Any]:
@@ -169,23 +129,32 @@ def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool =
               on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train on ``shards_root``'s train split, validate on ``cfg.val_split``; see module docstring.
 
-    ``model_factory``/``model_name`` override the registry (``cfg.model``), e.g. for tests.
+    The model is ``models.registry.create_model(cfg.model, <its config field>)``;
+    ``model_factory``/``model_name`` override the registry (e.g. toy models in tests; the factory
+    gets ``cfg.hanet``). Checkpoints record the model name.
     Returns a summary: best_epoch, best_rsum, best_metrics, epochs_run, stopped_early,
     resumed_from_epoch, paths (best/last checkpoint, config, history).
     """
     shards_root, run_dir = Path(shards_root), Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = model_name or (cfg.model if model_factory is None else getattr(model_factory, "__name__", "custom"))
-    factory = model_factory or get_model_factory(name)
+    if model_factory is None:
+        registry.get_spec(name)  # unknown names fail before any data is read
+        if name != cfg.model:
+            cfg = cfg.model_copy(update={"model": name})
     device = resolve_device(cfg.device)
 
-    cfg = resolve_config(shards_root, cfg)
-    hcfg = cfg.hanet
+    # a custom factory (tests) is handed cfg.hanet; registered models their own config field
+    spec_name = cfg.model if model_factory is None else "hanet"
+    cfg = resolve_config(shards_root, cfg, spec_name)
+    mcfg = registry.model_config(cfg, spec_name)
+    dcfg = registry.data_config(mcfg)
     seed_everything(cfg.seed)
-    train_data = load_split(shards_root, "train", hcfg, cfg.features, cfg.preload_features)
-    val_data = load_split(shards_root, cfg.val_split, hcfg, cfg.features, cfg.preload_features)
+    train_data = load_split(shards_root, "train", dcfg, cfg.features, cfg.preload_features)
+    val_data = load_split(shards_root, cfg.val_split, dcfg, cfg.features, cfg.preload_features)
     emb = load_word_embeddings(shards_root)
-    model = factory(hcfg, emb).to(device)
+    model = (model_factory(mcfg, emb) if model_factory is not None
+             else registry.create_model(name, mcfg, emb)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fingerprint = data_fingerprint(shards_root, cfg.features)
     code_ver = training_code_version(model)
