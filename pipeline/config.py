@@ -18,13 +18,26 @@ class _Config(BaseModel):
 
 
 class IngestConfig(_Config):
-    format: Literal["msrvtt", "vatex", "manifest"] = "msrvtt"
+    format: Literal["msrvtt", "vatex", "manifest", "hgr-bundle"] = "msrvtt"
     dataset_root: str = Field(description="folder holding the videos; manifest paths may not escape it")
-    annotation: str = Field(description="annotation file (MSR-VTT JSON, VATEX JSON, CSV/JSONL manifest)")
+    annotation: str | dict[str, str] = Field(description=(
+        "annotation file (MSR-VTT JSON, VATEX JSON, CSV/JSONL manifest), or several with their split roles: "
+        "'train=/a/vatex_training.json,val+test=/a/vatex_validation.json' or a mapping {role: path}; role "
+        "'val+test' divides that file's videos into val/test (val_fraction, split_seed)"))
     video_ext: str = Field(".mp4", description="extension appended to ids for MSR-VTT/VATEX")
     vatex_split: str = Field("train", description="split given to VATEX rows when the file has none")
     probe: bool = Field(True, description="open each video's header to fill n_frames/fps/duration")
     probe_workers: int = Field(4, ge=1, description="threads opening video headers in parallel at ingest")
+    split_lists: dict[str, str] = Field(default_factory=dict, description=(
+        "split -> file of video ids (.npy as HGR's public_split/*_names.npy, .json list, or .txt one per "
+        "line); a listed video gets that split, overriding the annotation's"))
+    val_fraction: float = Field(0.5, gt=0, lt=1, description=(
+        "share of a 'val+test' role's videos that become val (VATEX: 1,500 of the 3,000 validation videos)"))
+    split_seed: int = Field(0, description="seed of the 'val+test' division (documented in pipeline/ingest.py)")
+    follow_symlinks: bool = Field(True, description=(
+        "follow links placed inside dataset_root wherever they point (resolved path recorded); False = "
+        "strict: a video resolving outside dataset_root is an error row. Annotation paths may never "
+        "escape the root ('..', absolute paths elsewhere)"))
 
 
 class DecodeConfig(_Config):
@@ -112,6 +125,17 @@ class VocabConfig(_Config):
     seed: int = Field(0, description="seed of the random rows (OOV words, special tokens, 'random')")
 
 
+class BundleConfig(_Config):
+    """format='hgr-bundle': HGR/HANet released data (pipeline/bundle.py); dataset_root = the bundle folder."""
+
+    features: tuple[str, ...] | None = Field(None, description=(
+        "feature folders under ordered_feature/SA to import (e.g. ['resnet152.pth']); None = every folder"))
+    concepts: Literal["auto", "hanet", "compute"] = Field("auto", description=(
+        "'auto': import HANet's {verb,noun}_gt.json when present, else compute; 'hanet': require them; "
+        "'compute': always our recipe (train captions)"))
+    allow_pickle: bool = Field(False, description="read pickled (object) .npy names/vocabulary files; trusted bundles only")
+
+
 class BuildConfig(_Config):
     """Everything one build of a dataset's shards depends on."""
 
@@ -128,3 +152,4 @@ class BuildConfig(_Config):
     text: TextConfig = TextConfig()
     concepts: ConceptConfig = ConceptConfig()
     vocab: VocabConfig = VocabConfig()
+    bundle: BundleConfig = BundleConfig()
