@@ -26,9 +26,13 @@ text_encoder (t2vretrieval/encoders/mlsent.py, RoleGraphEncoder)
   fc                     Linear(1024->1024), never used in forward       -> dropped
 
 85 entries, 3,148,800 unused parameters (conv1, conv2, text fc) at MSR-VTT sizes.
-The file is read with torch.load(weights_only=True).
+The file is read with torch.load(weights_only=True). The result is a storage.checkpoints
+checkpoint (format_version set) whose HANetConfig has fidelity='reference' unless told otherwise,
+and which records the vocabulary fingerprints it was remapped for (``vocab``); evaluation refuses
+it on shards with other vocabularies (pipeline.evaluate.check_vocabularies).
 
-CLI: python -m models.import_reference SRC.th DST.pt [--config hanet.json]
+CLI: python -m models.import_reference SRC.th DST.pt [--config hanet.json] [--vocab int2word.npy
+     --shards ROOT [--verb-concepts verbs.json --noun-concepts nouns.json]] [--fidelity improved]
 """
 from __future__ import annotations
 
@@ -209,30 +213,223 @@ def map_reference_state_dict(src: dict, model: HANet) -> tuple[dict[str, Tensor]
 
 
 def _infer_config(parts: dict[str, dict[str, Tensor]], cfg: HANetConfig) -> HANetConfig:
-    """Fill vocab_size (0 = unknown) from the source's embedding table."""
-    emb = parts["text_encoder"].get("embedding.we.weight")
-    if cfg.vocab_size == 0 and emb is not None:
-        cfg = cfg.model_copy(update={"vocab_size": int(emb.shape[0])})
-    return cfg
+    """The shape fields of `cfg` read from the source tensors: feat_dim, joint_dim, word_dim,
+    vocab_size, concept counts, verb kernel, SE reduction, GCN query/key size. Fields the caller
+    set explicitly (vocab_size 0 = unset) and entries the source lacks are left as given."""
+    v, t = parts["video_encoder"], parts["text_encoder"]
+    upd: dict[str, int] = {}
+
+    explicit = cfg.model_fields_set - ({"vocab_size"} if cfg.vocab_size == 0 else set())
+
+    def take(field_name: str, sd: dict, key: str, dim: int) -> None:
+        # a field the caller set explicitly is kept (a disagreement is then a reported shape error)
+        if field_name not in explicit and key in sd and sd[key].dim() > dim:
+            upd[field_name] = int(sd[key].shape[dim])
+
+    take("feat_dim", v, "level_embeds.1.weight", 1)
+    take("joint_dim", v, "level_embeds.1.weight", 0)
+    take("n_verb_concepts", v, "classifier_verb.0.weight", 0)
+    take("verb_kernel", v, "classifier_verb.0.weight", 2)
+    take("n_noun_concepts", v, "classifier_noun.0.weight", 0)
+    take("vocab_size", t, "embedding.we.weight", 0)
+    take("word_dim", t, "embedding.we.weight", 1)
+    take("gcn_attn_dim", t, "gcn.layers.0.edge_attn_query.weight", 0)
+    if "seblock1.fc.0.weight" in v and "joint_dim" in upd and "se_reduction" not in explicit:
+        upd["se_reduction"] = max(1, upd["joint_dim"] // int(v["seblock1.fc.0.weight"].shape[0]))
+    return cfg.model_copy(update=upd)
+
+
+# ----------------------------------------------------------------------------- vocabularies
+SPECIALS = 3  # ids 0 <bos>, 1 <eos> (= padding), 2 <unk> in both the reference and our words table
+REF_UNK = 2
+
+
+def fingerprint(items: list[str]) -> str:
+    """sha256 of a vocabulary in id order (one entry per line)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()
+
+
+def read_reference_words(path: str | Path) -> list[str]:
+    """The reference's word list in id order, from its int2word.npy or word2int.json."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        import numpy as np
+
+        return [str(w) for w in np.load(path, allow_pickle=False).tolist()]
+    if path.suffix == ".json":
+        obj = json.loads(path.read_text())
+        if isinstance(obj, list):
+            return [str(w) for w in obj]
+        words = [""] * (max(obj.values()) + 1)
+        for w, i in obj.items():
+            words[int(i)] = str(w)
+        return words
+    return path.read_text().splitlines()
+
+
+def read_concept_list(path: str | Path) -> list[str]:
+    """A concept vocabulary in id order: a JSON list, a JSON {lemma: id} dict, or one lemma a line."""
+    path = Path(path)
+    if path.suffix == ".json":
+        obj = json.loads(path.read_text())
+        if isinstance(obj, dict):
+            out = [""] * (max(obj.values()) + 1)
+            for w, i in obj.items():
+                out[int(i)] = str(w)
+            return out
+        return [str(w) for w in obj]
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def shard_vocabularies(root: str | Path) -> dict[str, list[str]]:
+    """{'words': [...], 'verb': [...], 'noun': [...]} of a shard tree, each in id order
+    (text/words.parquet, text/concepts.parquet; a missing table gives [])."""
+    from storage.tables import read_table
+
+    root = Path(root)
+    out: dict[str, list[str]] = {"words": [], "verb": [], "noun": []}
+    wp = root / "text" / "words.parquet"
+    if wp.exists():
+        t = read_table(wp, "words", columns=["word_id", "word"])
+        ids, words = t.column("word_id").to_pylist(), t.column("word").to_pylist()
+        lst = [""] * (max(ids) + 1 if ids else 0)
+        for i, w in zip(ids, words):
+            lst[i] = w
+        out["words"] = lst
+    cp = root / "text" / "concepts.parquet"
+    if cp.exists():
+        rows = read_table(cp, "concepts", columns=["kind", "concept_id", "lemma"]).to_pylist()
+        for kind in ("verb", "noun"):
+            sel = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["concept_id"])
+            lst = [""] * (sel[-1]["concept_id"] + 1 if sel else 0)
+            for r in sel:
+                lst[r["concept_id"]] = r["lemma"]
+            out[kind] = lst
+    return out
+
+
+def shard_fingerprints(root: str | Path) -> dict[str, str | None]:
+    v = shard_vocabularies(root)
+    return {k: fingerprint(v[k]) if v[k] else None for k in ("words", "verb", "noun")}
+
+
+def remap_word_rows(emb: Tensor, ref_words: list[str], build_words: list[str]) -> tuple[Tensor, dict]:
+    """Reference embedding rows (ref_words order) -> rows in build_words order.
+
+    Specials (ids 0-2) map by id. A build word is looked up exactly, then lower-cased; a word
+    the reference lacks gets the reference's UNK row: the reference itself encodes any word
+    outside its vocabulary as UNK (readers/mpdata.py process_sent), so this reproduces it.
+    """
+    if emb.shape[0] != len(ref_words):
+        raise ValueError(f"reference vocabulary has {len(ref_words)} words, its embedding {emb.shape[0]} rows")
+    index = {w: i for i, w in enumerate(ref_words) if i >= SPECIALS}
+    lower: dict[str, int] = {}
+    for w, i in index.items():
+        lower.setdefault(w.lower(), i)
+    src = []
+    n_found = 0
+    for i, w in enumerate(build_words):
+        if i < SPECIALS:
+            src.append(i)
+            continue
+        j = index.get(w, lower.get(w.lower()))
+        n_found += j is not None
+        src.append(REF_UNK if j is None else j)
+    n_words = max(0, len(build_words) - SPECIALS)
+    report = {"build_words": n_words, "found_in_reference": n_found,
+              "coverage": n_found / n_words if n_words else 1.0,
+              "reference_words": max(0, len(ref_words) - SPECIALS),
+              "missing_initialised_as": "the reference's UNK row (row 2)"}
+    return emb[torch.as_tensor(src, dtype=torch.long)].clone(), report
+
+
+CONCEPT_KEYS = {
+    "verb": ("video_encoder", ("classifier_verb.0", "bn_verb", "classifier_verb.1"),
+             "text_encoder", ("classifier_verb.0", "bn_verb", "classifier_verb.1")),
+    "noun": ("video_encoder", ("classifier_noun.0", "bn_noun", "classifier_noun.1"),
+             "text_encoder", ("classifier_noun.0", "bn_noun", "classifier_noun.1")),
+}
+
+
+def remap_concept_rows(parts: dict[str, dict[str, Tensor]], kind: str, ref_lemmas: list[str],
+                       build_lemmas: list[str]) -> dict:
+    """Permute the concept-head output rows (conv weight/bias, BN weight/bias/running stats) of
+    both encoders from the reference's concept order to the build's. Every build concept must
+    exist in the reference vocabulary (a concept head cannot be made up): ValueError otherwise."""
+    index = {w: i for i, w in enumerate(ref_lemmas)}
+    missing = [w for w in build_lemmas if w not in index]
+    if missing:
+        raise ValueError(f"{len(missing)} of the build's {len(build_lemmas)} {kind} concepts are not in the "
+                         f"reference's {kind} vocabulary (e.g. {missing[:5]}); a concept head cannot be remapped")
+    perm = torch.as_tensor([index[w] for w in build_lemmas], dtype=torch.long)
+    enc_v, prefixes_v, enc_t, prefixes_t = CONCEPT_KEYS[kind]
+    for enc, prefixes in ((enc_v, prefixes_v), (enc_t, prefixes_t)):
+        for name in list(parts[enc]):
+            if any(name.startswith(p + ".") for p in prefixes):
+                val = parts[enc][name]
+                if val.dim() >= 1 and val.shape[0] == len(ref_lemmas):
+                    parts[enc][name] = val[perm].clone()
+    return {"build_concepts": len(build_lemmas), "reference_concepts": len(ref_lemmas),
+            "identity": perm.tolist() == list(range(len(ref_lemmas)))}
 
 
 def import_reference_checkpoint(src_path: str | Path, dst_path: str | Path | None,
-                                cfg: HANetConfig, strict: bool = True) -> dict:
+                                cfg: HANetConfig | None = None, strict: bool = True, *,
+                                vocab: str | Path | None = None, shards: str | Path | None = None,
+                                verb_concepts: str | Path | None = None,
+                                noun_concepts: str | Path | None = None,
+                                fidelity: str | None = "reference") -> dict:
     """Read a Roc-Ng/HANet checkpoint, map it onto HANet(cfg) and (if dst_path) save a checkpoint
-    in this project's format ({'model_name': 'hanet', 'config_json': TrainConfig json,
-    'model': state_dict, ...}, readable by pipeline.evaluate.model_from_checkpoint).
+    in this project's format (storage.checkpoints: format_version, model_name 'hanet',
+    config_json, model, ...), which ``vtr evaluate`` / pipeline.evaluate read.
 
-    cfg.vocab_size = 0 is filled from the source embedding. strict: raise ValueError when any of
-    our tensors stays unfilled, a shape disagrees or a source entry is unknown (the report is in
-    the message). Returns the report as a dict.
+    Shapes are read from the source (cfg gives everything else; default HANetConfig()).
+    fidelity: the HANetConfig.fidelity recorded ('reference' unless told otherwise; None keeps
+    cfg's). vocab (the reference's int2word.npy / word2int.json) + shards (a shard tree): the
+    embedding rows are remapped onto the shards' text/words.parquet (words the reference lacks
+    get its UNK row; coverage reported). verb_concepts / noun_concepts (the reference's concept
+    lists in id order) + shards: the concept heads are permuted onto text/concepts.parquet.
+    The checkpoint records the vocabulary fingerprints it is valid for (None = not remapped
+    for any build: pipeline.evaluate then refuses it). strict: raise ValueError when any of our
+    tensors stays unfilled, a shape disagrees or a source entry is unknown.
     """
     src_path = Path(src_path)
+    cfg = cfg or HANetConfig()
+    if fidelity is not None:
+        cfg = cfg.model_copy(update={"fidelity": fidelity})
     obj = torch.load(src_path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict):
         raise ValueError(f"{src_path}: expected a dict of state dicts, got {type(obj).__name__}")
-    cfg = _infer_config(_split_source(obj), cfg)
+    parts = _split_source(obj)
+    cfg = _infer_config(parts, cfg)
+    vocab_record: dict = {"words": None, "verb": None, "noun": None, "remapped_for": None}
+    remap: dict = {}
+    if (vocab or verb_concepts or noun_concepts) and shards is None:
+        raise ValueError("remapping a vocabulary needs the shard tree it is for (shards=...)")
+    if shards is not None:
+        build = shard_vocabularies(shards)
+        vocab_record["remapped_for"] = str(Path(shards))
+        if vocab is not None:
+            if not build["words"]:
+                raise ValueError(f"{shards}: no text/words.parquet to remap the word embedding onto")
+            emb = parts["text_encoder"]["embedding.we.weight"]
+            parts["text_encoder"]["embedding.we.weight"], remap["words"] = remap_word_rows(
+                emb, read_reference_words(vocab), build["words"])
+            vocab_record["words"] = fingerprint(build["words"])
+            cfg = cfg.model_copy(update={"vocab_size": len(build["words"])})
+        for kind, path in (("verb", verb_concepts), ("noun", noun_concepts)):
+            if path is None:
+                continue
+            if not build[kind]:
+                raise ValueError(f"{shards}: no {kind} concepts in text/concepts.parquet")
+            remap[kind] = remap_concept_rows(parts, kind, read_concept_list(path), build[kind])
+            vocab_record[kind] = fingerprint(build[kind])
+            cfg = cfg.model_copy(update={f"n_{kind}_concepts": len(build[kind])})
+    flat = {f"{enc}.{k}": v for enc, sd in parts.items() for k, v in sd.items()}
     model = HANet(cfg)
-    sd, report = map_reference_state_dict(obj, model)
+    sd, report = map_reference_state_dict(flat, model)
     report.source = str(src_path)
     if strict and not report.ok:
         raise ValueError(f"{src_path} does not fit HANet({cfg!r}): missing={report.missing} "
@@ -240,22 +437,40 @@ def import_reference_checkpoint(src_path: str | Path, dst_path: str | Path | Non
     model.load_state_dict(sd, strict=False)
     result = report.to_dict()
     result["hanet_config"] = cfg.model_dump(mode="json")
+    result["fidelity"] = {"fidelity": cfg.fidelity, **cfg.deviations()}
+    result["vocab"] = vocab_record
+    result["remap"] = remap
     if dst_path is not None:
-        dst_path = Path(dst_path)
-        dst_path.parent.mkdir(parents=True, exist_ok=True)
+        from storage.checkpoints import save_checkpoint
+
         payload = {
             "model_name": "hanet",
             "config_json": TrainConfig(hanet=cfg).model_dump_json(),
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "epoch": -1,
             "imported_from": str(src_path),
-            "import_report_json": json.dumps(report.to_dict()),
+            "import_report_json": json.dumps({**report.to_dict(), "remap": remap}),
+            "vocab": vocab_record,
+            "fidelity_json": json.dumps(result["fidelity"]),
         }
-        tmp = dst_path.with_name(dst_path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(dst_path)
+        save_checkpoint(dst_path, payload)
         result["destination"] = str(dst_path)
     return result
+
+
+def add_vocab_arguments(ap: argparse.ArgumentParser) -> None:
+    """The import options shared by this module's CLI and ``vtr import-checkpoint``."""
+    ap.add_argument("--vocab", default=None, help="the reference's int2word.npy or word2int.json")
+    ap.add_argument("--shards", default=None, help="shard tree to remap the vocabularies onto")
+    ap.add_argument("--verb-concepts", default=None, help="the reference's verb concepts in id order")
+    ap.add_argument("--noun-concepts", default=None, help="the reference's noun concepts in id order")
+    ap.add_argument("--fidelity", default="reference", choices=["reference", "improved"],
+                    help="HANetConfig.fidelity recorded in the checkpoint (default: reference)")
+
+
+def vocab_kwargs(args: argparse.Namespace) -> dict:
+    return {"vocab": args.vocab, "shards": args.shards, "verb_concepts": args.verb_concepts,
+            "noun_concepts": args.noun_concepts, "fidelity": args.fidelity}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,14 +479,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dst", help="where to write our checkpoint")
     ap.add_argument("--config", help="HANetConfig JSON (default: HANetConfig(), vocab from the source)")
     ap.add_argument("--no-strict", action="store_true", help="save even if tensors are left unfilled")
+    add_vocab_arguments(ap)
     args = ap.parse_args(argv)
     cfg = HANetConfig.model_validate_json(Path(args.config).read_text()) if args.config else HANetConfig()
-    report = import_reference_checkpoint(args.src, args.dst, cfg, strict=not args.no_strict)
+    report = import_reference_checkpoint(args.src, args.dst, cfg, strict=not args.no_strict,
+                                         **vocab_kwargs(args))
     summary = {k: report[k] for k in ("ok", "n_source_entries", "n_source_numel", "n_params_loaded",
                                       "dropped_unused", "dropped_unused_params", "duplicates",
                                       "duplicate_mismatch", "dropped_by_config", "unexpected",
                                       "missing", "shape_errors", "role_rows_permuted",
-                                      "our_parameter_count", "destination")}
+                                      "our_parameter_count", "destination", "fidelity", "vocab", "remap")}
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0 if report["ok"] else 1
