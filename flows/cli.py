@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_build(sub)
     _add_train(sub)
     _add_tools(sub)
+    __import__("flows.cli_search", fromlist=["register"]).register(sub)  # vtr index / search / serve
     args = parser.parse_args(argv)
     return args.fn(args)
 

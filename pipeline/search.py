@@ -85,7 +85,9 @@ def caption_arrays(tokens: Sequence[str], nodes, edges, graph_ok: bool, vocab: d
         ids.append(i)
     if not ids:
         ids = [UNK_ID]
-    m, ro, va, ad = build_graph(nodes, edges, len(ids), hcfg.max_words, hcfg.max_verbs, hcfg.max_nouns, graph_ok)
+    extra = (hcfg.deviation("graph_edges"),) if hasattr(hcfg, "deviation") else ()  # the loader's edge rule
+    m, ro, va, ad = build_graph(nodes, edges, len(ids), hcfg.max_words, hcfg.max_verbs, hcfg.max_nouns, graph_ok,
+                                *extra)
     return {"word_ids": np.asarray(ids, dtype=np.int64), "node_masks": m, "node_roles": ro, "node_valid": va,
             "adjacency": ad, "n_unk": int(sum(i == UNK_ID for i in ids))}
 
@@ -253,6 +255,25 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
     return model, tcfg, ck
 
 
+def data_config(tcfg: TrainConfig) -> HANetConfig:
+    """The loader caps (max_words/verbs/nouns/frames) of the checkpoint's model."""
+    try:
+        from models import registry
+
+        return registry.train_data_config(tcfg)
+    except (ImportError, AttributeError):
+        return tcfg.hanet
+
+
+def _model_cfg(tcfg: TrainConfig):
+    try:
+        from models import registry
+
+        return registry.model_config(tcfg)
+    except (ImportError, AttributeError):
+        return tcfg.hanet
+
+
 def _index_videos(root: Path, extractor: str, splits: Sequence[str] | None) -> list[dict[str, Any]]:
     """Videos with >= 1 feature frame: {key, split, path}, ordered by (key)."""
     t = read_table(root / "videos.parquet", "videos", columns=["key", "path", "split"]).to_pylist()
@@ -307,7 +328,7 @@ def build_index(checkpoint: str | Path, shards_root: str | Path, index_dir: str 
     checkpoint, root = Path(checkpoint).resolve(), Path(shards_root).resolve()
     index_dir = Path(index_dir) if index_dir is not None else checkpoint.parent / "index"
     model, tcfg, ck = load_model(checkpoint, device)
-    hcfg, extractor = tcfg.hanet, tcfg.features
+    hcfg, extractor = data_config(tcfg), tcfg.features
     vocab = read_vocab(root)
     n_words = max(vocab.values()) + 1 if vocab else 0
     if getattr(model, "vocab_size", n_words) != n_words:
@@ -452,7 +473,8 @@ class Searcher:
                               f"{self.meta['vocabulary_fingerprint']}) than the one at {self.shards_root} ({vfp}); "
                               "rebuild the index with `vtr index` for these shards")
         self.model, self.tcfg, _ = load_model(ckpt, self.device)
-        self.hcfg = self.tcfg.hanet
+        self.hcfg = data_config(self.tcfg)
+        mcfg = _model_cfg(self.tcfg)
         self.vocab = read_vocab(self.shards_root)
         self.lemmas = concept_lemmas(self.shards_root)
         self.lemma_ids = {kind: {w: i for i, w in enumerate(ws)} for kind, ws in self.lemmas.items()}
@@ -460,7 +482,8 @@ class Searcher:
         self.n = len(self.videos)
         self.enc = {k[4:]: _tensor(v) for k, v in self.arrays.items() if k.startswith("enc/")}
         self.shortlist = _tensor(self.arrays["shortlist"]) if "shortlist" in self.arrays else None
-        self._topn = {"verb": max(1, self.hcfg.n_action_clips), "noun": max(1, self.hcfg.n_entity_clips)}
+        self._topn = {"verb": max(1, int(getattr(mcfg, "n_action_clips", 10))),
+                      "noun": max(1, int(getattr(mcfg, "n_entity_clips", 20)))}
 
     # -- query -----------------------------------------------------------------
     def encode_query(self, query: str) -> tuple[dict[str, torch.Tensor], ParsedQuery, dict[str, Any]]:
@@ -499,9 +522,10 @@ class Searcher:
         """(rows, fused scores, parts, shortlist scores) of the scored videos, best first."""
         t0 = time.perf_counter()
         s1 = None
-        if exhaustive or k >= self.n:
+        if exhaustive:
             cand = torch.arange(self.n)
         else:
+            k = max(1, min(int(k), self.n))
             s1 = self.shortlist_scores(te)
             cand = torch.from_numpy(np.argpartition(-s1.numpy(), k - 1)[:k].astype(np.int64))
             cand = cand.sort().values  # memory order (faster gather); ties resolved below by row
@@ -558,7 +582,7 @@ class Searcher:
                             float(s1[j]) if s1 is not None else None).as_dict())
         q_concepts = {"verb": sorted({l for kd, l in parsed.concepts if kd == "verb" and l in self.lemma_ids["verb"]}),
                       "noun": sorted({l for kd, l in parsed.concepts if kd == "noun" and l in self.lemma_ids["noun"]})}
-        return {"query": parsed.text, "mode": "exhaustive" if exhaustive or k >= self.n else "two-stage",
+        return {"query": parsed.text, "mode": "exhaustive" if exhaustive else "two-stage",
                 "k": min(k, self.n), "n_videos": self.n, "results": hits, "query_info": {**info, "concepts": q_concepts,
                                                                                      "notes": parsed.notes},
                 "enabled_levels": list(getattr(self.model, "enabled_parts", ())),
