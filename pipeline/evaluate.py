@@ -226,6 +226,49 @@ def checkpoint_data_config(ck: dict[str, Any], tcfg: TrainConfig, custom: bool =
     return registry.data_config(registry.model_config(tcfg, name))
 
 
+class VocabularyMismatch(ValueError):
+    """A checkpoint's word / concept vocabulary is not the one of the shards it is evaluated on."""
+
+
+VOCAB_LABELS = {"words": "word vocabulary (text/words.parquet)",
+                "verb": "verb concept vocabulary (text/concepts.parquet)",
+                "noun": "noun concept vocabulary (text/concepts.parquet)"}
+
+
+def check_vocabularies(ck: dict[str, Any], shards_root: Path, checkpoint: Path | str = "checkpoint") -> dict[str, Any]:
+    """Refuse (VocabularyMismatch) a checkpoint whose recorded vocabulary fingerprints differ from
+    the shards' (embedding rows / concept ids would silently mean other words / concepts).
+
+    ``ck['vocab']`` = {'words'|'verb'|'noun': sha256 of the vocabulary in id order, or None}
+    (training records the shards' it ran on; models.import_reference records the build it
+    remapped a reference checkpoint onto, None when not remapped). An imported checkpoint
+    without a record, or with a None entry, is refused too. A trained checkpoint from before
+    this record existed is only checked through its data fingerprint (a warning).
+    """
+    from models.import_reference import shard_fingerprints
+
+    rec = ck.get("vocab")
+    imported = ck.get("imported_from") is not None
+    if rec is None and not imported:
+        return {"checked": False, "reason": "checkpoint records no vocabulary fingerprints"}
+    rec = rec or {}
+    now = shard_fingerprints(shards_root)
+    problems = []
+    for kind, label in VOCAB_LABELS.items():
+        want = rec.get(kind)
+        if want is None and imported:
+            problems.append(f"{label}: the checkpoint was not remapped onto any build's vocabulary")
+        elif want != now[kind]:
+            problems.append(f"{label}: checkpoint {str(want)[:12]}... != shards {str(now[kind])[:12]}...")
+    if problems:
+        hint = ("re-import it for these shards: vtr import-checkpoint SRC.th DST.pt --shards "
+                f"{shards_root} --vocab int2word.npy --verb-concepts VERBS --noun-concepts NOUNS"
+                if imported else "evaluate it on the shards it was trained on")
+        raise VocabularyMismatch(f"{checkpoint}: refusing to evaluate on {shards_root}: " + "; ".join(problems)
+                                 + f". Its embedding rows / concept ids would mean other words; {hint}")
+    return {"checked": True, **{k: now[k] for k in VOCAB_LABELS}}
+
+
 def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: Path | None = None,
                  *, model_factory: Callable | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on split ``cfg.split`` of ``shards_root``.
@@ -238,6 +281,7 @@ def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: 
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
     device = resolve_device(cfg.device)
     ck = load_checkpoint(checkpoint)
+    vocab_check = check_vocabularies(ck, shards_root, checkpoint)
     model, tcfg = model_from_checkpoint(ck, model_factory)
     model.to(device).eval()
     extractor = cfg.features or tcfg.features
@@ -267,7 +311,11 @@ def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: 
         "data_fingerprint": fp_now, "data_fingerprint_matches": fp_now == ck.get("data_fingerprint"),
         "data_notes": data.notes, "eval_config": cfg.model_dump(mode="json"),
         "heatmaps": heatmaps, "device": str(device),
-        "conventions": "ties pessimistic; captions not de-duplicated; MedR = floor(median rank)",
+        "conventions": "ties pessimistic; captions not de-duplicated; MedR = median of 1-based ranks "
+                       "(the reference's np.median(0-based)+1, not floored)",
+        "fidelity": ({"fidelity": tcfg.hanet.fidelity, **tcfg.hanet.deviations()}
+                     if (ck.get("model_name") or tcfg.model) == "hanet" else None),
+        "vocab_check": vocab_check, "imported_from": ck.get("imported_from"),
     }
     path = out_dir / "report.json"
     atomic_write_text(path, json.dumps(report, indent=2, default=float))

@@ -157,6 +157,8 @@ def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool =
              else registry.create_model(name, mcfg, emb)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fingerprint = data_fingerprint(shards_root, cfg.features)
+    from models.import_reference import shard_fingerprints  # vocabularies checked by pipeline.evaluate
+    vocab_record = shard_fingerprints(shards_root)
     code_ver = training_code_version(model)
     stopper = EarlyStopper(cfg.patience, cfg.min_improvement)
     history: list[dict[str, Any]] = []
@@ -203,7 +205,7 @@ def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool =
             "val_metrics": {k: float(v) for k, v in val.items()},
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "stopper": stopper.state_dict(), "rng": rng_state(), "history_json": json.dumps(history),
-            "data_fingerprint": fingerprint, "code_version": code_ver,
+            "data_fingerprint": fingerprint, "code_version": code_ver, "vocab": vocab_record,
         }
         if with_optimizer:
             p["optimizer"] = opt.state_dict()
