@@ -162,10 +162,8 @@ def _resolve_weights(cfg: BuildConfig, allow_random: bool) -> BuildConfig:
 
 
 def _ingest_inputs(cfg: BuildConfig) -> dict[str, Any]:
-    ann = Path(cfg.ingest.annotation)
-    if not ann.exists():
-        raise FileNotFoundError(f"annotation file {ann} does not exist (dataset_root={cfg.ingest.dataset_root})")
-    return {"annotation_sha256": sha256_file(ann), "dataset_root": str(Path(cfg.ingest.dataset_root).resolve())}
+    """Annotation/split-list contents + every video file's size and mtime (+ a retry of read errors)."""
+    return ingest.ingest_inputs(cfg.ingest, Path(cfg.out_root) / cfg.dataset)
 
 
 def _video_stage_keys(root: Path, cfg: BuildConfig):

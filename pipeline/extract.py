@@ -21,6 +21,7 @@ time-out). Feature counts: one row per sampled frame (ResNet) or clip (I3D).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import deque
@@ -309,10 +310,10 @@ def _check_request(models: dict[str, ModelConfig], spec: ShardSpec, dataset_root
         if name not in EXTRACTORS or not isinstance(cfg, expected):
             raise ValueError(f"extractor {name!r} with {type(cfg).__name__}: expected one of {EXTRACTORS} "
                              "with ResNetConfig / I3DConfig")
-    if dataset_root is not None:
-        base = Path(dataset_root).resolve()
+    if dataset_root is not None:  # the path strings; links inside the root were vetted at ingest (issue 13)
+        base = Path(os.path.abspath(dataset_root))
         outside = [p for p, st in zip(spec.paths, spec.statuses)
-                   if st == "ok" and not Path(p).resolve().is_relative_to(base)]
+                   if st == "ok" and not Path(os.path.abspath(p)).is_relative_to(base)]
         if outside:
             raise ValueError(f"shard {spec.id}: {len(outside)} paths lie outside dataset_root {base}, "
                              f"e.g. {outside[0]}")

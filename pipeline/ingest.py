@@ -6,8 +6,11 @@ Formats (``IngestConfig.format``):
   ``sentences`` = [{caption, video_id, sen_id}]. Split 'validate' -> 'val'.
   Video path = ``<video_id><video_ext>`` under ``dataset_root``.
 * ``vatex``: a per-split JSON list of {videoID, enCap: [...]}; every row gets
-  ``IngestConfig.vatex_split``; sen_id = position in ``enCap``. Files without
-  ``enCap`` (the public test set) give videos without captions.
+  ``IngestConfig.vatex_split`` (or its file's role, below); sen_id = position
+  in ``enCap``. Files without ``enCap`` (the public test set) give videos
+  without captions. videoIDs are ``<youtube_id>_<start>_<end>``; the video
+  file is ``<videoID><video_ext>`` or, when that does not exist,
+  ``<youtube_id><video_ext>`` (both namings are common in downloads).
 * ``manifest``: CSV (``.csv``) or JSON Lines (any other suffix), one video per
   row with fields ``path`` (relative to ``dataset_root``; absolute paths must
   lie inside it), ``captions``, ``split`` and optional ``key`` (default: the
@@ -15,13 +18,45 @@ Formats (``IngestConfig.format``):
   strings (``["a man runs", "someone is running"]``) - unambiguous whatever
   the captions contain; in JSONL it is a JSON list. sen_id = list position.
 
+Several annotation files (``IngestConfig.annotation`` as
+``"train=/a/train.json,val+test=/a/validation.json"`` or a mapping
+{role: path}): each file is read with the format's loader and its rows
+without a split of their own get the file's role (for VATEX the role IS the
+split). Caption ids continue across files in the order given. Splits are
+then settled in this order:
+
+1. ``split_lists`` (split -> file of video ids: HGR's
+   ``public_split/{trn,val,tst}_names.npy``, a JSON list or a text file, one
+   id per line): a listed video gets that split, whatever the annotation says;
+   a video in two lists is an error row.
+2. role/split ``val+test``: those videos (error rows included, so the
+   division depends on the annotation alone, not on which files are broken)
+   are sorted by key, permuted with ``numpy.random.default_rng(split_seed)``;
+   the first ``round(n * val_fraction)`` become ``val``, the rest ``test``.
+   VATEX: the official validation JSON's 3,000 videos -> 1,500 val / 1,500
+   test, as in HGR/HANet (their exact lists: pass them as ``split_lists``);
+   a small set is divided in the same proportion.
+
 Rules shared by all formats:
 
 * keys are unique (a repeated key keeps its first row; its captions still
   attach to it) and must stay unique once '/' becomes '_' (HDF5 names);
-* a row without a split, or a path escaping ``dataset_root`` ('..', absolute elsewhere, or a symlink
-  resolving outside) makes an ``error`` row, as do missing, unreadable and
+* a row without a split, or a path string escaping ``dataset_root`` ('..',
+  absolute elsewhere) makes an ``error`` row, as do missing, unreadable and
   stream-less files when ``probe`` is on;
+* symlinks the data owner put inside ``dataset_root`` (files or folders, the
+  usual way to place a large dataset on another disk) are followed and the
+  resolved path is recorded (``resolved_path``); ``follow_symlinks=False`` is
+  the strict mode: a video resolving outside ``dataset_root`` is an error row;
+* a file that cannot be read (permission, I/O error) is an error row whose
+  message starts with :data:`READ_ERROR`; the next build retries it (the
+  stage key changes while such rows exist) instead of keeping it forever;
+* a rerun reuses the header probe of every ``ok`` row whose file (path,
+  size, mtime, link target) is unchanged: only new, changed and failed files
+  are opened again. The stage's cache key (:func:`ingest_inputs`) covers the
+  annotation and split-list contents and every candidate video file's size
+  and mtime, so fixing or replacing a video re-ingests, and only the shards
+  holding it are re-extracted;
 * caption_id = the caption's position in the annotation file (stable across
   runs, never renumbered); captions are stored raw, unaltered.
 """
@@ -30,18 +65,26 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
+from pipeline._fingerprint import file_fingerprint, sha256_file, stable_hash
 from pipeline._stage import StageResult
 from pipeline.config import BuildConfig, IngestConfig
 from pipeline.decode import DecodeError, expected_frames, open_video, pick_video_stream, stream_duration_s, stream_fps
 from storage.features import dataset_name
-from storage.tables import write_table
+from storage.tables import read_table, table_metadata, write_table
 
 SPLIT_ALIASES = {"validate": "val", "validation": "val", "valid": "val"}
+VAL_TEST = "val+test"  # role/split: divided into val and test by a seeded permutation
+READ_ERROR = "read error (retried on the next build)"
+_ROLE_ENTRY = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_+-]*)\s*=\s*(\S.*?)\s*$")
+_VATEX_ID = re.compile(r"^(.+)_(\d+)_(\d+)$")
 
 
 def normalize_split(split: Any) -> str | None:
@@ -51,8 +94,13 @@ def normalize_split(split: Any) -> str | None:
     return SPLIT_ALIASES.get(s, s)
 
 
-def safe_relative_path(root: str | os.PathLike, raw: str) -> str:
-    """``raw`` as a normalised POSIX path relative to ``root``; ValueError if it escapes."""
+def safe_relative_path(root: str | os.PathLike, raw: str, follow_symlinks: bool = False) -> str:
+    """``raw`` as a normalised POSIX path relative to ``root``; ValueError if it escapes.
+
+    The path STRING may never leave ``root`` ('..', absolute paths elsewhere).
+    Links inside ``root`` are followed when ``follow_symlinks``; otherwise
+    (strict) a path resolving outside ``root`` is refused too.
+    """
     if not str(raw).strip():
         raise ValueError("empty path")
     root_abs = Path(os.path.abspath(root))
@@ -60,16 +108,27 @@ def safe_relative_path(root: str | os.PathLike, raw: str) -> str:
     lexical = Path(os.path.normpath(p if p.is_absolute() else root_abs / p))
     if lexical == root_abs or not lexical.is_relative_to(root_abs):
         raise ValueError(f"path {raw!r} lies outside dataset_root {root_abs}")
-    real = lexical.resolve()
-    if not real.is_relative_to(root_abs.resolve()):
-        raise ValueError(f"path {raw!r} resolves (through a symlink) to {real}, outside dataset_root {root_abs}")
+    if not follow_symlinks:
+        real = lexical.resolve()
+        if not real.is_relative_to(root_abs.resolve()):
+            raise ValueError(f"path {raw!r} resolves (through a symlink) to {real}, outside dataset_root "
+                             f"{root_abs} (follow_symlinks=False)")
     return lexical.relative_to(root_abs).as_posix()
+
+
+def resolved_if_linked(root: str | os.PathLike, rel: str) -> str | None:
+    """The real path of ``root/rel`` when a link inside ``root`` leads elsewhere; None for a plain file."""
+    root_real = Path(root).resolve()
+    real = (Path(root) / rel).resolve()
+    return None if real == root_real / rel else str(real)
 
 
 # ------------------------------------------------------------------ parsers
 
-def _video(key: str, path: str, split: Any, error: str | None = None) -> dict[str, Any]:
-    return {"key": key, "path": path, "split": normalize_split(split), "error": error}
+def _video(key: str, path: str, split: Any, error: str | None = None,
+           alt_paths: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``alt_paths``: other file names tried, in order, when ``path`` does not exist."""
+    return {"key": key, "path": path, "split": normalize_split(split), "error": error, "alt_paths": list(alt_paths)}
 
 
 def _caption(caption_id: int, key: str, sen_id: Any, caption: Any) -> dict[str, Any]:
@@ -91,12 +150,19 @@ def load_msrvtt(cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
     return videos, captions
 
 
+def vatex_file_names(video_id: str, ext: str) -> tuple[str, tuple[str, ...]]:
+    """(``<videoID><ext>``, alternatives): ``<youtube_id><ext>`` for ``<youtube_id>_<start>_<end>`` ids."""
+    m = _VATEX_ID.match(video_id)
+    return f"{video_id}{ext}", ((f"{m.group(1)}{ext}",) if m else ())
+
+
 def load_vatex(cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
     data = _read_json(cfg.annotation)
     videos, captions = [], []
     for item in data:
         key = item["videoID"]
-        videos.append(_video(key, f"{key}{cfg.video_ext}", cfg.vatex_split))
+        path, alts = vatex_file_names(key, cfg.video_ext)
+        videos.append(_video(key, path, cfg.vatex_split, alt_paths=alts))
         for sen_id, text in enumerate(item.get("enCap") or []):
             captions.append(_caption(len(captions), key, sen_id, text))
     return videos, captions
@@ -156,16 +222,155 @@ LOADERS: dict[str, Callable[[IngestConfig], tuple[list[dict], list[dict]]]] = {
 }
 
 
-def load_annotations(cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
-    """Parse ``cfg.annotation`` -> (videos, captions), before any file-system check.
+def annotation_sources(cfg: IngestConfig) -> list[tuple[str | None, str]]:
+    """[(role, path)] of ``cfg.annotation``: one plain file (role None), or ``role=path`` entries / a mapping."""
+    ann = cfg.annotation
+    if isinstance(ann, dict):
+        entries = list(ann.items())
+    else:
+        parts = [e for e in str(ann).split(",")]
+        matches = [_ROLE_ENTRY.match(e) for e in parts]
+        if not any(matches):
+            return [(None, str(ann))]
+        if not all(matches):
+            raise ValueError(f"annotation {ann!r}: mixes 'role=path' entries with plain ones; write every "
+                             "file as role=path (roles: train, val, test, val+test, ...)")
+        entries = [(m.group(1), m.group(2)) for m in matches]
+    if not entries:
+        raise ValueError("annotation: no file given")
+    out = [(VAL_TEST if str(r).strip().lower() == VAL_TEST else normalize_split(r), str(p)) for r, p in entries]
+    if any(r is None for r, _ in out):
+        raise ValueError(f"annotation {ann!r}: every file needs a non-empty split role")
+    return out
 
-    videos: {key, path (as written), split, error}; captions: {caption_id,
+
+def _load_one(cfg: IngestConfig, role: str | None, path: str) -> tuple[list[dict], list[dict]]:
+    update: dict[str, Any] = {"annotation": path}
+    if role is not None:
+        update["vatex_split"] = role
+    sub = cfg.model_copy(update=update)
+    try:
+        videos, captions = LOADERS[cfg.format](sub)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a valid {cfg.format} annotation ({exc!r})") from exc
+    if role is not None:
+        videos = [v if v["split"] else {**v, "split": role} for v in videos]
+    return videos, captions
+
+
+def read_id_list(path: str | os.PathLike) -> list[str]:
+    """Video ids of a split list: .npy (HGR's *_names.npy), .json (a list) or text (one id per line)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            try:
+                arr = np.load(path, allow_pickle=False)
+            except ValueError as exc:
+                raise ValueError(f"split list {path}: an object (pickled) array; save it as strings "
+                                 f"(np.save(path, np.array(names, dtype=str))) or as a text file ({exc})") from exc
+            return [str(x) for x in arr.reshape(-1).tolist()]
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, list):
+                raise ValueError(f"split list {path}: expected a JSON list of ids")
+            return [str(x) for x in data]
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read split list {path}: {exc}") from exc
+
+
+def _apply_split_lists(videos: list[dict], split_lists: dict[str, str]) -> list[dict]:
+    listed: dict[str, list[str]] = {}
+    for split, path in split_lists.items():
+        for key in read_id_list(path):
+            listed.setdefault(key, []).append(normalize_split(split))
+    out = []
+    for v in videos:
+        splits = sorted(set(listed.get(v["key"], [])))
+        if len(splits) > 1:
+            v = {**v, "error": v["error"] or f"video listed in several split lists: {splits}"}
+        elif splits:
+            v = {**v, "split": splits[0]}
+        out.append(v)
+    return out
+
+
+def divide_val_test(keys: list[str], val_fraction: float, seed: int) -> dict[str, str]:
+    """Seeded val/test division: sorted keys, permuted, the first round(n * val_fraction) -> val."""
+    ordered = sorted(keys)
+    perm = np.random.default_rng(seed).permutation(len(ordered))
+    n_val = int(round(len(ordered) * val_fraction))
+    return {ordered[i]: ("val" if rank < n_val else "test") for rank, i in enumerate(perm)}
+
+
+def _settle_splits(videos: list[dict], cfg: IngestConfig) -> list[dict]:
+    if cfg.split_lists:
+        videos = _apply_split_lists(videos, cfg.split_lists)
+    pooled = [v["key"] for v in videos if v["split"] == VAL_TEST]
+    if not pooled:
+        return videos
+    division = divide_val_test(pooled, cfg.val_fraction, cfg.split_seed)
+    return [{**v, "split": division[v["key"]]} if v["split"] == VAL_TEST else v for v in videos]
+
+
+def load_annotations(cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
+    """Parse ``cfg.annotation`` (one file or several with roles) -> (videos, captions), before any
+    file-system check. Splits are settled (split lists, val+test division).
+
+    videos: {key, path (as written), split, error, alt_paths}; captions: {caption_id,
     key, sen_id, caption}. Malformed files raise ValueError.
     """
+    videos: list[dict] = []
+    captions: list[dict] = []
+    for role, path in annotation_sources(cfg):
+        vids, caps = _load_one(cfg, role, path)
+        offset = (max(c["caption_id"] for c in captions) + 1) if captions else 0
+        videos += vids
+        captions += [{**c, "caption_id": c["caption_id"] + offset} for c in caps]
+    return _settle_splits(videos, cfg), captions
+
+
+def ingest_inputs(cfg: IngestConfig, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What the ingest stage's cache key covers besides its config and code.
+
+    The annotation and split-list files by sha256, the resolved dataset_root,
+    and every candidate video file by size, mtime and link target (a missing
+    file counts as missing), so adding, fixing or replacing a video changes
+    the key. While the committed ``videos.parquet`` under ``out_dir`` has
+    :data:`READ_ERROR` rows the key also changes every run: those are retried.
+    """
+    sources = annotation_sources(cfg)
+    for _, path in sources:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"annotation file {path} does not exist (dataset_root={cfg.dataset_root})")
+    videos, _ = load_annotations(cfg)
+    root = Path(cfg.dataset_root)
+    files = [[v["key"], [_file_state(root, p) for p in (v["path"], *v["alt_paths"])]] for v in videos]
+    inputs: dict[str, Any] = {
+        "annotations": [[role, sha256_file(path) if Path(path).is_file() else file_fingerprint(path)]
+                        for role, path in sources],
+        "split_lists": {s: sha256_file(p) for s, p in sorted(cfg.split_lists.items())},
+        "dataset_root": str(root.resolve()), "video_files": stable_hash(files, 32)}
+    if out_dir is not None and _has_read_errors(Path(out_dir) / "videos.parquet"):
+        inputs["retry_read_errors"] = time.time_ns()
+    return inputs
+
+
+def _file_state(root: Path, raw: str) -> Any:
+    p = Path(raw) if Path(raw).is_absolute() else root / raw
     try:
-        return LOADERS[cfg.format](cfg)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{cfg.annotation}: not a valid {cfg.format} annotation ({exc!r})") from exc
+        st = p.stat()
+    except OSError as exc:
+        return ["missing", type(exc).__name__]
+    return [st.st_size, st.st_mtime_ns, os.path.realpath(p) if os.path.islink(p) else None]
+
+
+def _has_read_errors(table: Path) -> bool:
+    try:
+        messages = read_table(table, "videos", columns=["error_message"]).column("error_message").to_pylist()
+    except Exception:  # absent, old schema or unreadable: nothing to retry from it
+        return False
+    return any(m and m.startswith(READ_ERROR) for m in messages)
 
 
 # ------------------------------------------------------------------ checks
@@ -197,28 +402,60 @@ def probe_video(path: Path) -> dict[str, Any]:
                 "width": stream.codec_context.width or None, "height": stream.codec_context.height or None}
 
 
+PROBED = ("n_frames", "fps", "duration_s", "width", "height")
+
+
 def _empty_row(v: dict) -> dict[str, Any]:
     return {"key": v["key"], "path": v["path"], "split": v["split"], "size_bytes": None, "n_frames": None,
-            "fps": None, "duration_s": None, "width": None, "height": None, "status": "ok", "error_message": None}
+            "fps": None, "duration_s": None, "width": None, "height": None, "status": "ok", "error_message": None,
+            "mtime_ns": None, "resolved_path": None}
 
 
 def _error(row: dict[str, Any], message: str) -> dict[str, Any]:
     return {**row, "status": "error", "error_message": message}
 
 
-def video_row(v: dict, root: Path, probe: bool) -> dict[str, Any]:
-    """One ``videos`` table row: path checked against ``root``, header probed."""
+def _locate(v: dict, root: Path, follow: bool) -> str:
+    """The first of the video's candidate paths that exists (else the first); ValueError on an escape."""
+    candidates = [safe_relative_path(root, p, follow) for p in (v["path"], *v.get("alt_paths", []))]
+    return next((c for c in candidates if (root / c).is_file()), candidates[0])
+
+
+def _not_found(v: dict, root: Path, rel: str) -> str:
+    alts = v.get("alt_paths") or []
+    if not alts:
+        return f"file not found: {root / rel}"
+    return f"file not found: tried {', '.join([v['path'], *alts])} under {root}"
+
+
+def video_row(v: dict, root: Path, probe: bool, follow_symlinks: bool = True,
+              previous: dict[str, dict] | None = None) -> dict[str, Any]:
+    """One ``videos`` table row: path checked against ``root``, header probed.
+
+    ``previous``: last build's ok rows by key; a row whose file is unchanged
+    (path, size, mtime, link target) is reused without opening the file.
+    """
     row = _empty_row(v)
     if v["error"] or not v["split"]:
         return _error(row, v["error"] or "missing split")
     try:
-        row["path"] = safe_relative_path(root, v["path"])
+        row["path"] = _locate(v, root, follow_symlinks)
     except ValueError as exc:
         return _error(row, str(exc))
     file = root / row["path"]
     if not file.is_file():
-        return _error(row, f"file not found: {file}")
-    row["size_bytes"] = file.stat().st_size
+        return _error(row, _not_found(v, root, row["path"]))
+    try:
+        st = file.stat()
+        with open(file, "rb") as f:  # permission / I/O errors: retried next build, never cached for good
+            f.read(1)
+    except OSError as exc:
+        return _error(row, f"{READ_ERROR}: {type(exc).__name__}: {exc}")
+    row.update(size_bytes=st.st_size, mtime_ns=st.st_mtime_ns, resolved_path=resolved_if_linked(root, row["path"]))
+    old = (previous or {}).get(row["key"])
+    if probe and old is not None and all(old[k] == row[k] for k in ("path", "size_bytes", "mtime_ns",
+                                                                      "resolved_path", "split")):
+        return {**row, **{k: old[k] for k in PROBED}}
     try:
         return {**row, **probe_video(file)} if probe else row
     except DecodeError as exc:
@@ -233,10 +470,29 @@ def caption_rows(captions: list[dict], splits: dict[str, str | None]) -> tuple[l
 
 # ------------------------------------------------------------------ stage
 
-def _probe_all(videos: list[dict], cfg: IngestConfig) -> list[dict]:
+def _previous_ok_rows(out: Path, cfg: IngestConfig) -> dict[str, dict]:
+    """Last build's ok rows (same dataset_root, probe on), for reuse; {} when there is nothing usable."""
+    table = out / "videos.parquet"
+    try:
+        meta = table_metadata(table)
+        if meta.get("dataset_root") != str(Path(cfg.dataset_root).resolve()) or meta.get("probe") != "True":
+            return {}
+        return {r["key"]: r for r in read_table(table, "videos").to_pylist() if r["status"] == "ok"}
+    except Exception:  # absent, an older schema, unreadable: probe everything
+        return {}
+
+
+def _probe_all(videos: list[dict], cfg: IngestConfig, previous: dict[str, dict] | None = None) -> list[dict]:
     root = Path(cfg.dataset_root)
     with ThreadPoolExecutor(max_workers=cfg.probe_workers) as pool:
-        return list(pool.map(lambda v: video_row(v, root, cfg.probe), videos))
+        return list(pool.map(lambda v: video_row(v, root, cfg.probe, cfg.follow_symlinks, previous), videos))
+
+
+def _split_counts(rows: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        out[str(r["split"])] = out.get(str(r["split"]), 0) + 1
+    return out
 
 
 def _counts(rows: list[dict], n_captions: int) -> dict[str, int]:
@@ -250,12 +506,24 @@ def run_ingest(cfg: BuildConfig) -> StageResult:
     out = Path(cfg.out_root) / cfg.dataset
     videos, captions = load_annotations(cfg.ingest)
     videos, notes = dedupe_videos(videos)
-    rows = _probe_all(videos, cfg.ingest)
+    previous = _previous_ok_rows(out, cfg.ingest) if cfg.ingest.probe else {}
+    rows = _probe_all(videos, cfg.ingest, previous)
+    reused = sum(1 for r in rows if r["key"] in previous and r["status"] == "ok"
+                 and r["mtime_ns"] == previous[r["key"]]["mtime_ns"])
+    if reused:
+        notes.append(f"{reused} unchanged videos kept their previous probe")
+    n_links = sum(r["resolved_path"] is not None for r in rows)
+    if n_links:
+        notes.append(f"{n_links} videos are symlinks inside dataset_root (followed; resolved_path recorded)")
     caps, n_orphans = caption_rows(captions, {r["key"]: r["split"] for r in rows})
     if n_orphans:
         notes.append(f"{n_orphans} captions name videos absent from the annotation and were dropped")
+    sources = annotation_sources(cfg.ingest)
+    annotation = str(Path(sources[0][1]).resolve()) if sources[0][0] is None else \
+        ",".join(f"{role}={Path(p).resolve()}" for role, p in sources)
     meta = {"dataset_root": str(Path(cfg.ingest.dataset_root).resolve()), "format": cfg.ingest.format,
-            "annotation": str(Path(cfg.ingest.annotation).resolve())}
+            "annotation": annotation, "probe": str(cfg.ingest.probe),
+            "splits": json.dumps(_split_counts(rows), sort_keys=True)}
     write_table(out / "videos.parquet", "videos", rows, extra_metadata=meta)
     write_table(out / "captions.parquet", "captions", caps, extra_metadata=meta)
     return StageResult(outputs=["videos.parquet", "captions.parquet"], counts=_counts(rows, len(caps)),

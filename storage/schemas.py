@@ -12,12 +12,15 @@ NODE = pa.struct([("role", pa.string()), ("spans", pa.list_(pa.int32())), ("word
 EDGE = pa.struct([("src", pa.int32()), ("dst", pa.int32()), ("role", pa.string())])
 
 SCHEMAS: dict[str, tuple[int, pa.Schema]] = {
-    # ingest: one row per video of the dataset, header probe included
-    "videos": (1, pa.schema([
+    # ingest: one row per video of the dataset, header probe included; mtime_ns: the file's
+    # modification time when probed (with size_bytes: what a rerun compares to reuse the probe);
+    # resolved_path: where a symlink inside dataset_root led (null when the file is no link)
+    "videos": (2, pa.schema([
         ("key", pa.string()), ("path", pa.string()), ("split", pa.string()),
         ("size_bytes", pa.int64()), ("n_frames", pa.int64()), ("fps", pa.float64()),
         ("duration_s", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
         ("status", pa.string()), ("error_message", pa.string()),
+        ("mtime_ns", pa.int64()), ("resolved_path", pa.string()),
     ])),
     # ingest: one row per caption; caption_id is the global, stable row id
     "captions": (1, pa.schema([

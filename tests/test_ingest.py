@@ -110,10 +110,22 @@ def test_manifest_ingest_and_path_escapes(tmp_path, kind):
     assert (videos["bee"]["path"], videos["bee"]["status"]) == ("b.mp4", "ok")  # absolute inside the root
     assert "outside dataset_root" in videos["../outside"]["error_message"]
     assert "outside dataset_root" in videos["abs"]["error_message"]
-    assert "symlink" in videos["link"]["error_message"]
+    # a link the data owner put inside the root is followed (issue 13), its target recorded
+    assert (videos["link"]["status"], videos["link"]["path"]) == ("ok", "link.mp4")
+    assert videos["link"]["resolved_path"] == str((tmp_path / "outside.mp4").resolve())
+    assert videos["sub/a"]["resolved_path"] is None
     assert videos["nosplit"]["error_message"] == "missing split"
     assert [(c["key"], c["sen_id"], c["caption"]) for c in captions][:3] == [
         ("sub/a", 0, "a cat, sitting"), ("sub/a", 1, "x | y"), ("bee", 0, "b")]
+
+
+def test_strict_mode_refuses_links_leading_outside(tmp_path):
+    ann = _write_manifest(tmp_path, _manifest_records(tmp_path), "jsonl")
+    run_ingest(_build(tmp_path, "manifest", ann, follow_symlinks=False))
+    videos, _ = _tables(tmp_path)
+    assert videos["link"]["status"] == "error" and "symlink" in videos["link"]["error_message"]
+    assert "follow_symlinks=False" in videos["link"]["error_message"]
+    assert videos["sub/a"]["status"] == "ok"
 
 
 def test_csv_captions_must_be_a_json_list(tmp_path):
@@ -182,3 +194,154 @@ def test_malformed_annotation_is_a_clear_error(tmp_path):
     ann.write_text(json.dumps({"videos": [{"split": "train"}]}))
     with pytest.raises(ValueError, match="not a valid msrvtt annotation"):
         load_annotations(IngestConfig(dataset_root=str(tmp_path), annotation=str(ann)))
+
+
+# ------------------------------------------------------------------ several files, split roles (issue 10 item 3)
+
+def _vatex_file(path: Path, ids: list[str], captions: bool = True) -> Path:
+    path.write_text(json.dumps([{"videoID": i, **({"enCap": [f"{i} caption {k}" for k in range(2)]} if captions else {})}
+                                for i in ids]))
+    return path
+
+
+def _vatex(tmp_path: Path, n_train: int = 4, n_val: int = 10) -> tuple[Path, Path, list[str], list[str]]:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    train = [f"tr{i:02d}_{i:06d}_{i + 10:06d}" for i in range(n_train)]
+    val = [f"Va_-{i:02d}_{i:06d}_{i + 10:06d}" for i in range(n_val)]  # YouTube ids hold '_' and '-'
+    for n, vid in enumerate(train + val):
+        # half the files are named <videoID>.mp4, the other half <youtube_id>.mp4
+        name = vid if n % 2 == 0 else vid.rsplit("_", 2)[0]
+        make_text_file(videos / f"{name}.mp4")  # probe=False below: existence is what matters here
+    return (_vatex_file(tmp_path / "vatex_training_v1.0.json", train),
+            _vatex_file(tmp_path / "vatex_validation_v1.0.json", val), train, val)
+
+
+def test_vatex_training_and_validation_files_make_train_val_test(tmp_path):
+    tr, va, train, val = _vatex(tmp_path)
+    cfg = _build(tmp_path, "vatex", tr, probe=False)
+    cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(
+        update={"annotation": f"train={tr},val+test={va}"})})
+    result = run_ingest(cfg)
+    videos, captions = _tables(tmp_path)
+    splits = {k: v["split"] for k, v in videos.items()}
+    assert [k for k in train if splits[k] == "train"] == train
+    assert sorted(splits[k] for k in val) == ["test"] * 5 + ["val"] * 5  # 1,500 / 1,500 scaled to 10
+    assert all(v["status"] == "ok" for v in videos.values()), videos
+    # both namings resolve: <videoID>.mp4 and <youtube_id>.mp4
+    assert videos[train[0]]["path"] == f"{train[0]}.mp4" and videos[train[1]]["path"] == "tr01.mp4"
+    assert videos[val[1]]["path"] == "Va_-01.mp4"
+    # caption ids continue across files; every caption carries its video's split
+    assert [c["caption_id"] for c in captions] == list(range(2 * (len(train) + len(val))))
+    assert all(c["split"] == splits[c["key"]] for c in captions)
+    assert result.counts["videos"] == len(train) + len(val)
+    # the division is seeded and depends on the annotation alone
+    again = load_annotations(cfg.ingest)[0]
+    assert {v["key"]: v["split"] for v in again} == splits
+    other = load_annotations(cfg.ingest.model_copy(update={"split_seed": 1}))[0]
+    assert {v["key"]: v["split"] for v in other} != splits
+
+
+def test_split_lists_override_the_annotation(tmp_path):
+    import numpy as np
+
+    tr, va, train, val = _vatex(tmp_path)
+    np.save(tmp_path / "val_names.npy", np.array(val[:3], dtype=str))  # HGR public_split layout
+    (tmp_path / "tst_names.txt").write_text("\n".join(val[3:]) + "\n")
+    ingest = IngestConfig(format="vatex", dataset_root=str(tmp_path / "videos"),
+                          annotation={"train": str(tr), "val+test": str(va)},
+                          split_lists={"val": str(tmp_path / "val_names.npy"), "test": str(tmp_path / "tst_names.txt")})
+    splits = {v["key"]: v["split"] for v in load_annotations(ingest)[0]}
+    assert [splits[k] for k in val] == ["val"] * 3 + ["test"] * 7
+    assert all(splits[k] == "train" for k in train)
+
+
+def test_missing_vatex_file_names_both_candidates(tmp_path):
+    (tmp_path / "videos").mkdir()
+    ann = _vatex_file(tmp_path / "v.json", ["abc_000001_000011"])
+    run_ingest(_build(tmp_path, "vatex", ann, probe=False))
+    msg = _tables(tmp_path)[0]["abc_000001_000011"]["error_message"]
+    assert "abc_000001_000011.mp4" in msg and "abc.mp4" in msg
+
+
+@pytest.mark.parametrize("annotation, message", [
+    ("train=a.json,plain.json", "mixes"),
+])
+def test_bad_multi_file_annotation_is_a_clear_error(tmp_path, annotation, message):
+    with pytest.raises(ValueError, match=message):
+        load_annotations(IngestConfig(format="vatex", dataset_root=str(tmp_path), annotation=annotation))
+
+
+def test_annotation_sources_parse():
+    from pipeline.ingest import annotation_sources
+
+    def srcs(a):
+        return annotation_sources(IngestConfig(format="vatex", dataset_root=".", annotation=a))
+
+    assert srcs("/data/x=1/ann.json") == [(None, "/data/x=1/ann.json")]
+    assert srcs("train=/a/t.json, validation=/a/v.json") == [("train", "/a/t.json"), ("val", "/a/v.json")]
+    assert srcs("train=/a/t.json,val+test=/a/v.json")[1] == ("val+test", "/a/v.json")
+
+
+# ------------------------------------------------------------------ cache key, cheap reruns (issue 13)
+
+def test_ingest_key_covers_every_video_file(tmp_path):
+    import os
+
+    from pipeline.ingest import ingest_inputs
+
+    ann = _msrvtt(tmp_path)
+    cfg = _build(tmp_path, "msrvtt", ann).ingest
+    first = ingest_inputs(cfg)
+    assert ingest_inputs(cfg) == first  # nothing changed: same key
+    make_video(tmp_path / "videos/video2.mp4", 6)  # the missing video appears
+    second = ingest_inputs(cfg)
+    assert second != first
+    os.utime(tmp_path / "videos/video0.mp4", ns=(1, 1))  # a file replaced in place (other mtime)
+    assert ingest_inputs(cfg) != second
+
+
+def test_rerun_probes_only_new_changed_and_failed_files(tmp_path, monkeypatch):
+    import pipeline.ingest as ingest_mod
+
+    ann = _msrvtt(tmp_path)
+    cfg = _build(tmp_path, "msrvtt", ann)
+    run_ingest(cfg)
+    probed: list[str] = []
+    real = ingest_mod.probe_video
+    monkeypatch.setattr(ingest_mod, "probe_video", lambda p: probed.append(Path(p).name) or real(p))
+    result = run_ingest(cfg)
+    assert probed == [] and any("2 unchanged videos" in n for n in result.notes)
+    make_video(tmp_path / "videos/video2.mp4", 6)
+    make_video(tmp_path / "videos/video1.mp4", 7, size=(48, 32))  # re-downloaded: other content
+    run_ingest(cfg)
+    assert sorted(probed) == ["video1.mp4", "video2.mp4"]
+    videos, _ = _tables(tmp_path)
+    assert (videos["video1"]["n_frames"], videos["video2"]["status"]) == (7, "ok")
+
+
+def test_read_errors_are_rows_that_the_next_build_retries(tmp_path, monkeypatch):
+    import builtins
+
+    import pipeline.ingest as ingest_mod
+    from pipeline.ingest import READ_ERROR, ingest_inputs
+
+    ann = _msrvtt(tmp_path)
+    cfg = _build(tmp_path, "msrvtt", ann)
+    real_open = builtins.open
+
+    def flaky(file, *a, **kw):
+        if str(file).endswith("video0.mp4"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *a, **kw)
+
+    monkeypatch.setattr(ingest_mod, "open", flaky, raising=False)
+    run_ingest(cfg)
+    row = _tables(tmp_path)[0]["video0"]
+    assert row["status"] == "error" and row["error_message"].startswith(READ_ERROR)
+    out = tmp_path / "out/d"
+    assert ingest_inputs(cfg.ingest, out) != ingest_inputs(cfg.ingest, out)  # a new key each run: retried
+    monkeypatch.undo()
+    run_ingest(cfg)  # the transient error is gone
+    assert _tables(tmp_path)[0]["video0"]["status"] == "ok"
+    assert ingest_inputs(cfg.ingest, out) == ingest_inputs(cfg.ingest, out)  # stable again: cached
