@@ -63,7 +63,10 @@ def _cmd_import(a: argparse.Namespace) -> int:
     from models.config import HANetConfig
     from models.import_reference import import_reference_checkpoint
 
-    report = import_reference_checkpoint(Path(a.src), Path(a.dst), HANetConfig.model_validate(_json(a.config)))
+    from models.import_reference import vocab_kwargs
+
+    report = import_reference_checkpoint(Path(a.src), Path(a.dst), HANetConfig.model_validate(_json(a.config)),
+                                         **vocab_kwargs(a))
     print(json.dumps(report, indent=2, default=str))
     return 0
 
@@ -127,6 +130,9 @@ def _add_tools(sub) -> None:
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--config", default="", help="JSON of HANetConfig fields matching the checkpoint")
+    from models.import_reference import add_vocab_arguments  # --vocab --shards --verb/noun-concepts --fidelity
+
+    add_vocab_arguments(p)
     p.set_defaults(fn=_cmd_import)
 
 
