@@ -5,7 +5,7 @@ STAMP := .venv/.vtr-installed
 REQS := requirements/base.txt $(wildcard requirements/text-models.txt requirements/dev.txt requirements/ray.txt) pyproject.toml
 ENV := source scripts/env.sh &&
 
-.PHONY: setup demo test test-fast bench prefect-up prefect-down lint-docker validate clean help
+.PHONY: setup browser demo test test-fast bench prefect-up prefect-down lint-docker validate clean help
 
 help:
 	@echo "make demo        set up, start Prefect (server+worker), build + train + evaluate the sample dataset"
@@ -26,8 +26,11 @@ $(STAMP): $(REQS) scripts/install.sh
 demo: setup
 	$(ENV) bash scripts/demo.sh
 
-test: setup
+test: setup browser
 	$(ENV) $(PY) -m pytest -q
+
+browser:  # chromium + chromium-driver (apt) for tests/test_search_browser.py; no-op when present
+	bash scripts/install_browser.sh
 
 test-fast: setup
 	$(ENV) $(PY) -m pytest -q -m "not slow"
