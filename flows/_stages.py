@@ -111,13 +111,65 @@ def _ray_task_runner():
     return RayTaskRunner
 
 
+def visible_gpus() -> int:
+    """CUDA devices this process can use (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def shard_devices(device: str, n_shards: int) -> list[str | None]:
+    """Local runner: one device per concurrent shard task, round-robin over the visible GPUs.
+
+    ``device`` 'auto' / 'cuda' with GPUs visible -> cuda:0, cuda:1, ... by shard index; an
+    explicit device ('cpu', 'cuda:N') or no GPU -> None (the configured device is used).
+    """
+    n = visible_gpus()
+    if device not in ("auto", "cuda") or n == 0:
+        return [None] * n_shards
+    return [f"cuda:{i % n}" for i in range(n_shards)]
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: ``VTR_NUM_THREADS`` if set, else the CPU affinity mask capped
+    by a cgroup v2 CPU quota (containers), at least 1."""
+    import math
+    import os
+
+    env = os.environ.get("VTR_NUM_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"VTR_NUM_THREADS={env!r}: expected a positive integer")
+        return int(env)
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            n = min(n, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def configure_threads() -> int:
+    """torch intra-op threads = :func:`available_cpus` (run time, per process; replaces a fixed
+    OMP_NUM_THREADS in prefect.yaml). Returns the count."""
+    import torch
+
+    n = available_cpus()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 def make_task_runner(runner: str, n_workers: int, dask_address: str | None = None,
                      local_gpus: int = 0, ray_address: str | None = None):
     """'local' threads, Dask (a LocalCluster, or an existing scheduler's address) or Ray
     (a local Ray with ``n_workers`` CPUs and no dashboard, or an existing cluster's address).
 
-    ``local_gpus``: GPU resources a local engine advertises for GPU tasks: per Dask
-    LocalCluster worker; in all for the local Ray node (Ray's ``num_gpus``).
+    ``local_gpus``: the GPUs a local engine advertises for GPU tasks, one per device that
+    exists (:func:`visible_gpus`): a Dask LocalCluster gets at most that many workers, each
+    with ``GPU=1`` (its tasks use cuda:<worker index>); the local Ray node ``num_gpus`` of them.
     """
     if runner == "local":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -129,8 +181,8 @@ def make_task_runner(runner: str, n_workers: int, dask_address: str | None = Non
         if dask_address:
             return DaskTaskRunner(address=dask_address)
         kwargs = {"n_workers": n_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
-        if local_gpus:
-            kwargs["resources"] = {GPU_RESOURCE: local_gpus}
+        if local_gpus:  # one worker per GPU that exists, never more GPU slots than devices
+            kwargs.update(n_workers=min(n_workers, local_gpus), resources={GPU_RESOURCE: 1})
         return DaskTaskRunner(cluster_kwargs=kwargs)
     if runner == "ray":
         RayTaskRunner = _ray_task_runner()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow
+from prefect.context import FlowRunContext
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
@@ -31,7 +32,8 @@ EXTRACTORS = ("resnet152", "i3d_r50")
 TEXT_MODULES = (text_parse, roles, hgr_json, lemmas, text_concepts, vocab, _nlp)
 VIDEO_MODULES = (extract, decode, _backbones)
 EXTRACTOR_OF = {"resnet": "resnet152", "i3d": "i3d_r50"}
-STAGES = ("ingest", *EXTRACTORS, *(f"merge-{e}" for e in EXTRACTORS), "parse", "concepts", "vocab")
+STAGES = ("ingest", *EXTRACTORS, *(f"merge-{e}" for e in EXTRACTORS), "import-features", "parse", "concepts",
+          "vocab")  # import-features: format hgr-bundle (flows/_bundle.py)
 
 ingest_task = _stages.stage_task("ingest", ingest.run_ingest)
 
@@ -175,9 +177,13 @@ def _video_stage_keys(root: Path, cfg: BuildConfig):
         if not sub.enabled:
             continue
         wfp = file_fingerprint(sub.weights) if Path(sub.weights).is_file() else sub.weights
+        # resolved device TYPE and precision + library versions: bf16 and fp32 (or cpu and cuda)
+        # features never share a key; the device index (round-robin over GPUs) does not count
+        runtime = _backbones.runtime_fingerprint(sub)
+        model_key = sub.model_dump(mode="json", exclude={"device"})
         for spec in specs:
-            inputs = {"videos": spec.fingerprint(), "weights": wfp}
-            key = stage_key(name, {"decode": cfg.decode, "model": sub}, code, inputs)
+            inputs = {"videos": spec.fingerprint(), "weights": wfp, "runtime": runtime}
+            key = stage_key(name, {"decode": cfg.decode, "model": model_key}, code, inputs)
             out.append((name, spec, key, sub, code, inputs))
     return out
 
@@ -199,11 +205,24 @@ def _text_chain(root: str, cfg: BuildConfig, force: set[str], wait_for) -> list:
     return futures
 
 
-def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bool = False) -> list:
+def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bool = False,
+                 spread_gpus: bool = False) -> list:
+    """Extraction task per (extractor, shard) + one merge per extractor.
+
+    ``spread_gpus`` (local runner): shard i runs on cuda:(i mod visible GPUs) when the device is
+    'auto'/'cuda', so concurrent shard tasks use one GPU each (Dask/Ray pick per worker instead).
+    """
     futures, by_extractor = [], {}
-    for name, spec, key, sub, code, inputs in _video_stage_keys(Path(root), cfg):
+    planned = _video_stage_keys(Path(root), cfg)
+    devices = {}
+    for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)):
+        specs = [spec.id for n, spec, *_ in planned if n == name]
+        devices.update({(name, sid): d for sid, d in zip(specs, _stages.shard_devices(sub.device, len(specs))
+                                                              if spread_gpus else [None] * len(specs))})
+    for name, spec, key, sub, code, inputs in planned:
         kwargs = {"root": Path(root), "spec": spec.model_dump(), "extractor": name, "decode_cfg": cfg.decode,
-                  "model_cfg": sub, "dataset_root": Path(cfg.ingest.dataset_root)}
+                  "model_cfg": sub, "dataset_root": Path(cfg.ingest.dataset_root),
+                  "device": devices[(name, spec.id)]}
         with _stages.gpu_resource(gpu):  # extraction tasks ask the engine for a GPU
             f = _stages.submit_stage(extract_task, root=root, stage=name, key=key, shard=spec.id,
                                      force=name in force, code=code, config=sub, inputs=inputs,
@@ -249,6 +268,10 @@ def build_dag(cfg: BuildConfig, force: list[str] | None = None, gpu_resource: bo
 
 
 def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float, gpu: bool) -> dict:
+    if cfg.ingest.format == "hgr-bundle":  # released data: features imported, no decoding (pipeline/bundle.py)
+        from flows._bundle import run_bundle_dag
+
+        return run_bundle_dag(cfg, root, force, logger, t0)
     removed = clean_stale_tmp(root)
     if removed:
         logger.info("removed %d temporary files left by an interrupted run", removed)
@@ -260,7 +283,9 @@ def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float, gp
                                kwargs={"cfg": cfg})
     ing.wait()
     ing.result()  # raise now if ingest failed: nothing downstream can run
-    futures = [ing] + _video_chain(root, cfg, force, [ing], gpu) + _text_chain(root, cfg, force, [ing])
+    spread = type(FlowRunContext.get().task_runner).__name__ == "ThreadPoolTaskRunner"
+    futures = ([ing] + _video_chain(root, cfg, force, [ing], gpu, spread_gpus=spread)
+               + _text_chain(root, cfg, force, [ing]))
     progress = create_progress_artifact(progress=0.0, key=None, description=f"{cfg.dataset}: stages done")
     rows = _summary(futures, progress, t0)
     create_table_artifact(rows, key=f"build-{_slug(cfg.dataset)}",
@@ -323,7 +348,7 @@ def build_features(
     dataset_root: str = "data/sample/videos",
     annotation: str = "data/sample/annotation.json",
     out_root: str = "out",
-    format: Literal["msrvtt", "vatex", "manifest"] = "msrvtt",
+    format: Literal["msrvtt", "vatex", "manifest", "hgr-bundle"] = "msrvtt",
     extractors: list[str] = list(EXTRACTORS),
     max_frames: int = 20,
     frame_stride: int = 16,
@@ -377,9 +402,21 @@ def build_features(
                             frame_stride, batch_size, device, weights, shard_size, overrides,
                             resnet_weights=resnet_weights, i3d_weights=i3d_weights,
                             max_failed_fraction=max_failed_fraction)
+    if cfg.ingest.format == "hgr-bundle":  # no extractors; annotation/text from the bundle (pipeline/bundle.py)
+        from pipeline.bundle import resolve_config
+
+        cfg = resolve_config(cfg)
     validate_weight_files(cfg)
-    runner_obj = _stages.make_task_runner(runner, n_workers, dask_address, local_gpus=int(gpu_tasks),
+    local_gpus = 0
+    if gpu_tasks and not (dask_address or ray_address):
+        local_gpus = _stages.visible_gpus()
+        if not local_gpus:
+            raise ValueError("gpu_tasks=True with a local Dask/Ray engine, but no GPU is visible here: "
+                             "drop gpu_tasks (CPU run) or point dask_address / ray_address at a cluster with GPUs")
+    runner_obj = _stages.make_task_runner(runner, n_workers, dask_address, local_gpus=local_gpus,
                                           ray_address=ray_address)
+    get_run_logger().info("torch threads: %d (VTR_NUM_THREADS, else the CPUs available)",
+                          _stages.configure_threads())
     if generate_sample and not Path(annotation).exists():
         sample_data.generate_sample_dataset(Path(dataset_root).parent, n_videos=generate_sample)
     cfg = _resolve_weights(cfg, allow_random_weights)

@@ -98,9 +98,25 @@ def _precision(requested: bool, device: torch.device) -> tuple[bool, str]:
     return False, f"fp32 (bf16 requested; no native bf16 on {device.type})"
 
 
+def _worker_slot() -> int | None:
+    """This process's index in a Dask LocalCluster (workers named 0..n-1), else None."""
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return None
+    return name if isinstance(name, int) else None
+
+
 def resolve_device(device: str) -> torch.device:
+    """'auto' = a GPU when present, else the CPU; 'auto' / 'cuda' in Dask LocalCluster worker i
+    = cuda:(i mod visible GPUs) (one device per worker); explicit devices as given."""
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        slot = _worker_slot()
+        return torch.device(f"cuda:{slot % torch.cuda.device_count()}" if slot is not None else "cuda")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cpu")
     return torch.device(device)
 
 
@@ -134,10 +150,36 @@ def state_dict_sha256(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the features (decoder included)."""
+    import av
     import pytorchvideo
     return {"torch": torch.__version__, "torchvision": torchvision.__version__,
-            "pytorchvideo": getattr(pytorchvideo, "__version__", "?")}
+            "pytorchvideo": getattr(pytorchvideo, "__version__", "?"), "av": av.__version__}
+
+
+_versions = library_versions
+
+
+def precision_kind(requested_bf16: bool, device: torch.device) -> str:
+    """'bf16' or 'fp32': what a backbone on ``device`` will really compute in (see :func:`_precision`).
+
+    A CUDA device that this process cannot see (a flow planning for remote GPU workers) is
+    assumed to have native bf16, as every GPU since Ampere has.
+    """
+    if not requested_bf16:
+        return "fp32"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "bf16"
+    return "bf16" if bf16_is_fast(device) else "fp32"
+
+
+def runtime_fingerprint(cfg: ResNetConfig | I3DConfig) -> dict[str, Any]:
+    """What a feature stage's numbers depend on beyond its config: resolved device type,
+    resolved precision, library versions. Part of every extraction stage's cache key."""
+    device = resolve_device(cfg.device)
+    return {"device_type": device.type, "precision": precision_kind(cfg.bf16, device),
+            "versions": library_versions()}
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
@@ -375,7 +417,8 @@ def load_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     bf16, precision = _precision(cfg.bf16, device)
-    prov.update(_versions(), extractor=extractor, device=str(device), precision=precision)
+    prov.update(library_versions(), extractor=extractor, device=str(device), device_type=device.type,
+                precision=precision, precision_kind="bf16" if bf16 else "fp32")
     return Backbone(extractor, model, device, FEATURE_DIM, prov, prep, bf16, channels_last)
 
 

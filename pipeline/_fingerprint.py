@@ -1,10 +1,12 @@
 """Stable hashes for cache keys: configs, input files and stage code."""
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable
@@ -42,7 +44,82 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# The project's own packages: their modules count in code fingerprints; third-party code counts
+# through the library versions recorded in the feature stages' keys instead.
+PROJECT_PACKAGES = ("pipeline", "storage", "models", "flows")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_SUFFIXES = (".txt", ".json", ".yaml", ".tsv")
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    parts = name.split(".")
+    if parts[0] not in PROJECT_PACKAGES:
+        return None
+    base = root.joinpath(*parts)
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(name: str, path: Path) -> set[str]:
+    """Every module name an ``import`` anywhere in ``path`` may load (functions' bodies included)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names)  # `from pkg import submodule`
+    with_parents = set()
+    for mod in out:
+        parts = mod.split(".")
+        with_parents.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # packages' __init__ run too
+    return with_parents
+
+
+def module_closure(names: Iterable[str], root: str | os.PathLike | None = None) -> dict[str, Path]:
+    """The project modules ``names`` import, transitively (by scanning their source), with their files."""
+    root = Path(root or REPO_ROOT)
+    seen: dict[str, Path] = {}
+    todo = list(names)
+    for name in list(todo):
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name, root)
+        if path is None:
+            continue
+        seen[name] = path
+        todo.extend(_imported_names(name, path) - seen.keys())
+    for name, path in list(seen.items()):  # data files a package reads (e.g. pipeline/text/stopwords_en.txt)
+        if path.name == "__init__.py":
+            for data in sorted(path.parent.iterdir()):
+                if data.suffix in DATA_SUFFIXES and data.is_file():
+                    seen[f"{name}/{data.name}"] = data
+    return dict(sorted(seen.items()))
+
+
+def code_fingerprint(names: Iterable[str], root: str | os.PathLike | None = None) -> str:
+    """Hash of the source of ``names`` and of every project module they import, transitively."""
+    root = Path(root or REPO_ROOT)
+    files = module_closure(names, root)
+    return stable_hash([(name, path.read_text()) for name, path in files.items()], n=12)
+
+
 def code_version(*modules: ModuleType) -> str:
-    """Hash of the source of the modules a stage runs: editing them invalidates caches."""
-    sources = [inspect.getsource(m) for m in modules]
-    return stable_hash(sources, n=12)
+    """Code fingerprint of the modules a stage runs, computed over their import closure:
+    editing any project module they (transitively) import invalidates their caches."""
+    names = [m.__name__ for m in modules]
+    outside = [n for n in names if _module_file(n, REPO_ROOT) is None]
+    extra = [inspect.getsource(sys.modules[n]) for n in outside]  # e.g. a test module: hash its source
+    return stable_hash([code_fingerprint(names), extra], n=12) if extra else code_fingerprint(names)

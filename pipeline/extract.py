@@ -320,15 +320,19 @@ def _check_request(models: dict[str, ModelConfig], spec: ShardSpec, dataset_root
 
 
 def extract_shards_multi(root: str | Path, spec: ShardSpec, models: dict[str, ModelConfig],
-                         decode_cfg: DecodeConfig, dataset_root: str | Path | None = None) -> dict[str, StageResult]:
+                         decode_cfg: DecodeConfig, dataset_root: str | Path | None = None,
+                         device: str | None = None) -> dict[str, StageResult]:
     """Run several extractors on one shard with ONE decode pass per video.
 
     ``models`` maps 'resnet152' -> ResNetConfig and/or 'i3d_r50' -> I3DConfig.
+    ``device``: run on this device instead of the configs' (the flow spreads shards over GPUs;
+    the recorded config keeps the configured device, the provenance the one used).
     Returns one StageResult per extractor (outputs relative to ``root``).
     """
     root, t0 = Path(root), time.perf_counter()
     _check_request(models, spec, dataset_root)
-    backbones = {name: get_backbone(name, cfg) for name, cfg in models.items()}
+    backbones = {name: get_backbone(name, cfg.model_copy(update={"device": device}) if device else cfg)
+                 for name, cfg in models.items()}
     t_load = time.perf_counter() - t0
     batchers = {name: _Batcher(backbones[name], cfg.batch_size) for name, cfg in models.items()}
     job = partial(_decode_job, decode_cfg=decode_cfg, frames="resnet152" in models, i3d_cfg=models.get("i3d_r50"))
@@ -344,14 +348,15 @@ def extract_shards_multi(root: str | Path, spec: ShardSpec, models: dict[str, Mo
 
 
 def extract_shard(root: str | Path, spec: ShardSpec, extractor: str, decode_cfg: DecodeConfig,
-                  model_cfg: ModelConfig, dataset_root: str | Path | None = None) -> StageResult:
+                  model_cfg: ModelConfig, dataset_root: str | Path | None = None,
+                  device: str | None = None) -> StageResult:
     """Extract ``extractor`` ('resnet152' | 'i3d_r50') features of one shard.
 
     Writes ``features/<extractor>/shards/<shard>.h5`` and ``.status.parquet``;
     counts: ok, error, frames (feature rows), decoded_frames, padded.
     ``dataset_root``, when given, must contain every path of the shard.
     """
-    return extract_shards_multi(root, spec, {extractor: model_cfg}, decode_cfg, dataset_root)[extractor]
+    return extract_shards_multi(root, spec, {extractor: model_cfg}, decode_cfg, dataset_root, device)[extractor]
 
 
 # ------------------------------------------------------------------ finalize
@@ -359,8 +364,38 @@ def extract_shard(root: str | Path, spec: ShardSpec, extractor: str, decode_cfg:
 _MUST_AGREE = ("extractor", "weights", "weights_sha256", "config", "sampling", "feature_dim")
 
 
+PROVENANCE_MUST_AGREE = ("device_type", "precision_kind", "torch", "torchvision", "pytorchvideo", "av")
+
+
+def _runtime(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The provenance fields every shard of one merged file must share (device index may differ)."""
+    prov = attrs.get("provenance")
+    prov = json.loads(prov) if isinstance(prov, (str, bytes)) else (prov or {})
+    out = {k: prov.get(k) for k in PROVENANCE_MUST_AGREE}
+    if out["device_type"] is None and prov.get("device"):  # shards written before device_type was recorded
+        out["device_type"] = str(prov["device"]).split(":")[0]
+    if out["precision_kind"] is None and prov.get("precision"):
+        out["precision_kind"] = "bf16" if str(prov["precision"]).startswith("bf16") else "fp32"
+    return out
+
+
+def _check_provenance(parts: list[Path], attrs: list[dict[str, Any]]) -> None:
+    runtimes = [_runtime(a) for a in attrs]
+    mixed = {k for k in PROVENANCE_MUST_AGREE if len({str(r[k]) for r in runtimes}) > 1}
+    if mixed:
+        groups: dict[str, list[str]] = {}
+        for part, r in zip(parts, runtimes):
+            groups.setdefault(", ".join(f"{k}={r[k]}" for k in sorted(mixed)), []).append(part.stem)
+        detail = "; ".join(f"{desc}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+                           for desc, names in groups.items())
+        raise ValueError(f"refusing to merge shards of mixed provenance ({', '.join(sorted(mixed))} differ): "
+                         f"{detail}. Re-extract them on one device type / precision / library stack "
+                         "(force the extractor stage)")
+
+
 def _common_attrs(parts: list[Path]) -> dict[str, Any]:
     first = read_attrs(parts[0])
+    _check_provenance(parts, [first] + [read_attrs(p) for p in parts[1:]])
     for part in parts[1:]:
         attrs = read_attrs(part)
         differ = [k for k in _MUST_AGREE if str(attrs.get(k)) != str(first.get(k))]
