@@ -345,3 +345,45 @@ def test_read_errors_are_rows_that_the_next_build_retries(tmp_path, monkeypatch)
     run_ingest(cfg)  # the transient error is gone
     assert _tables(tmp_path)[0]["video0"]["status"] == "ok"
     assert ingest_inputs(cfg.ingest, out) == ingest_inputs(cfg.ingest, out)  # stable again: cached
+
+
+# ------------------------------------------------------------------ through the build flow (issue 13)
+
+def test_symlinked_dataset_builds_and_a_fixed_video_reextracts_only_its_shard(prefect_server, tiny_sample,
+                                                                              tmp_path):
+    """Videos placed as links into another disk build (resolved paths recorded); replacing a broken
+    target re-ingests and re-extracts exactly the shard holding it; nothing else reruns."""
+    import shutil
+
+    from tests._flowutil import build, executed
+
+    sample_root, ann = tiny_sample
+    disk, root = tmp_path / "other_disk", tmp_path / "dataset" / "videos"
+    disk.mkdir()
+    root.mkdir(parents=True)
+    for src in sorted((Path(ann).parent / "videos").glob("*.mp4")):
+        if src.stem == "video3":
+            make_text_file(disk / src.name)  # a broken download
+        else:
+            shutil.copy(src, disk / src.name)
+        (root / src.name).symlink_to(disk / src.name)
+    (tmp_path / "dataset" / "annotation.json").write_text(Path(ann).read_text())
+    sample = (tmp_path / "dataset", tmp_path / "dataset" / "annotation.json")
+    out = tmp_path / "out"
+
+    first = build(sample, out, extractors=["resnet152"])
+    data = Path(first["root"])
+    videos = {r["key"]: r for r in read_table(data / "videos.parquet", "videos").to_pylist()}
+    assert len(videos) == 6 and videos["video3"]["status"] == "error"
+    for key, row in videos.items():
+        assert row["resolved_path"] == str((disk / f"{key}.mp4").resolve()), row
+        assert (row["status"] == "ok") == (key != "video3"), row
+
+    shutil.copy(Path(ann).parent / "videos" / "video3.mp4", disk / "video3.mp4")  # fixed at the target
+    second = build(sample, out, extractors=["resnet152"])
+    assert executed(second) == {("ingest", ""), ("resnet152", "shard-00001"), ("merge-resnet152", "")}, \
+        second["stages"]
+    status = {r["key"]: r for r in read_table(data / "features/resnet152/status.parquet",
+                                                "feature_status").to_pylist()}
+    assert all(r["status"] == "ok" for r in status.values()), status
+    assert executed(build(sample, out, extractors=["resnet152"])) == set()  # and then all cached
