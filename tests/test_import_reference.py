@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,3 +194,141 @@ def test_unknown_entries_are_reported():
     model = HANet(HANetConfig(**{**TINY, "vocab_size": 40}))
     _, rep = map_reference_state_dict(src, model)
     assert rep.unexpected == ["video_encoder.mystery.weight"] and not rep.ok
+
+
+# ----------------------------------------------------------------------------- golden checkpoint, shards, CLI
+GOLDEN = Path(__file__).parent / "fixtures" / "hanet_golden"
+REF_VERBS = [f"v{i:02d}" for i in range(32)]  # the golden model's concept vocabularies, reference order
+REF_NOUNS = [f"n{i:02d}" for i in range(64)]
+METRIC_NAMES = {"ir1": "t2v_r1", "ir5": "t2v_r5", "ir10": "t2v_r10", "imedr": "t2v_medr", "imeanr": "t2v_meanr",
+                "cr1": "v2t_r1", "cr5": "v2t_r5", "cr10": "v2t_r10", "cmedr": "v2t_medr", "cmeanr": "v2t_meanr",
+                "rsum": "rsum"}
+
+
+def write_golden_shards(root: Path, seed: int = 0, drop_words: int = 0) -> dict:
+    """A shard tree (storage writers) whose content equals the golden fixture's inputs: the 16
+    videos' frames, the 60 captions and their role graphs. The build's word and concept
+    vocabularies are shuffled relative to the reference's (plus words the reference lacks),
+    so the import must remap rows. Returns the paths of the reference's concept lists."""
+    from storage.features import write_features
+    from storage.tables import write_table
+
+    rng = np.random.default_rng(seed)
+    inp = np.load(GOLDEN / "inputs.npz")
+    caps = json.loads((GOLDEN / "inputs.json").read_text())["captions"]
+    keys = [f"vid{i:02d}" for i in range(len(inp["lengths"]))]
+    write_table(root / "captions.parquet", "captions", [
+        {"caption_id": j, "key": keys[c["video"]], "sen_id": j, "split": "test", "caption": c["text"]}
+        for j, c in enumerate(caps)])
+    write_features(root / "features" / "resnet152" / "test.h5",
+                   {k: inp["feats"][i, :n] for i, (k, n) in enumerate(zip(keys, inp["lengths"]))},
+                   {"extractor": "golden"})
+    rows = []
+    for j, c in enumerate(caps):
+        names = list(c["nodes"])
+        rows.append({"caption_id": j, "key": keys[c["video"]], "split": "test", "status": "ok", "error_message": None,
+                     "backend": "hgr-json", "tokens": c["text"].split(), "fallback": False,
+                     "nodes": [{"role": c["nodes"][n]["role"], "spans": c["nodes"][n]["spans"], "words": ""}
+                               for n in names],
+                     "edges": [{"src": names.index(s), "dst": names.index(d), "role": r} for s, d, r in c["edges"]]})
+    write_table(root / "text" / "role_graphs.parquet", "role_graphs", rows)
+    ref_words = [str(w) for w in np.load(GOLDEN / "int2word.npy")]
+    oov = sorted({w for c in caps for w in c["text"].split()} - set(ref_words))
+    words = list(rng.permutation(ref_words[3 + drop_words:] + oov + ["extra-word"]))
+    words = ["<bos>", "<eos>", "<unk>"] + [str(w) for w in words]
+    write_table(root / "text" / "words.parquet", "words", [
+        {"word_id": i, "word": w, "train_count": 1, "in_embeddings": False} for i, w in enumerate(words)])
+    concepts = [{"kind": kind, "concept_id": i, "lemma": str(w), "train_count": 1}
+                for kind, lst in (("verb", REF_VERBS), ("noun", REF_NOUNS)) for i, w in enumerate(rng.permutation(lst))]
+    write_table(root / "text" / "concepts.parquet", "concepts", concepts)
+    (root.parent / "verbs.json").write_text(json.dumps(REF_VERBS))
+    (root.parent / "nouns.json").write_text(json.dumps(REF_NOUNS))
+    return {"verbs": root.parent / "verbs.json", "nouns": root.parent / "nouns.json", "words": words}
+
+
+def test_import_writes_a_checkpoint_storage_accepts(tmp_path):
+    """`vtr import-checkpoint` used to write no format_version (evaluate: 'checkpoint format None')."""
+    from storage.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
+
+    torch.save(tiny_reference(), tmp_path / "r.th")
+    import_reference_checkpoint(tmp_path / "r.th", tmp_path / "out.pt", HANetConfig(**TINY))
+    ck = load_checkpoint(tmp_path / "out.pt")
+    assert ck["format_version"] == CHECKPOINT_FORMAT
+    cfg = TrainConfig.model_validate_json(ck["config_json"]).hanet
+    assert cfg.fidelity == "reference" and json.loads(ck["fidelity_json"])["verb_clips"] == "reference"
+    assert ck["vocab"]["words"] is None  # not remapped for any build
+    rep = import_reference_checkpoint(tmp_path / "r.th", None, HANetConfig(**TINY), fidelity="improved")
+    assert rep["fidelity"]["padding"] == "masked"
+
+
+def test_vocabulary_remap_and_concept_permutation(tmp_path):
+    root = tmp_path / "golden"
+    paths = write_golden_shards(root)
+    rep = import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "o.pt", None,
+                                      vocab=GOLDEN / "int2word.npy", shards=root,
+                                      verb_concepts=paths["verbs"], noun_concepts=paths["nouns"])
+    src = torch.load(GOLDEN / "ref_checkpoint.th", weights_only=True)
+    ck = torch.load(tmp_path / "o.pt", weights_only=True)
+    ref_words = [str(w) for w in np.load(GOLDEN / "int2word.npy")]
+    emb, ref_emb = ck["model"]["text.rnn.embedding.weight"], src["text_encoder"]["embedding.we.weight"]
+    assert emb.shape[0] == len(paths["words"])
+    for i, w in enumerate(paths["words"]):
+        j = i if i < 3 else (ref_words.index(w) if w in ref_words else 2)  # missing -> reference UNK row
+        assert torch.equal(emb[i], ref_emb[j]), w
+    n_missing = sum(w not in ref_words for w in paths["words"][3:])
+    assert rep["remap"]["words"]["found_in_reference"] == len(paths["words"]) - 3 - n_missing
+    assert rep["remap"]["words"]["coverage"] == pytest.approx(1 - n_missing / (len(paths["words"]) - 3))
+    from models.import_reference import shard_vocabularies
+
+    build_verbs = shard_vocabularies(root)["verb"]
+    w, ref_w = ck["model"]["video.verb_head.conv.weight"], src["video_encoder"]["classifier_verb.0.weight"]
+    rv, ref_rv = ck["model"]["text.verb_head.bn.running_var"], src["text_encoder"]["bn_verb.running_var"]
+    for i, lemma in enumerate(build_verbs):
+        assert torch.equal(w[i], ref_w[REF_VERBS.index(lemma)])
+        assert torch.equal(rv[i], ref_rv[REF_VERBS.index(lemma)])
+    with pytest.raises(ValueError, match="not in the reference"):
+        import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", None, None, vocab=GOLDEN / "int2word.npy",
+                                    shards=root, verb_concepts=paths["verbs"], noun_concepts=paths["verbs"])
+
+
+def test_evaluation_refuses_unmapped_or_foreign_vocabularies(tmp_path):
+    from models.config import EvalConfig
+    from pipeline.evaluate import VocabularyMismatch, run_evaluate
+
+    root = tmp_path / "golden"
+    paths = write_golden_shards(root)
+    cfg = EvalConfig(device="cpu", n_heatmaps=0)
+    # imported without any remap: refused, naming the fix
+    import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "plain.pt", None)
+    with pytest.raises(VocabularyMismatch, match="not remapped.*--vocab"):
+        run_evaluate(tmp_path / "plain.pt", root, cfg, tmp_path / "ev")
+    # remapped for these shards: accepted, and the reference's metrics come out
+    import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "m.pt", None, vocab=GOLDEN / "int2word.npy",
+                                shards=root, verb_concepts=paths["verbs"], noun_concepts=paths["nouns"])
+    report = run_evaluate(tmp_path / "m.pt", root, cfg, tmp_path / "ev")
+    golden = json.loads((GOLDEN / "golden.json").read_text())["metrics"]
+    for ref_name, ours in METRIC_NAMES.items():
+        assert report["metrics"][ours] == pytest.approx(golden[ref_name], abs=1e-9), ref_name
+    assert report["fidelity"]["fidelity"] == "reference" and report["vocab_check"]["checked"]
+    # the same checkpoint on shards with another word list: refused
+    other = tmp_path / "other" / "golden"
+    write_golden_shards(other, seed=1)
+    with pytest.raises(VocabularyMismatch, match="word vocabulary"):
+        run_evaluate(tmp_path / "m.pt", other, cfg, tmp_path / "ev2")
+
+
+def test_cli_import_then_evaluate_reproduces_reference_metrics(prefect_server, tmp_path, capsys):
+    """`vtr import-checkpoint` + `vtr evaluate` end to end on shards equal to the golden inputs."""
+    from flows.cli import main as vtr
+
+    out_root = tmp_path / "out"
+    paths = write_golden_shards(out_root / "golden")
+    dst = tmp_path / "imported.pt"
+    assert vtr(["import-checkpoint", str(GOLDEN / "ref_checkpoint.th"), str(dst), "--vocab",
+                str(GOLDEN / "int2word.npy"), "--shards", str(out_root / "golden"),
+                "--verb-concepts", str(paths["verbs"]), "--noun-concepts", str(paths["nouns"])]) == 0
+    assert vtr(["evaluate", str(dst), "--dataset", "golden", "--out-root", str(out_root), "--split", "test"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    golden = json.loads((GOLDEN / "golden.json").read_text())["metrics"]
+    for ref_name, ours in METRIC_NAMES.items():
+        assert report["metrics"][ours] == pytest.approx(golden[ref_name], abs=1e-9), ref_name
