@@ -1,50 +1,126 @@
 """`vtr` command line: the same flows and stages without writing Python.
 
   vtr build --dataset sample ...       run the build-features flow in this process
-  vtr train / vtr evaluate             run the training / evaluation flows
+  vtr train / vtr evaluate / vtr retrain   the training / evaluation flows (--model hanet|hgr|hcmi)
+  vtr compare --models hanet hgr hcmi  train each on the same shards/seeds, one comparison table
   vtr sample-data --out data/sample    write the bundled sample dataset
   vtr validate out/sample              check a shard tree; exit 1 on any problem
   vtr import-checkpoint SRC DST        Roc-Ng/HANet state dict -> our checkpoint
+  vtr index / search / serve           search index over a dataset (flows/cli_search.py)
+
+The flow subcommands are GENERATED from the flow functions' signatures and type hints
+(``FLOW_COMMANDS``), so an option exists for every flow parameter and cannot drift:
+``--name-with-dashes``, booleans as ``--x / --no-x``, lists as several values, dicts as JSON,
+parameters without a default as positional arguments. Other subcommands register through
+``PLUGINS``: modules with a ``register(subparsers)`` function.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import json
+import re
 import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any, Callable, Literal
+
+# subcommand -> (module, flow function, one-line help); the flow's module is imported only when
+# its subcommand runs (or asks for --help), so `vtr search` does not pay for torch + Prefect flows
+FLOW_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "build": ("flows.build", "build_features", "build a dataset's shards (flow build-features)"),
+    "train": ("flows.train", "train", "train a model from shards, then evaluate it (flow train)"),
+    "evaluate": ("flows.train", "evaluate", "evaluate a checkpoint on a split (flow evaluate)"),
+    "retrain": ("flows.train", "retrain", "retrain when the shards changed (flow retrain)"),
+    "compare": ("flows.compare", "compare", "train + evaluate several models on the same shards (flow compare)"),
+}
+ALIASES: dict[tuple[str, str], list[str]] = {("build", "gpu_tasks"): ["--dask-gpu"]}  # kept for old scripts
+PLUGINS = ("flows.cli_search",)  # non-flow subcommands living elsewhere: module.register(subparsers)
 
 
-def _json(text: str) -> dict:
-    return json.loads(text) if text else {}
+def run_flow(flow: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Call a flow in this process (one place, so tests can observe the exact call)."""
+    return flow(**kwargs)
 
 
-def _cmd_build(a: argparse.Namespace) -> int:
-    from flows.build import build_features
+# ------------------------------------------------------------------ generated flow options
 
-    build_features(dataset=a.dataset, dataset_root=a.dataset_root, annotation=a.annotation,
-                   out_root=a.out_root, format=a.format, extractors=a.extractors, max_frames=a.max_frames,
-                   frame_stride=a.frame_stride, batch_size=a.batch_size, device=a.device, weights=a.weights,
-                   allow_random_weights=a.allow_random_weights, shard_size=a.shard_size, force=a.force,
-                   runner=a.runner, n_workers=a.n_workers, dask_address=a.dask_address or None,
-                   ray_address=a.ray_address or None, gpu_tasks=a.gpu_tasks, overrides=_json(a.overrides))
-    return 0
-
-
-def _cmd_train(a: argparse.Namespace) -> int:
-    from flows.train import train
-
-    train(dataset=a.dataset, out_root=a.out_root, runs_root=a.runs_root, run_name=a.run_name,
-          epochs=a.epochs, batch_size=a.batch_size, max_steps_per_epoch=a.max_steps_per_epoch,
-          overrides=_json(a.overrides))
-    return 0
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"i3d\": {\"clip_len\": 16}}'")
+    return value
 
 
-def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from flows.train import evaluate
+def _param_help(doc: str, name: str) -> str:
+    """The docstring's sentence(s) about ``name`` (``name``: ...), if any."""
+    m = re.search(rf"``{name}``[^:\n]*:\s*(.+?)(?=\s``\w+``[^:\n]*:|\n\s*\n|$)", doc, re.S)
+    return " ".join(m.group(1).split()) if m else ""
 
-    evaluate(checkpoint=a.checkpoint, dataset=a.dataset, out_root=a.out_root, split=a.split)
-    return 0
 
+def _strip_optional(hint):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _add_param(p: argparse.ArgumentParser, command: str, name: str, param: inspect.Parameter, hint,
+               doc: str) -> None:
+    hint = _strip_optional(hint)
+    origin = typing.get_origin(hint)
+    default = param.default
+    required = default is inspect.Parameter.empty
+    flags = [f"--{name.replace('_', '-')}", *ALIASES.get((command, name), [])]
+    help_text = _param_help(doc, name)
+    kw: dict[str, Any] = {"help": help_text + ("" if required else f" (default: {default!r})")}
+    if hint is bool:
+        kw.update(action=argparse.BooleanOptionalAction)
+    elif origin is Literal:
+        kw.update(choices=list(typing.get_args(hint)), type=type(typing.get_args(hint)[0]))
+    elif origin is list or hint is list:
+        inner = (typing.get_args(hint) or (str,))[0]
+        kw.update(nargs="*", type=inner)
+    elif origin is dict or hint is dict:
+        kw.update(type=_json_object, metavar="JSON")
+    elif hint in (int, float, str):
+        kw.update(type=hint)
+    else:
+        raise TypeError(f"{command}: parameter {name} has a type the CLI cannot map: {hint!r}")
+    if required:
+        p.add_argument(name, **{k: v for k, v in kw.items() if k != "action"})
+    else:
+        p.add_argument(*flags, dest=name, default=default, **kw)
+
+
+def flow_parser(sub, command: str) -> argparse.ArgumentParser:
+    """The subparser of ``command``, one option per parameter of its flow."""
+    module, attr, help_line = FLOW_COMMANDS[command]
+    flow = getattr(importlib.import_module(module), attr)
+    fn = inspect.unwrap(getattr(flow, "fn", flow))
+    hints = typing.get_type_hints(fn)
+    doc = inspect.getdoc(fn) or ""
+    p = sub.add_parser(command, help=help_line, description=doc,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, param in inspect.signature(fn).parameters.items():
+        _add_param(p, command, name, param, hints.get(name, str), doc)
+
+    def _run(a: argparse.Namespace) -> int:
+        kwargs = {name: getattr(a, name) for name in inspect.signature(fn).parameters}
+        run_flow(getattr(importlib.import_module(module), attr), kwargs)
+        return 0
+
+    p.set_defaults(fn=_run)
+    return p
+
+
+# ------------------------------------------------------------------ tools (not flows)
 
 def _cmd_sample(a: argparse.Namespace) -> int:
     from pipeline.sample_data import generate_sample_dataset
@@ -61,63 +137,17 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 def _cmd_import(a: argparse.Namespace) -> int:
     from models.config import HANetConfig
-    from models.import_reference import import_reference_checkpoint
+    from models.import_reference import import_reference_checkpoint, vocab_kwargs
 
-    from models.import_reference import vocab_kwargs
-
-    report = import_reference_checkpoint(Path(a.src), Path(a.dst), HANetConfig.model_validate(_json(a.config)),
-                                         **vocab_kwargs(a))
+    if a.config and not Path(a.config).is_file():
+        raise SystemExit(f"vtr import-checkpoint: --config {a.config}: no such file (a HANetConfig JSON file)")
+    cfg = HANetConfig.model_validate_json(Path(a.config).read_text()) if a.config else HANetConfig()
+    report = import_reference_checkpoint(Path(a.src), Path(a.dst), cfg, strict=not a.no_strict, **vocab_kwargs(a))
     print(json.dumps(report, indent=2, default=str))
-    return 0
+    return 0 if report.get("ok", True) else 1
 
 
-def _add_build(sub) -> None:
-    p = sub.add_parser("build", help="build a dataset's shards (flow build-features)")
-    p.add_argument("--dataset", default="sample")
-    p.add_argument("--dataset-root", default="data/sample/videos")
-    p.add_argument("--annotation", default="data/sample/annotation.json")
-    p.add_argument("--out-root", default="out")
-    p.add_argument("--format", default="msrvtt", choices=["msrvtt", "vatex", "manifest"])
-    p.add_argument("--extractors", nargs="+", default=["resnet152", "i3d_r50"])
-    p.add_argument("--max-frames", type=int, default=20)
-    p.add_argument("--frame-stride", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--weights", default="pretrained", help="pretrained | random | a local weights file")
-    p.add_argument("--allow-random-weights", action="store_true")
-    p.add_argument("--shard-size", type=int, default=64)
-    p.add_argument("--force", nargs="*", default=[], help="stage names to recompute")
-    p.add_argument("--runner", default="local", choices=["local", "dask", "ray"],
-                   help="ray is optional: .venv/bin/pip install -r requirements/ray.txt")
-    p.add_argument("--n-workers", type=int, default=2)
-    p.add_argument("--dask-address", default="", help="existing dask.distributed scheduler (else a LocalCluster)")
-    p.add_argument("--ray-address", default="", help="existing Ray cluster, e.g. ray://head:10001 (else a local Ray)")
-    p.add_argument("--gpu-tasks", "--dask-gpu", dest="gpu_tasks", action="store_true",
-                   help="extraction tasks request a GPU from the engine (dask or ray)")
-    p.add_argument("--overrides", default="", help="JSON of nested BuildConfig fields")
-    p.set_defaults(fn=_cmd_build)
-
-
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train HANet from shards, then evaluate (flow train)")
-    p.add_argument("--dataset", default="sample")
-    p.add_argument("--out-root", default="out")
-    p.add_argument("--runs-root", default="runs")
-    p.add_argument("--run-name", default="")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-steps-per-epoch", type=int, default=0)
-    p.add_argument("--overrides", default="", help="JSON of nested TrainConfig fields")
-    p.set_defaults(fn=_cmd_train)
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint (flow evaluate)")
-    p.add_argument("checkpoint")
-    p.add_argument("--dataset", default="sample")
-    p.add_argument("--out-root", default="out")
-    p.add_argument("--split", default="test")
-    p.set_defaults(fn=_cmd_evaluate)
-
-
-def _add_tools(sub) -> None:
+def register_tools(sub) -> None:
     p = sub.add_parser("sample-data", help="write the deterministic sample dataset")
     p.add_argument("--out", default="data/sample")
     p.add_argument("--n-videos", type=int, default=120)
@@ -126,25 +156,45 @@ def _add_tools(sub) -> None:
     p = sub.add_parser("validate", help="check a shard tree; exit 1 on inconsistency")
     p.add_argument("root")
     p.set_defaults(fn=_cmd_validate)
-    p = sub.add_parser("import-checkpoint", help="import a Roc-Ng/HANet checkpoint")
-    p.add_argument("src")
-    p.add_argument("dst")
-    p.add_argument("--config", default="", help="JSON of HANetConfig fields matching the checkpoint")
+    p = sub.add_parser("import-checkpoint", help="import a Roc-Ng/HANet checkpoint "
+                       "(the options of python -m models.import_reference)")
+    p.add_argument("src", help="Roc-Ng/HANet checkpoint (epoch.N.th)")
+    p.add_argument("dst", help="where to write our checkpoint")
+    p.add_argument("--config", default="", help="HANetConfig JSON FILE (default: HANetConfig(), vocab from the source)")
+    p.add_argument("--no-strict", action="store_true", help="save even if tensors are left unfilled")
     from models.import_reference import add_vocab_arguments  # --vocab --shards --verb/noun-concepts --fidelity
 
     add_vocab_arguments(p)
     p.set_defaults(fn=_cmd_import)
 
 
-def main(argv: list[str] | None = None) -> int:
+# ------------------------------------------------------------------ main
+
+def _first_command(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None, all_flows: bool = False) -> argparse.ArgumentParser:
+    """The `vtr` parser. Only the flow subcommand named in ``argv`` (or all, with ``all_flows``)
+    gets its generated options; the others are listed with their one-line help."""
     parser = argparse.ArgumentParser(prog="vtr", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(required=True)
-    _add_build(sub)
-    _add_train(sub)
-    _add_tools(sub)
-    __import__("flows.cli_search", fromlist=["register"]).register(sub)  # vtr index / search / serve
-    args = parser.parse_args(argv)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    wanted = _first_command(argv or [])
+    for command, (_, _, help_line) in FLOW_COMMANDS.items():
+        if all_flows or command == wanted:
+            flow_parser(sub, command)
+        else:
+            sub.add_parser(command, help=help_line, add_help=False)
+    register_tools(sub)
+    for plugin in PLUGINS:
+        importlib.import_module(plugin).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     return args.fn(args)
 
 

@@ -16,6 +16,7 @@ from models.config import EvalConfig, TrainConfig
 from pipeline import evaluate as evaluate_mod
 from pipeline import train as train_mod
 from pipeline._fingerprint import stable_hash
+from pipeline.provenance import data_fingerprint
 from storage._atomic import atomic_write_text
 
 METRIC_ORDER = ("R@1", "R@5", "R@10", "MedR", "MeanR")
@@ -30,6 +31,26 @@ def shards_fingerprint(shards_root: Path) -> str:
     if not keys:
         raise FileNotFoundError(f"{shards_root}: no committed stages; run a build-features deployment first")
     return stable_hash(keys)
+
+
+def run_dir_for(runs_root: Path, dataset: str, cfg: TrainConfig, shards_root: Path, run_name: str = "") -> Path:
+    """``runs_root/<model>/<run_name>``, or by default ``<dataset>-<config hash>-<shards hash>``.
+
+    Keyed by config AND the shards training reads (``data_fingerprint``): after the dataset was
+    rebuilt, ``train`` starts a new run (logged, naming the earlier one) instead of failing to
+    resume a run made on other shards; same config + same shards resumes.
+    """
+    base = runs_root / cfg.model
+    if run_name:
+        return base / run_name
+    prefix = f"{dataset}-{stable_hash(cfg, 8)}"
+    run_dir = base / f"{prefix}-{data_fingerprint(shards_root, cfg.features)[:8]}"
+    earlier = sorted((p for p in base.glob(f"{prefix}-*") if p != run_dir and (p / "last.pt").exists()),
+                     key=lambda p: p.stat().st_mtime)
+    if earlier and not run_dir.exists():
+        get_run_logger().info("shards of %s changed since run %s (same config): starting a new run %s",
+                              dataset, earlier[-1].name, run_dir.name)
+    return run_dir
 
 
 def metrics_rows(report: dict) -> list[dict]:
@@ -58,9 +79,10 @@ def train_task(shards_root: str, run_dir: str, cfg: TrainConfig, resume: bool) -
 
 
 @task(name="evaluate-checkpoint")
-def evaluate_task(checkpoint: str, shards_root: str, cfg: EvalConfig, out_dir: str | None) -> dict:
+def evaluate_task(checkpoint: str, shards_root: str, cfg: EvalConfig, out_dir: str | None,
+                  expect_model: str | None = None) -> dict:
     return evaluate_mod.run_evaluate(Path(checkpoint), Path(shards_root), cfg,
-                                     Path(out_dir) if out_dir else None)
+                                     Path(out_dir) if out_dir else None, expect_model=expect_model)
 
 
 def publish_report(report: dict, title: str) -> None:
@@ -75,10 +97,12 @@ def publish_report(report: dict, title: str) -> None:
 
 @flow(name="evaluate", log_prints=True)
 def evaluate(checkpoint: str, dataset: str = "sample", out_root: str = "out", split: str = "test",
-             overrides: dict = {}) -> dict:
-    """Score a checkpoint on a split: R@1/5/10, MedR, MeanR both directions, rsum."""
+             overrides: dict = {}, model: str = "") -> dict:
+    """Score a checkpoint on a split: R@1/5/10, MedR, MeanR both directions, rsum.
+
+    The checkpoint records which registered model it holds; ``model`` (optional) must match it."""
     cfg = EvalConfig.model_validate({"split": split, **overrides})
-    report = evaluate_task(checkpoint, str(Path(out_root) / dataset), cfg, None)
+    report = evaluate_task(checkpoint, str(Path(out_root) / dataset), cfg, None, model or None)
     publish_report(report, f"{Path(checkpoint).name} on {dataset}/{split}")
     return report
 
@@ -86,16 +110,18 @@ def evaluate(checkpoint: str, dataset: str = "sample", out_root: str = "out", sp
 @flow(name="train", log_prints=True)
 def train(dataset: str = "sample", out_root: str = "out", runs_root: str = "runs", run_name: str = "",
           epochs: int = 50, batch_size: int = 64, max_steps_per_epoch: int = 0, resume: bool = True,
-          test_split: str = "test", overrides: dict = {}) -> dict:
-    """Train HANet on a built dataset, then evaluate the best checkpoint on ``test_split``.
+          test_split: str = "test", overrides: dict = {}, model: str = "hanet") -> dict:
+    """Train a registered model (``model``: hanet | hgr | hcmi, models/registry.py) on a built
+    dataset, then evaluate the best checkpoint on ``test_split``.
 
-    ``overrides``: nested TrainConfig fields, e.g. ``{"hanet": {"use_local": false}}``.
+    ``overrides``: nested TrainConfig fields, e.g. ``{"hanet": {"use_local": false}}`` or
+    ``{"hgr": {"gcn_num_layers": 2}}``.
     """
     logger = get_run_logger()
     shards_root = Path(out_root) / dataset
-    cfg = TrainConfig.model_validate({"epochs": epochs, "batch_size": batch_size,
+    cfg = TrainConfig.model_validate({"model": model, "epochs": epochs, "batch_size": batch_size,
                                       "max_steps_per_epoch": max_steps_per_epoch, **overrides})
-    run_dir = Path(runs_root) / cfg.model / (run_name or f"{dataset}-{stable_hash(cfg, 8)}")
+    run_dir = run_dir_for(Path(runs_root), dataset, cfg, shards_root, run_name)
     summary = train_task(str(shards_root), str(run_dir), cfg, resume)
     logger.info("best epoch %s, val rsum %.2f", summary.get("best_epoch"), summary.get("best_rsum", 0.0))
     report = evaluate_task(summary["best_checkpoint"], str(shards_root), EvalConfig(split=test_split),
@@ -107,16 +133,16 @@ def train(dataset: str = "sample", out_root: str = "out", runs_root: str = "runs
 @flow(name="retrain", log_prints=True)
 def retrain(dataset: str = "sample", out_root: str = "out", runs_root: str = "runs",
             epochs: int = 50, batch_size: int = 64, max_steps_per_epoch: int = 0,
-            overrides: dict = {}) -> dict:
-    """Retrain when the dataset's shards changed since the last retrain; skip otherwise."""
+            overrides: dict = {}, model: str = "hanet") -> dict:
+    """Retrain ``model`` when the dataset's shards changed since its last retrain; skip otherwise."""
     shards_root = Path(out_root) / dataset
     fp = shards_fingerprint(shards_root)
-    marker = Path(runs_root) / "retrain" / f"{dataset}.json"
+    marker = Path(runs_root) / "retrain" / (f"{dataset}.json" if model == "hanet" else f"{dataset}-{model}.json")
     if marker.exists() and json.loads(marker.read_text()).get("shards") == fp:
         print(f"shards of {dataset} unchanged since the last retrain ({fp}): skipping")
         return {"skipped": True, "shards": fp}
     result = train(dataset=dataset, out_root=out_root, runs_root=runs_root, run_name=f"{dataset}-{fp}",
                    epochs=epochs, batch_size=batch_size, max_steps_per_epoch=max_steps_per_epoch,
-                   overrides=overrides)
+                   overrides=overrides, model=model)
     atomic_write_text(marker, json.dumps({"shards": fp, "run_dir": result["run_dir"]}, indent=2))
     return {"skipped": False, "shards": fp, **result}

@@ -270,17 +270,20 @@ def check_vocabularies(ck: dict[str, Any], shards_root: Path, checkpoint: Path |
 
 
 def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: Path | None = None,
-                 *, model_factory: Callable | None = None) -> dict[str, Any]:
+                 *, model_factory: Callable | None = None, expect_model: str | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on split ``cfg.split`` of ``shards_root``.
 
     Writes ``report.json`` (metrics, counts, timings, checkpoint provenance) and, when
     the model exposes frame concept probabilities, ``heatmaps/*.png`` into ``out_dir``
     (default: the checkpoint's folder). Returns the report dict (+ ``report_path``).
+    ``expect_model``: refuse a checkpoint of another registered model.
     """
     checkpoint, shards_root = Path(checkpoint), Path(shards_root)
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
     device = resolve_device(cfg.device)
     ck = load_checkpoint(checkpoint)
+    if expect_model and ck.get("model_name") != expect_model:
+        raise ValueError(f"{checkpoint} holds model '{ck.get('model_name')}', not '{expect_model}'")
     vocab_check = check_vocabularies(ck, shards_root, checkpoint)
     model, tcfg = model_from_checkpoint(ck, model_factory)
     model.to(device).eval()

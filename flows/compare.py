@@ -1,0 +1,93 @@
+"""The `compare` flow: train each chosen model on the same shards with the same seed, evaluate
+each best checkpoint on the same split, and publish one table.
+
+Deployment (prefect.yaml): compare/compare-models, e.g.
+    prefect deployment run 'compare/compare-models' --param models='["hanet","hgr","hcmi"]' --watch
+
+Outputs under ``<runs_root>/compare/<dataset>-<key>/``: one run folder per model (checkpoints,
+report.json), ``comparison.md``, ``comparison.json`` and ``comparison.png``; plus a Prefect
+table artifact and a markdown artifact with the same table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.train import evaluate_task, train_task
+from models import registry
+from models.config import EvalConfig, TrainConfig
+from pipeline._fingerprint import stable_hash
+from pipeline.compare import COLUMNS, comparison_row, markdown_table, write_comparison
+
+
+@flow(name="compare", log_prints=True)
+def compare(models: list[str] = ["hanet", "hgr", "hcmi"], dataset: str = "sample", out_root: str = "out",
+            runs_root: str = "runs", run_name: str = "", epochs: int = 10, batch_size: int = 64,
+            max_steps_per_epoch: int = 0, seed: int = 0, test_split: str = "test", resume: bool = True,
+            overrides: dict = {}) -> dict:
+    """Train + evaluate every model in ``models`` on ``dataset`` with the same seed, epochs and
+    batch size; one comparison table (t2v/v2t R@1/5/10, MedR, MeanR, rsum, params, train
+    s/epoch, eval s) as a table artifact, markdown, JSON and a bar chart PNG.
+
+    ``overrides``: nested TrainConfig fields applied to every run, e.g.
+    ``{"lr": 1e-3, "hgr": {"joint_dim": 512}, "hcmi": {"n_clips": 6}}`` (each model reads its
+    own config field).
+    """
+    for m in models:
+        registry.get_spec(m)  # unknown names fail before any training
+    if len(set(models)) != len(models):
+        raise ValueError(f"models listed twice: {models}")
+    shards_root = Path(out_root) / dataset
+    base = TrainConfig.model_validate({"epochs": epochs, "batch_size": batch_size, "seed": seed,
+                                       "max_steps_per_epoch": max_steps_per_epoch, **overrides})
+    key = run_name or f"{dataset}-{stable_hash([base, sorted(models), test_split], 8)}"
+    out_dir = Path(runs_root) / "compare" / key
+    rows = []
+    for m in models:
+        cfg = base.model_copy(update={"model": m})
+        run_dir = out_dir / m
+        summary = train_task.with_options(name=f"train-{m}")(str(shards_root), str(run_dir), cfg, resume)
+        report = evaluate_task.with_options(name=f"evaluate-{m}")(
+            summary["best_checkpoint"], str(shards_root), EvalConfig(split=test_split, n_heatmaps=0), str(run_dir))
+        rows.append(comparison_row(m, report, run_dir))
+        print(f"{m}: rsum {rows[-1]['rsum']:.2f}, t2v R@1 {rows[-1]['t2v_R@1']:.2f}")
+    title = f"{dataset}/{test_split}: {', '.join(models)} ({epochs} epochs, seed {seed})"
+    paths = write_comparison(rows, out_dir, title, meta={
+        "dataset": dataset, "shards_root": str(shards_root), "split": test_split, "seed": seed, "epochs": epochs,
+        "batch_size": batch_size, "overrides": overrides})
+    table = [{label: r.get(k) for k, label in COLUMNS} for r in rows]
+    create_table_artifact(table, key=None, description=f"model comparison: {title}")
+    create_markdown_artifact(markdown_table(rows, title) + f"\n![chart]({paths['chart']})\n\nfiles: "
+                             + ", ".join(f"`{p}`" for p in paths.values()), description=title)
+    print(markdown_table(rows, title))
+    return {"out_dir": str(out_dir), "rows": rows, **paths}
+
+
+# ----------------------------------------------------------------------------- CLI (vtr compare)
+def _cmd(a: argparse.Namespace) -> int:
+    res = compare(models=a.models, dataset=a.dataset, out_root=a.out_root, runs_root=a.runs_root,
+                  run_name=a.run_name, epochs=a.epochs, batch_size=a.batch_size,
+                  max_steps_per_epoch=a.max_steps_per_epoch, seed=a.seed, test_split=a.split,
+                  overrides=json.loads(a.overrides) if a.overrides else {})
+    print(res["markdown"])
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("compare", help="train + evaluate several models on the same shards (flow compare)")
+    p.add_argument("--models", nargs="+", default=["hanet", "hgr", "hcmi"])
+    p.add_argument("--dataset", default="sample")
+    p.add_argument("--out-root", default="out")
+    p.add_argument("--runs-root", default="runs")
+    p.add_argument("--run-name", default="")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-steps-per-epoch", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="test")
+    p.add_argument("--overrides", default="", help="JSON of nested TrainConfig fields for every run")
+    p.set_defaults(fn=_cmd)
