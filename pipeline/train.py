@@ -173,7 +173,8 @@ def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool =
                              "use resume=False or a new run_dir")
         if ck.get("data_fingerprint") != fingerprint:
             raise ValueError(f"{last_path}: shards changed since this run started "
-                             f"({ck.get('data_fingerprint')} -> {fingerprint}); use resume=False or a new run_dir")
+                             f"({ck.get('data_fingerprint')} -> {fingerprint}); use resume=False or a new run_dir "
+                             "(the train flow without run_name keys run directories by config + shards)")
         if ck.get("model_name") != name:
             raise ValueError(f"{last_path}: trained model '{ck.get('model_name')}', asked for '{name}'")
         model.load_state_dict(ck["model"])

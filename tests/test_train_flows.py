@@ -49,3 +49,23 @@ def test_retrain_skips_unchanged_shards_and_retrains_changed(prefect_server, sha
         assert third["skipped"] is False and third["shards"] != first["shards"]
     finally:
         manifest.write_text(json.dumps(data))
+
+
+def test_train_after_a_rebuild_starts_a_new_run_instead_of_failing(prefect_server, shards, tmp_path):
+    """Issue 10 item 4: run directories are keyed by config + shards; a rebuilt dataset starts a new run."""
+    from flows.train import train
+
+    kw = dict(dataset="planted", out_root=str(shards), runs_root=str(tmp_path), epochs=1, batch_size=16,
+              overrides=TINY_HANET)
+    first = train(**kw)
+    manifest = next((shards / "planted" / "_stages").glob("*.json"))
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "key": data["key"] + "-rebuilt"}))  # a stage was rebuilt
+    try:
+        second = train(**kw)  # resume=True (default) used to fail here with "shards changed"
+        assert second["run_dir"] != first["run_dir"] and Path(second["run_dir"], "best.pt").exists()
+        assert second["train"]["resumed_from_epoch"] is None
+    finally:
+        manifest.write_text(json.dumps(data))
+    third = train(**kw)  # the original shards again: the first run is found and resumed
+    assert third["run_dir"] == first["run_dir"] and third["train"]["resumed_from_epoch"] == 1
