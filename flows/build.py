@@ -387,8 +387,10 @@ def build_features(
     a local Ray with ``n_workers`` CPUs, or the cluster at ``ray_address``, e.g.
     ``ray://head:10001``).
     ``gpu_tasks``: extraction tasks request one GPU from the engine: a ``GPU`` resource on
-    Dask (start workers with ``dask worker ADDRESS --resources GPU=1``; a LocalCluster
-    gets one per worker), ``num_gpus=1`` on Ray (a local Ray advertises one GPU).
+    Dask (start workers with ``dask worker ADDRESS --resources GPU=1``, one per GPU; a
+    LocalCluster gets one worker per visible GPU, worker i using cuda:i), ``num_gpus=1`` on
+    Ray (a local Ray advertises the visible GPUs); refused where no GPU is visible. With the
+    local runner, ``device`` 'auto'/'cuda' spreads shards round-robin over the visible GPUs.
     ``generate_sample``: when > 0 and the annotation file is missing, first write
     that many deterministic sample videos (the bundled sample dataset).
     """
