@@ -10,8 +10,6 @@ table artifact and a markdown artifact with the same table.
 """
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 from prefect import flow
@@ -65,29 +63,3 @@ def compare(models: list[str] = ["hanet", "hgr", "hcmi"], dataset: str = "sample
                              + ", ".join(f"`{p}`" for p in paths.values()), description=title)
     print(markdown_table(rows, title))
     return {"out_dir": str(out_dir), "rows": rows, **paths}
-
-
-# ----------------------------------------------------------------------------- CLI (vtr compare)
-def _cmd(a: argparse.Namespace) -> int:
-    res = compare(models=a.models, dataset=a.dataset, out_root=a.out_root, runs_root=a.runs_root,
-                  run_name=a.run_name, epochs=a.epochs, batch_size=a.batch_size,
-                  max_steps_per_epoch=a.max_steps_per_epoch, seed=a.seed, test_split=a.split,
-                  overrides=json.loads(a.overrides) if a.overrides else {})
-    print(res["markdown"])
-    return 0
-
-
-def register_cli(sub) -> None:
-    p = sub.add_parser("compare", help="train + evaluate several models on the same shards (flow compare)")
-    p.add_argument("--models", nargs="+", default=["hanet", "hgr", "hcmi"])
-    p.add_argument("--dataset", default="sample")
-    p.add_argument("--out-root", default="out")
-    p.add_argument("--runs-root", default="runs")
-    p.add_argument("--run-name", default="")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-steps-per-epoch", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", default="test")
-    p.add_argument("--overrides", default="", help="JSON of nested TrainConfig fields for every run")
-    p.set_defaults(fn=_cmd)
