@@ -264,3 +264,34 @@ def test_bundle_train_evaluate_i3d_width(tmp_path):
     rep = run_evaluate(tmp_path / "run" / "best.pt", root, EvalConfig(split="test", device="cpu", n_heatmaps=0))
     assert rep["features"] == "imported-i3d"
     assert rep["data_notes"]["videos"] == SPLITS["tst"] and 0 <= rep["rsum"] <= 600
+
+
+@pytest.mark.slow  # the Prefect test server starts in ~40 s on a loaded 2-core machine (shared by a session)
+def test_bundle_through_the_build_flow(built, tmp_path, prefect_server):
+    """build-features with format='hgr-bundle': the same shards as build_bundle, cached on rerun;
+    a bundle whose features are mostly missing ends Failed with the error kinds."""
+    from flows.build import BuildFailedError, build_features
+
+    base, facts, summary, root = built
+    kw = dict(dataset="hgr", dataset_root=str(base / "MSRVTT"), annotation="", out_root=str(tmp_path / "out"),
+              format="hgr-bundle", overrides={"text": {"spacy_model": "en_core_web_sm"}})
+    s = build_features(**kw)
+    assert {r["stage"] for r in s["stages"]} == {"ingest", "import-features", "parse", "concepts", "vocab"}
+    assert all(r["status"] == "executed" for r in s["stages"])
+    for rel in ("videos.parquet", "captions.parquet", "text/words.parquet", "text/caption_labels.parquet",
+                "features/imported-resnet152/status.parquet"):
+        got, want = pq.read_table(Path(s["root"]) / rel), pq.read_table(root / rel)
+        if "seconds" in want.column_names:  # timings differ
+            got, want = got.drop(["seconds"]), want.drop(["seconds"])
+        assert got.equals(want), rel
+    cfg = json.loads((Path(s["root"]) / "build_config.json").read_text())
+    assert cfg["text"]["backend"] == "hgr-json" and not cfg["resnet"]["enabled"] and not cfg["i3d"]["enabled"]
+    assert build_features(**kw)["executed"] == 0
+
+    bad = tmp_path / "bad"
+    shutil.copytree(base / "MSRVTT", bad)
+    for code in ("trn", "val"):
+        with h5py.File(bad / "ordered_feature" / "SA" / "resnet152.pth" / f"{code}_ft.hdf5", "w"):
+            pass  # emptied: 14 of 19 videos without features
+    with pytest.raises(BuildFailedError, match="no feature dataset: 1[45]"):
+        build_features(**{**kw, "dataset_root": str(bad), "dataset": "bad"})
