@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow
+from prefect.context import FlowRunContext
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
@@ -163,10 +164,8 @@ def _resolve_weights(cfg: BuildConfig, allow_random: bool) -> BuildConfig:
 
 
 def _ingest_inputs(cfg: BuildConfig) -> dict[str, Any]:
-    ann = Path(cfg.ingest.annotation)
-    if not ann.exists():
-        raise FileNotFoundError(f"annotation file {ann} does not exist (dataset_root={cfg.ingest.dataset_root})")
-    return {"annotation_sha256": sha256_file(ann), "dataset_root": str(Path(cfg.ingest.dataset_root).resolve())}
+    """Annotation/split-list contents + every video file's size and mtime (+ a retry of read errors)."""
+    return ingest.ingest_inputs(cfg.ingest, Path(cfg.out_root) / cfg.dataset)
 
 
 def _video_stage_keys(root: Path, cfg: BuildConfig):
@@ -178,9 +177,13 @@ def _video_stage_keys(root: Path, cfg: BuildConfig):
         if not sub.enabled:
             continue
         wfp = file_fingerprint(sub.weights) if Path(sub.weights).is_file() else sub.weights
+        # resolved device TYPE and precision + library versions: bf16 and fp32 (or cpu and cuda)
+        # features never share a key; the device index (round-robin over GPUs) does not count
+        runtime = _backbones.runtime_fingerprint(sub)
+        model_key = sub.model_dump(mode="json", exclude={"device"})
         for spec in specs:
-            inputs = {"videos": spec.fingerprint(), "weights": wfp}
-            key = stage_key(name, {"decode": cfg.decode, "model": sub}, code, inputs)
+            inputs = {"videos": spec.fingerprint(), "weights": wfp, "runtime": runtime}
+            key = stage_key(name, {"decode": cfg.decode, "model": model_key}, code, inputs)
             out.append((name, spec, key, sub, code, inputs))
     return out
 
@@ -202,11 +205,24 @@ def _text_chain(root: str, cfg: BuildConfig, force: set[str], wait_for) -> list:
     return futures
 
 
-def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bool = False) -> list:
+def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bool = False,
+                 spread_gpus: bool = False) -> list:
+    """Extraction task per (extractor, shard) + one merge per extractor.
+
+    ``spread_gpus`` (local runner): shard i runs on cuda:(i mod visible GPUs) when the device is
+    'auto'/'cuda', so concurrent shard tasks use one GPU each (Dask/Ray pick per worker instead).
+    """
     futures, by_extractor = [], {}
-    for name, spec, key, sub, code, inputs in _video_stage_keys(Path(root), cfg):
+    planned = _video_stage_keys(Path(root), cfg)
+    devices = {}
+    for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)):
+        specs = [spec.id for n, spec, *_ in planned if n == name]
+        devices.update({(name, sid): d for sid, d in zip(specs, _stages.shard_devices(sub.device, len(specs))
+                                                              if spread_gpus else [None] * len(specs))})
+    for name, spec, key, sub, code, inputs in planned:
         kwargs = {"root": Path(root), "spec": spec.model_dump(), "extractor": name, "decode_cfg": cfg.decode,
-                  "model_cfg": sub, "dataset_root": Path(cfg.ingest.dataset_root)}
+                  "model_cfg": sub, "dataset_root": Path(cfg.ingest.dataset_root),
+                  "device": devices[(name, spec.id)]}
         with _stages.gpu_resource(gpu):  # extraction tasks ask the engine for a GPU
             f = _stages.submit_stage(extract_task, root=root, stage=name, key=key, shard=spec.id,
                                      force=name in force, code=code, config=sub, inputs=inputs,
@@ -267,7 +283,9 @@ def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float, gp
                                kwargs={"cfg": cfg})
     ing.wait()
     ing.result()  # raise now if ingest failed: nothing downstream can run
-    futures = [ing] + _video_chain(root, cfg, force, [ing], gpu) + _text_chain(root, cfg, force, [ing])
+    spread = type(FlowRunContext.get().task_runner).__name__ == "ThreadPoolTaskRunner"
+    futures = ([ing] + _video_chain(root, cfg, force, [ing], gpu, spread_gpus=spread)
+               + _text_chain(root, cfg, force, [ing]))
     progress = create_progress_artifact(progress=0.0, key=None, description=f"{cfg.dataset}: stages done")
     rows = _summary(futures, progress, t0)
     create_table_artifact(rows, key=f"build-{_slug(cfg.dataset)}",
@@ -369,8 +387,10 @@ def build_features(
     a local Ray with ``n_workers`` CPUs, or the cluster at ``ray_address``, e.g.
     ``ray://head:10001``).
     ``gpu_tasks``: extraction tasks request one GPU from the engine: a ``GPU`` resource on
-    Dask (start workers with ``dask worker ADDRESS --resources GPU=1``; a LocalCluster
-    gets one per worker), ``num_gpus=1`` on Ray (a local Ray advertises one GPU).
+    Dask (start workers with ``dask worker ADDRESS --resources GPU=1``, one per GPU; a
+    LocalCluster gets one worker per visible GPU, worker i using cuda:i), ``num_gpus=1`` on
+    Ray (a local Ray advertises the visible GPUs); refused where no GPU is visible. With the
+    local runner, ``device`` 'auto'/'cuda' spreads shards round-robin over the visible GPUs.
     ``generate_sample``: when > 0 and the annotation file is missing, first write
     that many deterministic sample videos (the bundled sample dataset).
     """
@@ -389,8 +409,16 @@ def build_features(
 
         cfg = resolve_config(cfg)
     validate_weight_files(cfg)
-    runner_obj = _stages.make_task_runner(runner, n_workers, dask_address, local_gpus=int(gpu_tasks),
+    local_gpus = 0
+    if gpu_tasks and not (dask_address or ray_address):
+        local_gpus = _stages.visible_gpus()
+        if not local_gpus:
+            raise ValueError("gpu_tasks=True with a local Dask/Ray engine, but no GPU is visible here: "
+                             "drop gpu_tasks (CPU run) or point dask_address / ray_address at a cluster with GPUs")
+    runner_obj = _stages.make_task_runner(runner, n_workers, dask_address, local_gpus=local_gpus,
                                           ray_address=ray_address)
+    get_run_logger().info("torch threads: %d (VTR_NUM_THREADS, else the CPUs available)",
+                          _stages.configure_threads())
     if generate_sample and not Path(annotation).exists():
         sample_data.generate_sample_dataset(Path(dataset_root).parent, n_videos=generate_sample)
     cfg = _resolve_weights(cfg, allow_random_weights)
