@@ -8,16 +8,12 @@ DEMO_EPOCHS="${DEMO_EPOCHS:-4}"
 
 bash scripts/prefect_up.sh
 
-run() {  # run a deployment, watch it, fail if the flow run did not complete
-  local name="$1"; shift
-  echo; echo "=== prefect deployment run '$name' $*"
-  local out
-  out=$(prefect deployment run "$name" "$@" --watch 2>&1 | tee /dev/stderr)
-  grep -q "finished successfully in 'Completed'" <<<"$out" || { echo "deployment run $name did not complete" >&2; exit 1; }
-}
+source scripts/lib_deploy.sh   # run_deployment: output kept whole even when redirected to a file
+run() { run_deployment "$@" || exit 1; }
 
 run 'build-features/build-sample-features'
 run 'train/train-hanet' --param run_name=demo --param "epochs=$DEMO_EPOCHS" --param batch_size=32
+run 'build-index/build-index' --param checkpoint=runs/hanet/demo/best.pt
 
 python - <<'PY'
 import json, pathlib
@@ -36,3 +32,5 @@ print(format_metrics(report))
 print("heatmaps:", *report.get("heatmaps", []), sep="\n  ")
 PY
 echo; echo "Prefect UI: http://127.0.0.1:$VTR_PREFECT_PORT  (stop it with: make prefect-down)"
+echo; echo "=== vtr search 'a red circle moves to the left' (index: runs/hanet/demo/index; the web page: vtr serve)"
+vtr search "a red circle moves to the left" --index runs/hanet/demo/index --top 5
