@@ -295,3 +295,81 @@ def test_bundle_through_the_build_flow(built, tmp_path, prefect_server):
             pass  # emptied: 14 of 19 videos without features
     with pytest.raises(BuildFailedError, match="no feature dataset: 1[45]"):
         build_features(**{**kw, "dataset_root": str(bad), "dataset": "bad"})
+
+
+GOLDEN = Path(__file__).parent / "fixtures" / "hanet_golden"
+
+
+def golden_bundle(root: Path) -> dict:
+    """The golden fixture's test data (16 videos, 60 captions, role graphs, features and the
+    reference's vocabulary, tests/fixtures/hanet_golden: made by Roc-Ng/HANet e679703 itself)
+    written as a released bundle: the 16 videos are the test split; 2 + 2 extra videos (reusing
+    golden captions) make train/val. HANet's concept files list the golden model's vocabularies."""
+    inp = np.load(GOLDEN / "inputs.npz")
+    caps = json.loads((GOLDEN / "inputs.json").read_text())["captions"]
+    ann = root / "annotation" / "RET"
+    ann.mkdir(parents=True)
+    (root / "public_split").mkdir()
+    fdir = root / "ordered_feature" / "SA" / "resnet152.pth"
+    fdir.mkdir(parents=True)
+    test = [f"vid{i:02d}" for i in range(len(inp["lengths"]))]
+    names = {"trn": ["extra0", "extra1"], "val": ["extra2", "extra3"], "tst": test}
+    refs = {k: [] for k in test}
+    graphs = {}
+    for c in caps:
+        refs[test[c["video"]]].append(c["text"])
+        graphs[c["text"]] = [c["nodes"], c["edges"]]
+    for i, k in enumerate(names["trn"] + names["val"]):
+        refs[k] = [caps[i]["text"], caps[i + 4]["text"]]
+    rng = np.random.default_rng(0)
+    for code, keys in names.items():
+        np.save(root / "public_split" / f"{code}_names.npy", np.array(keys))
+        with h5py.File(fdir / f"{code}_ft.hdf5", "w") as f:
+            for k in keys:
+                arr = inp["feats"][test.index(k), :inp["lengths"][test.index(k)]] if k in test else \
+                    rng.normal(size=(6, inp["feats"].shape[2]))
+                f.create_dataset(k, data=np.asarray(arr, dtype=np.float32))
+    (ann / "ref_captions.json").write_text(json.dumps(refs))
+    (ann / "sent2rolegraph.augment.json").write_text(json.dumps(graphs))
+    shutil.copy(GOLDEN / "int2word.npy", ann / "int2word.npy")
+    shutil.copy(GOLDEN / "word2int.json", ann / "word2int.json")
+    verbs, nouns = [f"v{i:02d}" for i in range(32)], [f"n{i:02d}" for i in range(64)]
+    for kind, lst in (("verb", verbs), ("noun", nouns)):
+        (root / "annotation" / f"{kind}_words_freq.json").write_text(json.dumps({w: 1000 - i for i, w in enumerate(lst)}))
+        gt = {k: [[(i + j) % len(lst)] for j in range(2)] for i, k in enumerate(names["trn"])}
+        (root / "annotation" / f"{kind}_gt.json").write_text(json.dumps(gt))
+    (root.parent / "verbs.json").write_text(json.dumps(verbs))
+    (root.parent / "nouns.json").write_text(json.dumps(nouns))
+    return {"verbs": root.parent / "verbs.json", "nouns": root.parent / "nouns.json"}
+
+
+def test_reference_checkpoint_on_bundle_reproduces_reference_metrics(tmp_path, one_torch_thread):
+    """A Roc-Ng/HANet checkpoint imported onto a bundle build needs no remapping (the build kept
+    the bundle's word and concept vocabularies: the import is the identity) and scores exactly
+    the metrics the reference code computed on the same data."""
+    import torch
+
+    from models.config import EvalConfig
+    from models.import_reference import import_reference_checkpoint
+    from pipeline.evaluate import run_evaluate
+
+    lists = golden_bundle(tmp_path / "MSRVTT")
+    root = Path(build_bundle(_cfg(tmp_path / "MSRVTT", tmp_path / "out"))["root"])
+    rep = import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "ref.pt", None,
+                                      vocab=tmp_path / "MSRVTT" / "annotation" / "RET" / "int2word.npy",
+                                      shards=root, verb_concepts=lists["verbs"], noun_concepts=lists["nouns"])
+    src = torch.load(GOLDEN / "ref_checkpoint.th", weights_only=True)
+    ck = torch.load(tmp_path / "ref.pt", weights_only=True)
+    # identity: every embedding row and concept-head row where the reference had it
+    assert torch.equal(ck["model"]["text.rnn.embedding.weight"], src["text_encoder"]["embedding.we.weight"])
+    assert torch.equal(ck["model"]["video.verb_head.conv.weight"], src["video_encoder"]["classifier_verb.0.weight"])
+    assert torch.equal(ck["model"]["video.noun_head.conv.weight"], src["video_encoder"]["classifier_noun.0.weight"])
+    assert rep["remap"]["words"]["coverage"] == 1.0
+    report = run_evaluate(tmp_path / "ref.pt", root, EvalConfig(device="cpu", n_heatmaps=0,
+                                                                  features="imported-resnet152"), tmp_path / "ev")
+    golden = json.loads((GOLDEN / "golden.json").read_text())["metrics"]
+    names = {"ir1": "t2v_r1", "ir5": "t2v_r5", "ir10": "t2v_r10", "imedr": "t2v_medr", "imeanr": "t2v_meanr",
+             "cr1": "v2t_r1", "cr5": "v2t_r5", "cr10": "v2t_r10", "cmedr": "v2t_medr", "cmeanr": "v2t_meanr",
+             "rsum": "rsum"}
+    for ref_name, ours in names.items():
+        assert report["metrics"][ours] == pytest.approx(golden[ref_name], abs=1e-9), ref_name
