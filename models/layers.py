@@ -32,7 +32,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
         y = self.forward_flat(x[mask])  # (M, C): the valid positions only
-        out = x.new_zeros(x.shape[:-1] + (y.shape[-1],))
+        out = y.new_zeros(x.shape[:-1] + (y.shape[-1],))  # y.dtype: autocast-safe
         out[mask] = y
         return out
 
@@ -85,7 +85,7 @@ class ConceptHead(nn.Module):
         if self.conv.kernel_size[0] == 1:  # per-step: compute on the real steps only
             flat = F.linear(x[mask], self.conv.weight.squeeze(-1), self.conv.bias)
             y = torch.sigmoid(self.bn.forward_flat(flat))
-            out = x.new_zeros(x.shape[:-1] + (y.shape[-1],))
+            out = y.new_zeros(x.shape[:-1] + (y.shape[-1],))  # y.dtype: autocast-safe
             out[mask] = y
             return out
         # k > 1: zero padded steps, then the conv as one matmul over the k stacked taps

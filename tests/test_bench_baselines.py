@@ -1,0 +1,47 @@
+"""The benchmark baselines compute what the model computes (so a speed ratio compares like with like)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.hanet import HANet
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from _reference_train import reference_loss  # noqa: E402
+from tests.test_hanet import make_batch, tiny_cfg  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_reference_train_baseline_equals_our_loss_in_reference_mode(seed):
+    """bench/_reference_train.py (per-sample loops, dense padded BN, materialised pair scoring)
+    gives HANet.loss(fidelity='reference') and its gradients, in train mode (batch statistics),
+    on videos and captions of mixed lengths (padding leaks into BN/conv/SE exactly as ours)."""
+    torch.manual_seed(seed)
+    cfg = tiny_cfg(fidelity="reference", dropout_video=0.0, dropout_text=0.0, dropout_gcn=0.0)
+    model = HANet(cfg).train()
+    v, t, lab = make_batch(cfg, 9, seed=seed)
+    assert int(v.mask.sum(1).min()) < cfg.max_frames and int(t.lengths.min()) < cfg.max_words  # padding present
+    ours = model.loss(v, t, lab)["total"]
+    ref = reference_loss(model, v, t, lab)
+    assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-6), (ours.item(), ref.item())
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_ours = torch.autograd.grad(ours, params, allow_unused=True)
+    g_ref = torch.autograd.grad(ref, params, allow_unused=True)
+    for p, a, b in zip(params, g_ours, g_ref):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert (a - b).norm() <= 1e-4 * a.norm() + 1e-5, p.shape  # (conv biases before BN: ~0, noise)
+
+
+def test_reference_train_baseline_differs_from_improved_mode():
+    """Sanity: the check above can fail (the improved mode masks padding, so its loss differs)."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg(fidelity="improved", dropout_video=0.0, dropout_text=0.0, dropout_gcn=0.0)
+    model = HANet(cfg).train()
+    v, t, lab = make_batch(cfg, 9, seed=3)
+    assert abs(model.loss(v, t, lab)["total"].item() - reference_loss(model, v, t, lab).item()) > 1e-4
