@@ -5,12 +5,15 @@ STAMP := .venv/.vtr-installed
 REQS := requirements/base.txt $(wildcard requirements/text-models.txt requirements/dev.txt requirements/ray.txt) pyproject.toml
 ENV := source scripts/env.sh &&
 
-.PHONY: setup browser demo test test-fast bench prefect-up prefect-down lint-docker validate clean help
+GPU_CHECK_ARGS ?= --device cuda
+
+.PHONY: setup browser demo test test-fast bench gpu-check prefect-up prefect-down lint-docker validate clean help
 
 help:
 	@echo "make demo        set up, start Prefect (server+worker), build + train + evaluate the sample dataset"
 	@echo "make test        run the test suite (what CI runs)"
 	@echo "make bench       run the benchmarks in bench/"
+	@echo "make gpu-check   the pipeline on one GPU (<= 8 min): roofline, extraction, sample build, train/eval, CPU-vs-GPU"
 	@echo "make prefect-up / prefect-down   local Prefect server, work pool, deployments, worker"
 
 setup: $(STAMP) .nltk_data/.vtr-wordnet
@@ -37,6 +40,13 @@ test-fast: setup
 
 bench: setup
 	$(ENV) for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# one GPU, <= 8 min; log + JSON under bench/results/. CPU machines: make gpu-check GPU_CHECK_ARGS="--device cpu --tiny"
+gpu-check: setup
+	@mkdir -p bench/results
+	$(ENV) set -o pipefail; stamp=$$(date -u +%Y%m%dT%H%MZ); \
+	  $(PY) bench/gpu_check.py $(GPU_CHECK_ARGS) --out bench/results/gpu_check-$$stamp.json 2>&1 \
+	  | tee bench/results/gpu_check-$$stamp.log
 
 prefect-up: setup
 	bash scripts/prefect_up.sh
