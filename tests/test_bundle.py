@@ -225,19 +225,34 @@ def test_bundle_missing_piece_named(built, tmp_path, rel, named):
 
 
 def test_bundle_malformed_files(built, tmp_path):
+    """Each malformed file is named, and refused before any work (no table written)."""
     base = built[0]
-    bad = tmp_path / "b"
-    shutil.copytree(base / "MSRVTT", bad)
-    ann = bad / "annotation" / "RET"
-    (ann / "word2int.json").write_text(json.dumps({"<BOS>": 0}))
-    with pytest.raises(BundleError, match="word2int.json and int2word.npy disagree"):
-        build_bundle(_cfg(bad, tmp_path / "o1"))
-    (ann / "ref_captions.json").write_text("{not json")
-    with pytest.raises(BundleError, match="ref_captions.*JSON"):
-        build_bundle(_cfg(bad, tmp_path / "o2"))
-    np.save(bad / "public_split" / "trn_names.npy", np.array([{"a": 1}], dtype=object))
-    with pytest.raises(BundleError, match="pickled object array"):
-        build_bundle(_cfg(bad, tmp_path / "o3"))
+
+    def broken(name: str, rel: str, write) -> Path:
+        bad = tmp_path / name
+        shutil.copytree(base / "MSRVTT", bad)
+        write(bad / rel)
+        return bad
+
+    cases = [
+        ("annotation/RET/word2int.json", lambda p: p.write_text(json.dumps({"<BOS>": 0})),
+         "word2int.json and int2word.npy disagree"),
+        ("annotation/RET/ref_captions.json", lambda p: p.write_text("{not json"), "ref_captions.json.*JSON"),
+        ("annotation/RET/ref_captions.json", lambda p: p.write_text(json.dumps({"video0": "a man"})),
+         "captions of 'video0' must be a list of strings"),
+        ("public_split/trn_names.npy", lambda p: np.save(p, np.array([{"a": 1}], dtype=object)),
+         "trn_names.npy: train names is a pickled object array"),
+        ("annotation/verb_gt.json", lambda p: p.write_text(json.dumps({"video0": [[0]]})),
+         "verb_gt.json: 'video0' has 1 caption label lists, ref_captions.json 3 captions"),
+        ("annotation/noun_gt.json", lambda p: p.write_text(json.dumps({"video0": [[0], [99], []]})),
+         "noun_gt.json: 'video0' uses concept id 99, beyond the 7 noun concepts"),
+    ]
+    for i, (rel, write, message) in enumerate(cases):
+        bad = broken(f"b{i}", rel, write)
+        with pytest.raises(BundleError, match=message):
+            build_bundle(_cfg(bad, tmp_path / f"o{i}"))
+        if i < 4:
+            assert not (tmp_path / f"o{i}" / "hgr" / "videos.parquet").exists(), rel
 
 
 def test_bundle_train_evaluate_i3d_width(tmp_path):
