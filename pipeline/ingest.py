@@ -502,6 +502,10 @@ def _counts(rows: list[dict], n_captions: int) -> dict[str, int]:
 
 def run_ingest(cfg: BuildConfig) -> StageResult:
     """Write ``<out_root>/<dataset>/videos.parquet`` and ``captions.parquet``."""
+    if cfg.ingest.format == "hgr-bundle":  # released data, no video files (pipeline/bundle.py)
+        from pipeline.bundle import run_bundle_ingest
+
+        return run_bundle_ingest(cfg)
     t0 = time.perf_counter()
     out = Path(cfg.out_root) / cfg.dataset
     videos, captions = load_annotations(cfg.ingest)
