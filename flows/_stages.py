@@ -153,9 +153,14 @@ def available_cpus() -> int:
 
 def configure_threads() -> int:
     """torch intra-op threads = :func:`available_cpus` (run time, per process; replaces a fixed
-    OMP_NUM_THREADS in prefect.yaml). Returns the count."""
+    OMP_NUM_THREADS in prefect.yaml). An explicit OMP_NUM_THREADS (without VTR_NUM_THREADS) is
+    left to torch, which already honours it. Returns the count in effect."""
+    import os
+
     import torch
 
+    if os.environ.get("OMP_NUM_THREADS") and not os.environ.get("VTR_NUM_THREADS"):
+        return torch.get_num_threads()
     n = available_cpus()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)

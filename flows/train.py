@@ -12,6 +12,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
+from flows._stages import configure_threads
 from models.config import EvalConfig, TrainConfig
 from pipeline import evaluate as evaluate_mod
 from pipeline import train as train_mod
@@ -75,12 +76,14 @@ def format_metrics(report: dict) -> str:
 
 @task(name="train-model")
 def train_task(shards_root: str, run_dir: str, cfg: TrainConfig, resume: bool) -> dict:
+    configure_threads()  # torch threads from the CPUs available (VTR_NUM_THREADS overrides)
     return train_mod.run_train(Path(shards_root), Path(run_dir), cfg, resume=resume)
 
 
 @task(name="evaluate-checkpoint")
 def evaluate_task(checkpoint: str, shards_root: str, cfg: EvalConfig, out_dir: str | None,
                   expect_model: str | None = None) -> dict:
+    configure_threads()
     return evaluate_mod.run_evaluate(Path(checkpoint), Path(shards_root), cfg,
                                      Path(out_dir) if out_dir else None, expect_model=expect_model)
 

@@ -128,6 +128,9 @@ def test_thread_count_comes_from_the_cpus_available_or_the_env(monkeypatch):
         assert _stages.configure_threads() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+    monkeypatch.delenv("VTR_NUM_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # an explicit OpenMP setting is torch's to honour
+    assert _stages.configure_threads() == torch.get_num_threads() == before
     monkeypatch.setenv("VTR_NUM_THREADS", "zero")
     with pytest.raises(ValueError, match="VTR_NUM_THREADS"):
         _stages.available_cpus()
