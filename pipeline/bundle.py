@@ -81,15 +81,17 @@ def feature_sets(layout: BundleLayout) -> dict[str, str]:
 
 def resolve_config(cfg: BuildConfig) -> BuildConfig:
     """The BuildConfig a bundle build really runs: annotation = ref_captions.json, text backend
-    hgr-json on the bundle's role graphs (unless a file is given), no extractors. Checks the
-    layout (BundleError naming every missing piece)."""
+    hgr-json on the bundle's role graphs (unless another backend or file is set explicitly), no
+    extractors. Checks the layout and the small files (BundleError naming every missing piece)."""
     layout = layout_of(cfg)
     feature_sets(layout)
     read_splits(layout, cfg.bundle.allow_pickle)       # small files checked before any work
     read_vocabulary(layout, cfg.bundle.allow_pickle)
     text = cfg.text
-    if not text.hgr_json:
-        text = text.model_copy(update={"backend": "hgr-json", "hgr_json": str(layout.files["rolegraphs"])})
+    if "backend" not in text.model_fields_set:  # default: the bundle's own role graphs
+        text = text.model_copy(update={"backend": "hgr-json"})
+    if text.backend == "hgr-json" and not text.hgr_json:
+        text = text.model_copy(update={"hgr_json": str(layout.files["rolegraphs"])})
     return cfg.model_copy(update={
         "ingest": cfg.ingest.model_copy(update={"format": FORMAT,
                                                 "annotation": str(layout.files["ref_captions"])}),

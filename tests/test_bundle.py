@@ -199,6 +199,12 @@ def test_bundle_rebuild_cached_and_concepts_computed_without_hanet_files(built, 
     assert meta[b"concept_source"] == b"computed"
     lemmas = [c["lemma"] for c in pq.read_table(Path(s["root"]) / "text" / "concepts.parquet").to_pylist()]
     assert len(lemmas) == 7 and {"run", "cook", "sing", "play"} & set(lemmas)
+    # the text backend follows an explicit choice (our parser on the bundle's captions)
+    from pipeline.bundle import resolve_config
+
+    own = resolve_config(_cfg(tmp_path / "hgr", tmp_path / "out", text={"backend": "spacy-dep"}))
+    assert own.text.backend == "spacy-dep" and own.text.hgr_json is None
+    assert resolve_config(_cfg(tmp_path / "hgr", tmp_path / "out")).text.backend == "hgr-json"
 
 
 def _copy_without(src: Path, dst: Path, rel: str) -> Path:
