@@ -9,6 +9,11 @@ noise only (ABLATION_TOLERANCE rsum points) and checks the global level learns o
 """
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -136,3 +141,96 @@ def test_hgr_learns_planted_retrieval_and_levels(shards, tmp_path):
                                                                         "use_noun": False}, EPOCHS, LR))
     assert glo["test"]["rsum"] > 450.0, glo["test"]
     assert after["rsum"] >= glo["test"]["rsum"] - ABLATION_TOLERANCE, (after["rsum"], glo["test"]["rsum"])
+
+
+# ----------------------------------------------------------------------------- golden parity
+GOLDEN = Path(__file__).parent / "fixtures" / "hgr_golden"
+
+
+def golden_batches():
+    """The reference reader's inputs as our VideoBatch / TextBatch (role ids in our order)."""
+    from models.batch import ROLES, ROOT_ROLE, TextBatch, VideoBatch
+
+    meta = json.loads((GOLDEN / "golden.json").read_text())
+    x = {k: torch.from_numpy(v) for k, v in np.load(GOLDEN / "inputs.npz").items()}
+    N = x["attn_fts"].shape[1]
+    v = VideoBatch(x["attn_fts"], torch.arange(N)[None] < x["attn_lens"][:, None])
+    C, L = x["sent_ids"].shape
+    sent = (torch.arange(L)[None] < x["sent_lens"][:, None]).float().unsqueeze(1)
+    node_masks = torch.cat([sent, x["verb_masks"].float(), x["noun_masks"].float()], 1)
+    ref_roles = meta["reference_roles"]
+    ours = torch.tensor([ROLES.index(r) for r in ref_roles])[x["node_roles"]]
+    roles = torch.cat([torch.full((C, 1), ROOT_ROLE), ours], 1)
+    valid = torch.cat([torch.ones(C, 1, dtype=torch.bool), x["verb_masks"].any(-1), x["noun_masks"].any(-1)], 1)
+    t = TextBatch(x["sent_ids"], x["sent_lens"], node_masks, roles, valid, x["rel_edges"])
+    return meta, x, v, t
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    from models.hgr_import import import_hgr_checkpoint
+
+    meta = json.loads((GOLDEN / "golden.json").read_text())
+    dims = meta["dims"]
+    cfg = HGRConfig(max_words=dims["max_words"], max_frames=dims["max_frames"], max_verbs=dims["num_verbs"],
+                    max_nouns=dims["num_nouns"])
+    dst = tmp_path_factory.mktemp("imp") / "hgr.pt"
+    report = import_hgr_checkpoint(GOLDEN / "reference.th", dst, cfg)
+    return report, dst
+
+
+def test_golden_fixture_is_small_and_names_the_reference_commit():
+    meta = json.loads((GOLDEN / "golden.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{40}", meta["commit"]) and "cshizhe/hgr_v2t" in meta["reference"]
+    assert sum(p.stat().st_size for p in GOLDEN.iterdir()) < 2 * 2 ** 20
+    from models.import_reference import REFERENCE_ROLES
+
+    assert list(REFERENCE_ROLES) == meta["reference_roles"]  # the role order the importer permutes from
+
+
+def test_import_maps_every_tensor(imported):
+    report, dst = imported
+    assert report["missing"] == [] and report["unexpected"] == [] and report["shape_errors"] == []
+    assert report["hgr_config"]["gcn_num_layers"] == 2 and report["hgr_config"]["gcn_attention"] is True
+    from storage.checkpoints import load_checkpoint
+
+    ck = load_checkpoint(dst)
+    assert ck["model_name"] == "hgr"
+
+
+@pytest.mark.parametrize("fusion", ["embed", "sim"])
+def test_golden_parity_every_matrix_loss_and_metrics(imported, fusion):
+    from models.metrics import retrieval_metrics
+    from pipeline.evaluate import model_from_checkpoint
+    from storage.checkpoints import load_checkpoint
+
+    _, dst = imported
+    model, tcfg = model_from_checkpoint(load_checkpoint(dst))
+    if fusion == "sim":
+        sim_model = HGR(tcfg.hgr.model_copy(update={"attn_fusion": "sim"}))
+        sim_model.load_state_dict(model.state_dict())
+        model = sim_model
+    model.eval()
+    meta, x, v, t = golden_batches()
+    gold = dict(np.load(GOLDEN / "outputs.npz"))
+    with torch.no_grad():
+        parts = model.similarity_parts(model.encode_videos(v), model.encode_texts(t))
+    for ours, ref in (("glo", "sent"), ("verb", "verb"), ("noun", "noun"), ("fused", "fused")):
+        want = torch.from_numpy(gold[f"{ref}_{fusion}"])
+        assert parts[ours].shape == want.shape
+        assert torch.allclose(parts[ours], want, atol=1e-5, rtol=0), (ours, (parts[ours] - want).abs().max())
+    if fusion == "embed":
+        m = retrieval_metrics(parts["fused"].numpy(), x["cap2vid"].numpy())
+        ref = meta["metrics_embed"]
+        pairs = {"t2v_r1": "ir1", "t2v_r5": "ir5", "t2v_r10": "ir10", "t2v_medr": "imedr", "t2v_meanr": "imeanr",
+                 "v2t_r1": "cr1", "v2t_r5": "cr5", "v2t_r10": "cr10", "v2t_medr": "cmedr", "v2t_meanr": "cmeanr",
+                 "rsum": "rsum"}
+        for ours, theirs in pairs.items():
+            assert m[ours] == pytest.approx(ref[theirs], abs=1e-9), (ours, m[ours], ref[theirs])
+        # the training loss (VSE++ on the fused score) on the reference's batch
+        idx = x["loss_caption_index"]
+        tb = type(t)(t.word_ids[idx], t.lengths[idx], t.node_masks[idx], t.node_roles[idx], t.node_valid[idx],
+                     t.adjacency[idx])
+        with torch.no_grad():
+            loss = model.loss(v, tb)["total"]
+        assert float(loss) == pytest.approx(float(gold["loss"]), abs=1e-5)
