@@ -310,7 +310,8 @@ def failure_summary(root: Path, cfg: BuildConfig) -> tuple[int, int, dict[str, i
     """
     tables = [root / f"features/{name}/status.parquet"
               for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)) if sub.enabled]
-    schema_of = {t: "feature_status" for t in tables} or {root / "videos.parquet": "videos"}
+    schema_of = {t: "feature_status" for t in tables if t.exists()} or {root / "videos.parquet": "videos"}
+    schema_of = {p: sch for p, sch in schema_of.items() if p.exists()}
     failed: dict[str, str | None] = {}
     keys: set[str] = set()
     for path, schema in schema_of.items():
