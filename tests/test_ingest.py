@@ -387,3 +387,23 @@ def test_symlinked_dataset_builds_and_a_fixed_video_reextracts_only_its_shard(pr
                                                 "feature_status").to_pylist()}
     assert all(r["status"] == "ok" for r in status.values()), status
     assert executed(build(sample, out, extractors=["resnet152"])) == set()  # and then all cached
+
+
+def test_several_manifests_with_roles_and_a_val_test_division(tmp_path):
+    """Multi-split ingest is format-generic: manifest rows without a split take their file's role,
+    a row's own split wins, and 'val+test' rows are divided like VATEX's validation set."""
+    (tmp_path / "videos").mkdir()
+    for name in "abcdefgh":
+        make_text_file(tmp_path / f"videos/{name}.mp4")
+    first = tmp_path / "train.jsonl"
+    first.write_text("".join(json.dumps({"path": f"{n}.mp4", "captions": [n]}) + "\n" for n in "abc")
+                     + json.dumps({"path": "d.mp4", "captions": ["d"], "split": "test"}) + "\n")
+    second = tmp_path / "held_out.csv"
+    second.write_text("path,captions\n" + "".join(f'{n}.mp4,"[""{n}""]"\n' for n in "efgh"))
+    cfg = IngestConfig(format="manifest", dataset_root=str(tmp_path / "videos"), probe=False,
+                       annotation=f"train={first},val+test={second}")
+    videos, captions = load_annotations(cfg)
+    splits = {v["key"]: v["split"] for v in videos}
+    assert [splits[k] for k in "abcd"] == ["train", "train", "train", "test"]
+    assert sorted(splits[k] for k in "efgh") == ["test", "test", "val", "val"]
+    assert [c["caption_id"] for c in captions] == list(range(8))
