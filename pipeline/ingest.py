@@ -516,6 +516,13 @@ def run_ingest(cfg: BuildConfig) -> StageResult:
                  and r["mtime_ns"] == previous[r["key"]]["mtime_ns"])
     if reused:
         notes.append(f"{reused} unchanged videos kept their previous probe")
+    if cfg.ingest.split_lists:
+        keys = {r["key"] for r in rows}
+        unknown = {k for path in cfg.ingest.split_lists.values() for k in read_id_list(path)} - keys
+        if unknown:
+            notes.append(f"{len(unknown)} ids of the split lists are not in the annotation (ignored), "
+                         f"e.g. {sorted(unknown)[:3]}")
+    notes.append("splits: " + ", ".join(f"{k} {v}" for k, v in sorted(_split_counts(rows).items())))
     n_links = sum(r["resolved_path"] is not None for r in rows)
     if n_links:
         notes.append(f"{n_links} videos are symlinks inside dataset_root (followed; resolved_path recorded)")

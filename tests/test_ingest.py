@@ -254,6 +254,11 @@ def test_split_lists_override_the_annotation(tmp_path):
     splits = {v["key"]: v["split"] for v in load_annotations(ingest)[0]}
     assert [splits[k] for k in val] == ["val"] * 3 + ["test"] * 7
     assert all(splits[k] == "train" for k in train)
+    (tmp_path / "tst_names.txt").write_text("\n".join(val[3:] + ["gone_000000_000010"]) + "\n")
+    cfg = BuildConfig(dataset="d", out_root=str(tmp_path / "out"), ingest=ingest.model_copy(update={"probe": False}))
+    notes = run_ingest(cfg).notes
+    assert any("1 ids of the split lists are not in the annotation" in n for n in notes), notes
+    assert "splits: test 7, train 4, val 3" in notes
 
 
 def test_missing_vatex_file_names_both_candidates(tmp_path):
