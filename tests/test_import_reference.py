@@ -315,6 +315,17 @@ def test_evaluation_refuses_unmapped_or_foreign_vocabularies(tmp_path):
     write_golden_shards(other, seed=1)
     with pytest.raises(VocabularyMismatch, match="word vocabulary"):
         run_evaluate(tmp_path / "m.pt", other, cfg, tmp_path / "ev2")
+    # same words, verb concepts in another order: refused too
+    from storage.tables import write_table
+
+    same = tmp_path / "same" / "golden"
+    write_golden_shards(same, seed=0)
+    write_table(same / "text" / "concepts.parquet", "concepts",
+                [{"kind": "verb", "concept_id": i, "lemma": w, "train_count": 1} for i, w in enumerate(REF_VERBS[::-1])]
+                + [{"kind": "noun", "concept_id": i, "lemma": w, "train_count": 1} for i, w in enumerate(REF_NOUNS)])
+    with pytest.raises(VocabularyMismatch, match="verb concept") as err:
+        run_evaluate(tmp_path / "m.pt", same, cfg, tmp_path / "ev3")
+    assert "word vocabulary" not in str(err.value)
 
 
 def test_cli_import_then_evaluate_reproduces_reference_metrics(prefect_server, tmp_path, capsys):

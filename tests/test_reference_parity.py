@@ -184,3 +184,42 @@ def test_reference_graph_edges_equal_reference_reader(golden):
     m, r, v, a = build_graph([{"role": "V", "spans": [0]}, {"role": "ARG0", "spans": [1]}],
                              [{"src": 0, "dst": 1, "role": "ARG0"}], 2, 30, 4, 6, True, "improved")
     assert a[0, 0] and a[0, 1] and a[1, 0]
+
+
+def test_reference_clip_rules_unit():
+    from models.layers import action_clip_weights, action_clip_weights_reference, entity_clip_weights_reference
+
+    T = 10
+    mask = torch.ones(2, T, dtype=torch.bool)
+    probs = torch.zeros(2, T, 2)
+    probs[0, 3, 0] = probs[0, 5, 1] = 1.0  # both argmax frames inside [2, 7]: +-2 windows
+    probs[1, 3, 0] = probs[1, 1, 1] = 1.0  # one verb peaks at frame 1: every verb of video 1 -> one frame
+    w = action_clip_weights_reference(probs, mask, 2)
+    assert torch.allclose(w[0, 0, 1:6], torch.full((5,), 0.2)) and w[0, 0].sum() == 1
+    assert w[1, 0, 3] == 1 and w[1, 0].sum() == 1 and w[1, 1, 1] == 1
+    assert action_clip_weights(probs, mask, 2)[1, 0, 1:6].eq(0.2).all()  # ours: window kept
+    short = torch.tensor([[True, True, False], [True, True, True]])
+    p = torch.tensor([[[0.2], [0.9], [0.0]], [[0.2], [0.9], [0.5]]])
+    e = entity_clip_weights_reference(p, short, 3)
+    assert e[0, 0].tolist() == [0.0, 1.0, 0.0]  # 2 frames: the argmax frame only
+    assert torch.allclose(e[1, 0], torch.full((3,), 1 / 3))
+
+
+def test_reference_padding_depends_on_batch_mates(imported, golden):
+    """The reference's padding leak (what padding='masked' removes): a short video's local
+    embedding changes with the length of the longest video in its batch."""
+    _, inputs, _, _ = golden
+    model, _ = imported
+    model.eval()
+    short = int(np.flatnonzero(inputs["lengths"] == 3)[0])
+    with torch.no_grad():
+        alone = model.encode_videos(video_batch(inputs, np.array([short])))["loc_a"]
+        mixed = model.encode_videos(video_batch(inputs, np.array([short, int(np.argmax(inputs["lengths"]))])))["loc_a"]
+    assert (alone[0] - mixed[0]).abs().max().item() > 1e-4
+    masked = HANet(model.cfg.model_copy(update={"padding": "masked"}))
+    masked.load_state_dict(model.state_dict())
+    masked.eval()
+    with torch.no_grad():
+        alone = masked.encode_videos(video_batch(inputs, np.array([short])))["loc_a"]
+        mixed = masked.encode_videos(video_batch(inputs, np.array([short, int(np.argmax(inputs["lengths"]))])))["loc_a"]
+    assert torch.allclose(alone[0], mixed[0], atol=1e-6)
