@@ -16,7 +16,8 @@ DEFAULT_INDEX = "runs/hanet/demo/index"
 def _searcher(a: argparse.Namespace):
     from pipeline.search import Searcher
 
-    return Searcher(a.index, checkpoint=a.checkpoint or None, shards_root=a.shards or None, device=a.device)
+    return Searcher(a.index, checkpoint=a.checkpoint or None, shards_root=a.shards or None, device=a.device,
+                    shortlist=a.shortlist)
 
 
 def _cmd_index(a: argparse.Namespace) -> int:
@@ -70,6 +71,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shards", default="", help="shard tree for the vocabulary; default: the one the index records")
     p.add_argument("--device", default="cpu")
     p.add_argument("--top", type=int, default=10)
+    p.add_argument("--shortlist", default="auto", choices=["auto", "levels", "global", "concepts"],
+                   help="stage-1 score: level-pooled (default), global embeddings only, or concept Jaccard")
 
 
 def register(sub) -> None:

@@ -104,11 +104,27 @@ def test_two_stage_equals_exhaustive_when_k_covers_the_index(searcher, built):
     np.testing.assert_allclose(got, ref, atol=1e-5)
     # a smaller K: the shortlist holds the K best global cosines, results are a re-ranking of them
     small = searcher.search(QUERY, top=5, k=10)
-    glo = np.asarray(searcher.arrays["shortlist"]) @ torch.nn.functional.normalize(te["glo"], dim=-1)[0].numpy()
-    best10 = set(np.argsort(-glo)[:10].tolist())
+    assert small["shortlist"] == "levels" and searcher.meta["shortlist_levels"] == ["ind_a", "ind_e", "loc_a", "loc_e", "glo"]
+    q = search.pooled_text_levels(te, searcher.meta["shortlist_levels"]).numpy()
+    s1 = np.asarray(searcher.arrays["shortlist_levels"]) @ q
+    best10 = set(np.argsort(-s1)[:10].tolist())
     assert {h["row"] for h in small["results"]} <= best10
     scores = [h["score"] for h in small["results"]]
     assert scores == sorted(scores, reverse=True)
+    # the level-pooled rows: unit mean of each level's valid frames / clips, then the unit global vector
+    ve = {k: torch.from_numpy(np.array(v[:4])) for k, v in ((k[4:], v) for k, v in searcher.arrays.items()
+                                                             if k.startswith("enc/"))}
+    lv, rows = search.pooled_video_levels(ve, list(ve))
+    m = ve["mask"].float().unsqueeze(-1)
+    mean_a = torch.nn.functional.normalize((ve["ind_a"] * m).sum(1) / m.sum(1), dim=-1)
+    D = ve["ind_a"].shape[-1]
+    np.testing.assert_allclose(rows[:, :D].numpy(), mean_a.numpy(), atol=1e-6)
+    np.testing.assert_allclose(rows.numpy(), np.asarray(searcher.arrays["shortlist_levels"][:4]), atol=1e-6)
+    # global-only shortlist: the K best global cosines
+    g = Searcher(built[3]["index_dir"], shortlist="global")
+    res = g.search(QUERY, top=5, k=10)
+    glo = np.asarray(g.arrays["shortlist"]) @ torch.nn.functional.normalize(te["glo"], dim=-1)[0].numpy()
+    assert res["shortlist"] == "global" and {h["row"] for h in res["results"]} <= set(np.argsort(-glo)[:10].tolist())
 
 
 def test_cli_search_json(built, capsys):
@@ -179,3 +195,20 @@ def test_web_api_serves_only_index_files(searcher):
     r = c.get("/api/heatmap/0.png")
     assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
     assert c.get(f"/api/heatmap/{searcher.n}.png").status_code == 404
+
+
+def test_float16_shortlist_returns_the_exact_top_k():
+    from pipeline.search import ShortlistMatrix
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(32, 64, generator=g)
+    m = torch.nn.functional.normalize(centres[torch.randint(0, 32, (6000,), generator=g)]
+                                      + 0.5 * torch.randn(6000, 64, generator=g), dim=-1)
+    exact, fast = ShortlistMatrix(m, fast="off"), ShortlistMatrix(m, fast="on")
+    assert exact.m16 is None and fast.m16 is not None
+    for q in torch.nn.functional.normalize(torch.randn(5, 64, generator=g), dim=-1):
+        r0, s0 = exact.topk(q, 100)
+        r1, s1 = fast.topk(q, 100)
+        np.testing.assert_array_equal(r0, r1)
+        np.testing.assert_allclose(s0, s1, atol=1e-6)
+        assert np.all(np.diff(r0) > 0) and s0.min() >= np.sort((m @ q).numpy())[-100] - 1e-6
