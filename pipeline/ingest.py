@@ -485,7 +485,25 @@ def _previous_ok_rows(out: Path, cfg: IngestConfig) -> dict[str, dict]:
 def _probe_all(videos: list[dict], cfg: IngestConfig, previous: dict[str, dict] | None = None) -> list[dict]:
     root = Path(cfg.dataset_root)
     with ThreadPoolExecutor(max_workers=cfg.probe_workers) as pool:
-        return list(pool.map(lambda v: video_row(v, root, cfg.probe, cfg.follow_symlinks, previous), videos))
+        rows = list(pool.map(lambda v: video_row(v, root, cfg.probe, cfg.follow_symlinks, previous), videos))
+    return _refuse_shared_fallbacks(videos, rows)
+
+
+def _refuse_shared_fallbacks(videos: list[dict], rows: list[dict]) -> list[dict]:
+    """A fallback name (VATEX ``<youtube_id>.mp4``) found for several videos cannot be right for all: errors."""
+    by_path: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r["status"] == "ok":
+            by_path.setdefault(r["path"], []).append(i)
+    out = list(rows)
+    for path, idx in by_path.items():
+        via_alt = [i for i in idx if path in {Path(os.path.normpath(a)).as_posix() for a in videos[i]["alt_paths"]}]
+        if len(idx) > 1 and via_alt:
+            keys = ", ".join(rows[i]["key"] for i in idx)
+            for i in via_alt:
+                out[i] = _error(rows[i], f"fallback file {path} would serve several videos ({keys}); name the "
+                                         "files by their full video id")
+    return out
 
 
 def _split_counts(rows: list[dict]) -> dict[str, int]:

@@ -412,3 +412,18 @@ def test_several_manifests_with_roles_and_a_val_test_division(tmp_path):
     assert [splits[k] for k in "abcd"] == ["train", "train", "train", "test"]
     assert sorted(splits[k] for k in "efgh") == ["test", "test", "val", "val"]
     assert [c["caption_id"] for c in captions] == list(range(8))
+
+
+def test_a_youtube_id_file_shared_by_two_video_ids_is_refused(tmp_path):
+    """Two VATEX clips of one YouTube video cannot both be <youtube_id>.mp4: error rows, not wrong features."""
+    (tmp_path / "videos").mkdir()
+    make_text_file(tmp_path / "videos/yt1.mp4")
+    make_text_file(tmp_path / "videos/yt2_000005_000015.mp4")
+    make_text_file(tmp_path / "videos/yt2.mp4")
+    ann = _vatex_file(tmp_path / "v.json", ["yt1_000000_000010", "yt1_000020_000030", "yt2_000005_000015"])
+    run_ingest(_build(tmp_path, "vatex", ann, probe=False))
+    videos, _ = _tables(tmp_path)
+    for key in ("yt1_000000_000010", "yt1_000020_000030"):
+        assert videos[key]["status"] == "error" and "several videos" in videos[key]["error_message"]
+    assert (videos["yt2_000005_000015"]["status"], videos["yt2_000005_000015"]["path"]) == \
+        ("ok", "yt2_000005_000015.mp4")
