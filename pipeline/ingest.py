@@ -10,7 +10,9 @@ Formats (``IngestConfig.format``):
   in ``enCap``. Files without ``enCap`` (the public test set) give videos
   without captions. videoIDs are ``<youtube_id>_<start>_<end>``; the video
   file is ``<videoID><video_ext>`` or, when that does not exist,
-  ``<youtube_id><video_ext>`` (both namings are common in downloads).
+  ``<youtube_id><video_ext>`` (both namings are common in downloads); a
+  ``<youtube_id>`` file that several videoIDs would share is an error row for
+  each (one file cannot be every clip of that YouTube video).
 * ``manifest``: CSV (``.csv``) or JSON Lines (any other suffix), one video per
   row with fields ``path`` (relative to ``dataset_root``; absolute paths must
   lie inside it), ``captions``, ``split`` and optional ``key`` (default: the
@@ -57,8 +59,9 @@ Rules shared by all formats:
   annotation and split-list contents and every candidate video file's size
   and mtime, so fixing or replacing a video re-ingests, and only the shards
   holding it are re-extracted;
-* caption_id = the caption's position in the annotation file (stable across
-  runs, never renumbered); captions are stored raw, unaltered.
+* caption_id = the caption's position in the annotation file, continued
+  across several files in the order given (stable across runs, never
+  renumbered); captions are stored raw, unaltered.
 """
 from __future__ import annotations
 
