@@ -162,7 +162,7 @@ def register_tools(sub) -> None:
     p.add_argument("dst", help="where to write our checkpoint")
     p.add_argument("--config", default="", help="HANetConfig JSON FILE (default: HANetConfig(), vocab from the source)")
     p.add_argument("--no-strict", action="store_true", help="save even if tensors are left unfilled")
-    from models.import_reference import add_vocab_arguments  # --vocab --shards --verb/noun-concepts --fidelity
+    from models.import_options import add_vocab_arguments  # --vocab --shards --verb/noun-concepts --fidelity
 
     add_vocab_arguments(p)
     p.set_defaults(fn=_cmd_import)

@@ -48,6 +48,7 @@ from torch import Tensor
 from .batch import ROLES
 from .config import HANetConfig, TrainConfig
 from .hanet import HANet, count_parameters
+from .import_options import add_vocab_arguments, vocab_kwargs  # noqa: F401  (re-exported)
 
 # the reference's role order (t2vretrieval/readers/rolegraphs.py ROLES); note ARG1 before ARG0
 REFERENCE_ROLES: tuple[str, ...] = (
@@ -456,21 +457,6 @@ def import_reference_checkpoint(src_path: str | Path, dst_path: str | Path | Non
         save_checkpoint(dst_path, payload)
         result["destination"] = str(dst_path)
     return result
-
-
-def add_vocab_arguments(ap: argparse.ArgumentParser) -> None:
-    """The import options shared by this module's CLI and ``vtr import-checkpoint``."""
-    ap.add_argument("--vocab", default=None, help="the reference's int2word.npy or word2int.json")
-    ap.add_argument("--shards", default=None, help="shard tree to remap the vocabularies onto")
-    ap.add_argument("--verb-concepts", default=None, help="the reference's verb concepts in id order")
-    ap.add_argument("--noun-concepts", default=None, help="the reference's noun concepts in id order")
-    ap.add_argument("--fidelity", default="reference", choices=["reference", "improved"],
-                    help="HANetConfig.fidelity recorded in the checkpoint (default: reference)")
-
-
-def vocab_kwargs(args: argparse.Namespace) -> dict:
-    return {"vocab": args.vocab, "shards": args.shards, "verb_concepts": args.verb_concepts,
-            "noun_concepts": args.noun_concepts, "fidelity": args.fidelity}
 
 
 def main(argv: list[str] | None = None) -> int:
