@@ -208,19 +208,33 @@ def masked_max_pool(x: Tensor, span_masks: Tensor, max_elems: int = 1 << 24) -> 
 
     x (B, L, D) word states; span_masks (B, P, L) {0,1}. Returns (B, P, D); a phrase with an
     empty span gets 0 (the reference fills -1e10 and relies on later masking).
-    The arg-max positions are found without autograd (in batch chunks so that no
-    (chunk, P, L, D) temporary exceeds max_elems elements) and the values are then gathered, so
-    the backward pass is a cheap scatter instead of a pass over a (B, P, L, D) tensor.
+    The arg-max positions are found without autograd and the values are then gathered, so the
+    backward pass is a cheap scatter instead of a pass over a (B, P, L, D) tensor. The arg-max
+    runs over the non-empty phrases only, one word position at a time on the phrases that
+    contain it: work ~ (sum of span lengths) x D instead of B x P x L x D (a masked argmax over
+    the strided L axis took ~23 % of caption encoding). ``max_elems`` is kept for compatibility.
     """
     B, L, D = x.shape
     P = span_masks.shape[1]
     span = span_masks > 0
-    chunk = max(1, max_elems // max(1, P * L * D))
     with torch.no_grad():
-        idx = torch.cat([
-            x[s:s + chunk].detach().unsqueeze(1)
-            .masked_fill(~span[s:s + chunk].unsqueeze(-1), float("-inf")).argmax(dim=2)
-            for s in range(0, B, chunk)], 0)  # (B, P, D) word position of each max
+        xd = x.detach()
+        idx = torch.zeros((B * P, D), dtype=torch.long, device=x.device)  # word position of each max
+        rows = span.reshape(B * P, L).any(-1).nonzero().squeeze(1)  # phrases with a non-empty span
+        if rows.numel():
+            owner, sp = torch.div(rows, P, rounding_mode="floor"), span.reshape(B * P, L)[rows]
+            best = xd.new_full((rows.numel(), D), float("-inf"))
+            arg = torch.zeros((rows.numel(), D), dtype=torch.long, device=x.device)
+            for pos in range(L):
+                r = sp[:, pos].nonzero().squeeze(1)
+                if r.numel() == 0:
+                    continue
+                cand, cur = xd[owner[r], pos], best[r]
+                better = cand > cur  # strict: ties keep the first position, as argmax does
+                best[r] = torch.where(better, cand, cur)
+                arg[r] = torch.where(better, pos, arg[r])
+            idx[rows] = arg
+        idx = idx.view(B, P, D)
     pooled = x.gather(1, idx)  # out[b, p, d] = x[b, idx[b, p, d], d]
     return pooled.masked_fill(~span.any(-1, keepdim=True), 0.0)
 

@@ -78,9 +78,20 @@ def encode_videos(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, devi
 @torch.inference_mode()
 def encode_texts(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, device: torch.device):
     pad_to = int(data.lengths[idx].max())  # one length per chunk, so parts concatenate
-    parts = [model.encode_texts(data.text_batch(idx[a:a + cfg.encode_batch], pad_to=pad_to).to(device))
-             for a in range(0, idx.size, cfg.encode_batch)]
+    bf16 = cfg.text_bf16 and _bf16_is_fast(device)
+    parts = []
+    for a in range(0, idx.size, cfg.encode_batch):
+        tb = data.text_batch(idx[a:a + cfg.encode_batch], pad_to=pad_to).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model.encode_texts(tb)
+        parts.append(_cast(out, torch.float32) if bf16 else out)  # scoring stays fp32
     return _cat(parts)
+
+
+def _bf16_is_fast(device: torch.device) -> bool:
+    from pipeline._backbones import bf16_is_fast  # lazy: that module imports torchvision
+
+    return bf16_is_fast(device)
 
 
 @torch.inference_mode()

@@ -45,3 +45,32 @@ def test_reference_train_baseline_differs_from_improved_mode():
     model = HANet(cfg).train()
     v, t, lab = make_batch(cfg, 9, seed=3)
     assert abs(model.loss(v, t, lab)["total"].item() - reference_loss(model, v, t, lab).item()) > 1e-4
+
+
+def test_text_bf16_encoding_close_to_fp32(tmp_path):
+    """EvalConfig(text_bf16=True) (the fast caption path bench_eval measures): fp32 outputs, scores
+    within bf16 rounding of the fp32 ones; on CPUs without native bf16 it is exactly fp32."""
+    import numpy as np
+
+    from models.config import EvalConfig, HANetConfig
+    from pipeline.dataset import dataset_shapes, load_split
+    from pipeline.evaluate import encode_texts, encode_videos
+    from pipeline.planted import make_planted_shards
+
+    root = make_planted_shards(tmp_path, n_videos=12, captions_per_video=3, n_verbs=5, n_nouns=7, feat_dim=16,
+                               n_frames=6, seed=2, split_fractions=(0.0, 0.0, 1.0))
+    hcfg = HANetConfig(joint_dim=32, gcn_attn_dim=8, max_frames=6, n_action_clips=3, n_entity_clips=4,
+                       se_reduction=4, **{**dataset_shapes(root, "resnet152", "test"), "n_verb_concepts": 5,
+                                          "n_noun_concepts": 7})
+    torch.manual_seed(0)
+    model = HANet(hcfg).eval()
+    data = load_split(root, "test", hcfg)
+    dev = torch.device("cpu")
+    idx = np.arange(data.n_captions)
+    ve = encode_videos(model, data, np.arange(data.n_videos), EvalConfig(), dev)
+    te32 = encode_texts(model, data, idx, EvalConfig(encode_batch=8), dev)
+    te16 = encode_texts(model, data, idx, EvalConfig(encode_batch=8, text_bf16=True), dev)
+    assert all(v.dtype == te32[k].dtype for k, v in te16.items())
+    with torch.inference_mode():
+        s32, s16 = model.similarity(ve, te32), model.similarity(ve, te16)
+    assert (s32 - s16).abs().max() < 2e-2
