@@ -16,6 +16,14 @@ None only (no pickled classes, no numpy objects), so loading never executes code
     history_json    str    per-epoch history
     data_fingerprint str   hash of the shard tables/manifests the run trained on
     code_version    str    hash of the training/model source
+    vocab           dict   {'words', 'verb', 'noun': sha256 of the vocabulary in id order or None,
+                           ...}: the vocabularies the embedding rows / concept ids refer to;
+                           pipeline.evaluate refuses shards whose fingerprints differ
+
+Imported Roc-Ng/HANet checkpoints (models/import_reference.py) have the same format, epoch -1,
+``imported_from``, ``import_report_json``, ``fidelity_json`` and a ``vocab`` record whose entries
+are None unless the import remapped the vocabularies onto a build (then evaluation refuses them).
+The HANet fidelity switches (HANetConfig.fidelity, ...) travel inside ``config_json``.
 """
 from __future__ import annotations
 
