@@ -49,11 +49,15 @@ REF_COMMIT = "e679703"
 ROLE_POOL = ["ARG0", "ARG1", "ARG2", "ARGM-LOC", "ARGM-TMP", "ARGM-MNR", "C-ARG1", "R-ARG0", "ARGM-XYZ", "NOUN"]
 
 
-def ref_commit(ref: Path) -> str:
-    for cmd in (["git", "-C", str(ref), "rev-parse", "HEAD"],):
+def ref_commit(ref: Path, given: str | None) -> str:
+    """--commit, else the checkout's HEAD (only if ``ref`` itself is a git work tree), else e679703."""
+    if given:
+        return given
+    if (ref / ".git").exists():
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
-        except Exception:
+            return subprocess.run(["git", "-C", str(ref), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
             pass
     return REF_COMMIT
 
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ref", required=True, help="checkout of Roc-Ng/HANet")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "tests/fixtures/hanet_golden"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--commit", default=None, help="the reference commit of --ref (files extracted with git show)")
     args = ap.parse_args(argv)
     ref, out = Path(args.ref).resolve(), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "inputs.json").write_text(json.dumps({
         "captions": caps, "train_pairs": pairs, "words_note": "word ids of int2word.npy; specials 0,1,2"}))
     (out / "golden.json").write_text(json.dumps({
-        "reference": "https://github.com/Roc-Ng/HANet", "reference_commit": ref_commit(ref),
+        "reference": "https://github.com/Roc-Ng/HANet", "reference_commit": ref_commit(ref, args.commit),
         "score_order": names, "metrics": metrics, "train_loss": float(loss.item()),
         "model": {"feat_dim": FEAT_DIM, "joint_dim": EMBED, "word_dim": WORD_DIM, "vocab_size": N_WORDS,
                   "n_verb_concepts": N_VERB_C, "n_noun_concepts": N_NOUN_C, "gcn_attn_dim": EMBED // 2,
