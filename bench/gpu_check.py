@@ -3,15 +3,17 @@
     .venv/bin/python bench/gpu_check.py [--device cuda|cpu|auto] [--tiny] [--out FILE.json]
 
 Steps (each timed, all printed, one JSON written with ``--out``):
-1. matmul roofline: dense bf16 and fp32 (TF32 off) matmul TFLOP/s measured in THIS run;
+1. matmul roofline: dense bf16, fp32 (TF32 off) and, on CUDA, TF32 matmul TFLOP/s measured
+   in THIS run ("fp32" convolutions on CUDA run as TF32 by torch's default, so they are
+   compared with the TF32 roofline);
 2. ResNet152 extraction on the device, bf16 autocast and fp32: frames/s of the backbone on
    synthetic 224x224 frames (the model's FLOPs per frame counted by torch's FlopCounterMode),
    achieved TFLOP/s printed as % of the same-precision matmul roofline; and the production
    path (pipeline.extract.extract_shard: decode + prefetch + batching) on sample videos;
 3. the sample build through the build-features flow with ``device=<device>`` (Prefect
    ephemeral test server; random weights, offline);
-4. small-scale HANet training (a few hundred steps' worth is too long: ``--train-steps``) and
-   evaluation on planted shards, on the device;
+4. small-scale HANet training (40 steps of batch 64 on 400 planted videos, validation
+   included) and evaluation of its checkpoint, on the device;
 5. CPU-vs-device feature agreement: the same seeded ResNet152, fp32, on the same frames
    (max relative difference; bf16-vs-fp32 on the device as well).
 
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+BUDGET_S = 480  # the check must finish in 8 minutes on one GPU
 SIZES = {  # full (GPU) / tiny (CPU test) scales
     "full": dict(matmul_n=8192, matmul_reps=20, frames=64, batches=12, crop=224, videos=24, sample_videos=40,
                  train_videos=400, train_steps=40, batch=64, agree_frames=8, path_frames=20),
@@ -61,12 +64,15 @@ def _timed(fn, device: torch.device, reps: int) -> float:
 
 
 def matmul_roofline(device: torch.device, n: int, reps: int) -> dict:
-    """Dense square matmul throughput (TFLOP/s) in bf16 and in fp32 with TF32 disabled."""
+    """Dense square matmul throughput (TFLOP/s): bf16, fp32 with TF32 disabled, and (CUDA) TF32."""
     out = {}
     tf32 = torch.backends.cuda.matmul.allow_tf32
+    kinds = [("bf16", torch.bfloat16, False), ("fp32", torch.float32, False)]
+    if device.type == "cuda":
+        kinds.append(("tf32", torch.float32, True))
     try:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        for name, dtype, allow_tf32 in kinds:
+            torch.backends.cuda.matmul.allow_tf32 = allow_tf32
             a = torch.randn(n, n, device=device, dtype=dtype)
             b = torch.randn(n, n, device=device, dtype=dtype)
             s = _timed(lambda: a @ b, device, reps)
@@ -74,6 +80,11 @@ def matmul_roofline(device: torch.device, n: int, reps: int) -> dict:
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     return out
+
+
+def _fp32_kind(device: torch.device) -> str:
+    """What an 'fp32' convolution really runs as: cuDNN uses TF32 unless told not to (torch default)."""
+    return "tf32" if device.type == "cuda" and torch.backends.cudnn.allow_tf32 else "fp32"
 
 
 def resnet_flops_per_frame(crop: int) -> float:
@@ -104,7 +115,7 @@ def backbone_throughput(device: torch.device, sizes: dict, roofline: dict) -> di
         bb = get_backbone("resnet152", ResNetConfig(weights="random", device=str(device), bf16=bf16))
         s = _timed(lambda: bb.embed(batch), device, sizes["batches"])  # embed returns to host: synced
         fps = frames / s
-        kind = "bf16" if bb.bf16 else "fp32"
+        kind = "bf16" if bb.bf16 else _fp32_kind(device)
         achieved = fps * flops / 1e12
         out[name] = {"precision_used": bb.provenance["precision"], "frames_per_s": fps, "tflops": achieved,
                      "pct_of_roofline": 100 * achieved / roofline[kind]["tflops"], "roofline_kind": kind}
@@ -200,11 +211,20 @@ def feature_agreement(device: torch.device, sizes: dict) -> dict:
     frames = np.random.default_rng(1).integers(0, 256, (sizes["agree_frames"], crop, crop, 3), dtype=np.uint8)
     base = ResNetConfig(weights="random", bf16=False, fuse_bn=False, device="cpu")
     cpu = load_backbone("resnet152", base).embed(frames)
-    dev32 = load_backbone("resnet152", base.model_copy(update={"device": str(device)})).embed(frames)
+    dev32_bb = load_backbone("resnet152", base.model_copy(update={"device": str(device)}))
+    dev32 = dev32_bb.embed(frames)  # cuDNN default: TF32 convolutions on CUDA
+    tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = False
+        dev32_strict = dev32_bb.embed(frames)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
     dev16_bb = load_backbone("resnet152", base.model_copy(update={"device": str(device), "bf16": True}))
     dev16 = dev16_bb.embed(frames)
     scale = float(np.abs(cpu).max()) + 1e-12
     return {"device": str(device), "max_rel_diff_fp32_cpu_vs_device": float(np.abs(dev32 - cpu).max()) / scale,
+            "device_fp32_kind": _fp32_kind(device),
+            "max_rel_diff_strict_fp32_cpu_vs_device": float(np.abs(dev32_strict - cpu).max()) / scale,
             "max_rel_diff_device_bf16_vs_cpu_fp32": float(np.abs(dev16 - cpu).max()) / scale,
             "device_bf16_used": dev16_bb.provenance["precision"],
             "note": None if device.type == "cuda" else "no GPU in this run: CPU compared with itself"}
@@ -253,12 +273,15 @@ def main(argv: list[str] | None = None) -> dict:
             results["steps"][name] = {**fn(), "step_s": round(time.perf_counter() - t0, 2)}
             _print_step(name, results["steps"][name])
     results["total_s"] = round(time.perf_counter() - t_all, 1)
+    results["within_budget"] = results["total_s"] <= BUDGET_S
     ex = results["steps"].get("extract")
     if ex:
         print(f"\nResNet152 on {device}: bf16 {ex['bf16']['frames_per_s']:.1f} frames/s "
               f"({ex['bf16']['pct_of_roofline']:.1f} % of the {ex['bf16']['roofline_kind']} matmul roofline), "
-              f"fp32 {ex['fp32']['frames_per_s']:.1f} frames/s ({ex['fp32']['pct_of_roofline']:.1f} % of fp32)")
-    print(f"gpu_check done in {results['total_s']} s", flush=True)
+              f"fp32 {ex['fp32']['frames_per_s']:.1f} frames/s ({ex['fp32']['pct_of_roofline']:.1f} % of the "
+              f"{ex['fp32']['roofline_kind']} roofline)")
+    print(f"gpu_check done in {results['total_s']} s (budget {BUDGET_S} s: "
+          f"{'met' if results['within_budget'] else 'NOT met'})", flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, default=str))

@@ -401,6 +401,9 @@ def build_features(
         if value and runner != needs:
             raise ValueError(f"{name} is set but runner={runner!r}: use runner={needs!r}")
     # parameters, weight files and the runner first: a bad value or a missing engine fails before any work
+    bad = set(force) - set(STAGES)
+    if bad:
+        raise ValueError(f"unknown stages in force: {sorted(bad)}; stages are {list(STAGES)}")
     cfg = make_build_config(dataset, dataset_root, annotation, out_root, format, extractors, max_frames,
                             frame_stride, batch_size, device, weights, shard_size, overrides,
                             resnet_weights=resnet_weights, i3d_weights=i3d_weights,
@@ -423,9 +426,6 @@ def build_features(
     if generate_sample and not Path(annotation).exists():
         sample_data.generate_sample_dataset(Path(dataset_root).parent, n_videos=generate_sample)
     cfg = _resolve_weights(cfg, allow_random_weights)
-    bad = set(force) - set(STAGES)
-    if bad:
-        raise ValueError(f"unknown stages in force: {sorted(bad)}; stages are {list(STAGES)}")
     summary = build_dag.with_options(task_runner=runner_obj)(cfg, force=list(force), gpu_resource=gpu_tasks)
     print(f"shards written under {summary['root']} "
           f"({summary['executed']} stage runs executed, {summary['cached']} cached)")
