@@ -88,5 +88,5 @@ def test_import_checkpoint_config_is_a_path(tmp_path, capsys):
 def test_search_plugin_commands_are_registered(tmp_path, capsys):
     assert cli.main(["search", "a man rides", "--index", str(tmp_path / "none")]) == 2
     assert cli.main(["serve", "--index", str(tmp_path / "none")]) == 2
-    with pytest.raises(Exception):  # no checkpoint there: the stage refuses (no Prefect needed)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):  # the stage refuses (no Prefect needed)
         cli.main(["index", "--no-flow", "--checkpoint", str(tmp_path / "none.pt"), "--out-root", str(tmp_path)])
