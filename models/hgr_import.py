@@ -33,7 +33,6 @@ import torch
 from torch import Tensor
 
 from .config import TrainConfig
-from .hgr import HGR
 from .import_reference import (_role_permutation, _split_source, fingerprint, read_reference_words,
                                remap_word_rows, shard_vocabularies)
 from .model_configs import HGRConfig
@@ -74,7 +73,7 @@ def infer_config(parts: dict[str, dict[str, Tensor]], cfg: HGRConfig) -> HGRConf
     return cfg.model_copy(update=upd)
 
 
-def map_hgr_state_dict(parts: dict[str, dict[str, Tensor]], model: HGR) -> tuple[dict[str, Tensor], dict]:
+def map_hgr_state_dict(parts: dict[str, dict[str, Tensor]], model: torch.nn.Module) -> tuple[dict[str, Tensor], dict]:
     """Reference {encoder: state_dict} -> (our state dict, report of missing/unexpected/shape errors)."""
     ours = model.state_dict()
     out: dict[str, Tensor] = {}
@@ -125,7 +124,9 @@ def import_hgr_checkpoint(src_path: str | Path, dst_path: str | Path | None, cfg
             cfg = cfg.model_copy(update={"vocab_size": len(build["words"])})
         for kind in ("verb", "noun"):  # unused by HGR: valid for whatever concepts the shards hold
             record[kind] = fingerprint(build[kind]) if build[kind] else None
-    model = HGR(cfg)
+    from .registry import create_model
+
+    model = create_model("hgr", cfg)
     sd, report = map_hgr_state_dict(parts, model)
     ok = not (report["missing"] or report["unexpected"] or report["shape_errors"])
     if strict and not ok:
