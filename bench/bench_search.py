@@ -243,7 +243,7 @@ def main() -> int:
           f"{s['exact_p50_ms'] / s['auto_p50_ms']:.1f}x")
     print(f"memory: RSS {s['rss_before_open_mb']:.0f} MB before opening, {s['rss_after_mb']:.0f} MB after the queries "
           f"(mapped float32 matrix {s['matrix_mb']:.0f} MB, page cache; float16 copy {s['fast_copy_mb']:.0f} MB); "
-          f"process peak RSS {s["peak_rss_mb"]:.0f} MB (includes the planted part's searchers)")
+          f"process peak RSS {s['peak_rss_mb']:.0f} MB (includes the planted part's searchers)")
     ok = gap <= TARGET_R10_GAP and two["p95_ms"] <= TARGET_P95_MS and s["auto_p95_ms"] <= TARGET_SHORTLIST_MS
     if args.json:
         Path(args.json).write_text(json.dumps({"planted": p, "synthetic": s, "targets_met": ok}, indent=2))
