@@ -271,15 +271,21 @@ def read_reference_words(path: str | Path) -> list[str]:
 
 
 def read_concept_list(path: str | Path) -> list[str]:
-    """A concept vocabulary in id order: a JSON list, a JSON {lemma: id} dict, or one lemma a line."""
+    """A concept vocabulary in id order: a JSON list, a JSON {lemma: id} dict, HANet's
+    ``{verb,noun}_words_freq.json`` ({lemma: count}, most frequent first: id = position in the
+    file), or one lemma a line. A dict is read as {lemma: id} only when its values are exactly
+    the ids 0..n-1; otherwise it is a frequency file and its key order gives the ids."""
     path = Path(path)
     if path.suffix == ".json":
         obj = json.loads(path.read_text())
         if isinstance(obj, dict):
-            out = [""] * (max(obj.values()) + 1)
-            for w, i in obj.items():
-                out[int(i)] = str(w)
-            return out
+            values = list(obj.values())
+            if all(isinstance(v, int) for v in values) and sorted(values) == list(range(len(values))):
+                out = [""] * len(values)
+                for w, i in obj.items():
+                    out[i] = str(w)
+                return out
+            return [str(w) for w in obj]
         return [str(w) for w in obj]
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
@@ -425,7 +431,9 @@ def import_reference_checkpoint(src_path: str | Path, dst_path: str | Path | Non
                 continue
             if not build[kind]:
                 raise ValueError(f"{shards}: no {kind} concepts in text/concepts.parquet")
-            remap[kind] = remap_concept_rows(parts, kind, read_concept_list(path), build[kind])
+            # a frequency file lists every lemma; the checkpoint's head holds the first n of them
+            ref_lemmas = read_concept_list(path)[:getattr(cfg, f"n_{kind}_concepts")]
+            remap[kind] = remap_concept_rows(parts, kind, ref_lemmas, build[kind])
             vocab_record[kind] = fingerprint(build[kind])
             cfg = cfg.model_copy(update={f"n_{kind}_concepts": len(build[kind])})
     flat = {f"{enc}.{k}": v for enc, sd in parts.items() for k, v in sd.items()}

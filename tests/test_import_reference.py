@@ -343,3 +343,31 @@ def test_cli_import_then_evaluate_reproduces_reference_metrics(prefect_server, t
     golden = json.loads((GOLDEN / "golden.json").read_text())["metrics"]
     for ref_name, ours in METRIC_NAMES.items():
         assert report["metrics"][ours] == pytest.approx(golden[ref_name], abs=1e-9), ref_name
+
+
+def test_hanet_frequency_files_are_concept_lists(tmp_path):
+    """HANet's {verb,noun}_words_freq.json is {lemma: count}, most frequent first, and lists
+    more lemmas than the head holds: ids are file positions, truncated to the head's rows."""
+    from models.import_reference import read_concept_list
+
+    root = tmp_path / "golden"
+    paths = write_golden_shards(root)
+    counts = {w: 1000 - i for i, w in enumerate(REF_VERBS + ["rare-a", "rare-b"])}  # counts, not ids
+    (tmp_path / "verb_words_freq.json").write_text(json.dumps(counts))
+    nouns = {w: 500 - i for i, w in enumerate(REF_NOUNS + ["rare-n"])}
+    (tmp_path / "noun_words_freq.json").write_text(json.dumps(nouns))
+    assert read_concept_list(tmp_path / "verb_words_freq.json")[:32] == REF_VERBS
+    assert read_concept_list(paths["verbs"]) == REF_VERBS  # a plain list is unchanged
+    (tmp_path / "ids.json").write_text(json.dumps({w: i for i, w in enumerate(reversed(REF_VERBS))}))
+    assert read_concept_list(tmp_path / "ids.json") == REF_VERBS[::-1]  # {lemma: id} still an id map
+    via_freq = import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "f.pt", None,
+                                           vocab=GOLDEN / "int2word.npy", shards=root,
+                                           verb_concepts=tmp_path / "verb_words_freq.json",
+                                           noun_concepts=tmp_path / "noun_words_freq.json")
+    via_list = import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "l.pt", None,
+                                           vocab=GOLDEN / "int2word.npy", shards=root,
+                                           verb_concepts=paths["verbs"], noun_concepts=paths["nouns"])
+    assert via_freq["remap"]["verb"] == via_list["remap"]["verb"]
+    a, b = torch.load(tmp_path / "f.pt", weights_only=True), torch.load(tmp_path / "l.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
