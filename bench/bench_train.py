@@ -211,6 +211,9 @@ def main() -> None:
     print(f"[same run] baseline / ours-reference (identical maths, verified equal loss): {ratio_ref:.2f}x")
     print(f"[same run] ours-reference / ours (cost of the reference's padding rules in our code): "
           f"{med['ours-reference'] / med['ours']:.2f}x")
+    cpu = {n: statistics.median(cpu_t[n]) for n in names}
+    print(f"[same run, process CPU time instead of wall time] baseline / ours: {cpu['baseline'] / cpu['ours']:.2f}x; "
+          f"baseline / ours-reference: {cpu['baseline'] / cpu['ours-reference']:.2f}x")
     print(f"[separate process, ours alone, {args.rss_steps + 1} steps] peak RSS {ours_rss:.2f} GB; TARGET <= "
           f"{TARGET_RSS_GB:.0f} GB: {'OK' if ours_rss <= TARGET_RSS_GB else 'MISSED'} (this process, {len(models)} models: "
           f"{rss_gb():.2f} GB)")

@@ -1,0 +1,128 @@
+"""Regenerate the README's speed table from the committed bench logs (bench/results/*.txt).
+
+    .venv/bin/python bench/readme_table.py            # print the table
+    .venv/bin/python bench/readme_table.py --write    # replace it in README.md (between the markers)
+
+Every number comes from the newest log of each bench (its RESULTS/JSON line); every ratio says
+whether both sides ran in the same run or one side is a figure measured elsewhere.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- bench-table:start (bench/readme_table.py) -->", "<!-- bench-table:end -->"
+
+
+def newest(name: str, results: Path) -> Path | None:
+    logs = sorted(results.glob(f"{name}-*.txt"))
+    return logs[-1] if logs else None
+
+
+def results_json(path: Path, prefix: str = "RESULTS ") -> dict:
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith(prefix)]
+    return json.loads(lines[-1][len(prefix):])
+
+
+def date_of(path: Path) -> str:
+    m = re.search(r"(\d{4}-\d{2}-\d{2})", path.name)
+    return m.group(1) if m else "?"
+
+
+def ok(flag: bool) -> str:
+    return "**met**" if flag else "**not met**"
+
+
+def train_row(results: Path) -> list[str]:
+    p = newest("bench_train", results)
+    if p is None:
+        return []
+    r = results_json(p)
+    med = r["median_step_s"]
+    cpu = {k: sorted(v)[len(v) // 2] for k, v in r.get("cpu_s", {}).items()}
+    bf16 = (f"; what-if bf16 autocast {med['ours-bf16']:.2f} s -> {med['baseline'] / med['ours-bf16']:.1f}×"
+            if "ours-bf16" in med else "")
+    cpu_txt = f" (process CPU time: {cpu['baseline'] / cpu['ours']:.1f}×)" if cpu else ""
+    load = r["load_avg"][0]
+    return [f"| `bench_train.py` batch 64, default config ({p.name}, load {load:.1f}) | {med['ours']:.2f} s/step; "
+            f"reference-fidelity mode {med['ours-reference']:.2f} s; peak RSS {r['ours_peak_rss_gb']:.2f} GB (ours "
+            f"alone) | reference-style baseline {med['baseline']:.2f} s/step (loss verified equal to ours in "
+            f"reference mode: {r['baseline_verified']}) | **same run** {r['ratio_same_run']:.1f}×{cpu_txt}; vs ours "
+            f"in reference mode {r['ratio_same_run_vs_ours_reference']:.1f}×{bf16}. Context, measured elsewhere "
+            f"(2026-11-22 / 2026-11-30): the reference code 4.70 / 2.5–2.8 s/step | ≥ 4×: "
+            f"{ok(r['ratio_same_run'] >= 4)}; ≤ 2 GB: {ok(r['ours_peak_rss_gb'] <= 2)} |"]
+
+
+def eval_rows(results: Path) -> list[str]:
+    p = newest("bench_eval", results)
+    if p is None:
+        return []
+    r = results_json(p)
+    if "probe_bf16" not in r:  # an older log format
+        return [f"| `bench_eval.py` ({p.name}) | see log | | | |"]
+    pr, pr16, nv, t = r["probe"], r["probe_bf16"], r["naive"], r["text"]
+    sub = f"{pr['n_videos']} × {pr['n_captions']:,}"
+    load = r["load_avg"][0]
+    rows = [f"| `bench_eval.py` {sub} side by side ({p.name}, load {load:.1f}) | {pr['wall_s']:.1f} s "
+            f"(text_bf16: {pr16['wall_s']:.1f} s), peak RSS {pr['peak_rss_mb'] / 1024:.1f} GB | naive "
+            f"reference-style loop {nv['wall_s']:.0f} s, {nv['peak_rss_mb'] / 1024:.1f} GB (same metrics: rsum "
+            f"{nv['rsum']:.2f} = {pr['rsum']:.2f}) | **same run** {r['side_by_side_ratio']:.1f}× (text_bf16 "
+            f"{r['side_by_side_ratio_bf16']:.1f}×) | ≥ 10×: {ok(r['side_by_side_ratio'] >= 10)} |"]
+    for prec, name in (("float32", "fp32 (default)"), ("bfloat16", "bf16 (`text_bf16=True`)")):
+        if prec not in t:
+            continue
+        x = t[prec]
+        roof = max(x["roofline_gflops"], x["roofline_after_gflops"])
+        rows.append(f"| caption encoding, {name}, {t['n_captions']:,} captions | {x['captions_per_s']:,.0f} "
+                    f"captions/s = {x['gflops']:.0f} GFLOP/s ({t['gflop_per_caption']:.3f} GFLOP/caption) | "
+                    f"matmul roofline {roof:.0f} GFLOP/s, same process, same precision | **same run** "
+                    f"{x['gflops'] / roof:.0%} of roofline | ≥ 40 %: {ok(x['gflops'] / roof >= 0.4)} |")
+    of, nf, o16 = r["ours_full"], r["naive_full"], r["ours_bf16_full"]
+    V = r["ours"]["n_videos"]
+    rows.append(f"| {'MSR-VTT test scale ' if V == 2990 else ''}{V:,} × {V * 20:,}, **extrapolated** from per-unit costs "
+                f"measured in the same run | {of['total_s'] / 3600:.2f} h "
+                f"(text_bf16 {o16['total_s'] / 3600:.2f} h); ~{r['ours_rss_full_mb'] / 1024:.1f} GB | naive "
+                f"{nf['total_s'] / 3600:.1f} h. Context, measured elsewhere: the reference code 5–6.5 h, 11.7 GB (at 2,990 × 59,800) | "
+                f"extrapolated from same-run costs: {nf['total_s'] / of['total_s']:.0f}× | ≤ 3 GB: "
+                f"{ok(r['ours_rss_full_mb'] <= 3 * 1024)} |")
+    return rows
+
+
+STATIC = [  # benches not rerun in this pass: their figures are from elsewhere, labelled
+    "| `bench_extract.py` ResNet152, 24 videos (2026-11-29, no log committed) | 15.6 frames/s bf16; 8.2 fp32 | "
+    "batch-1 per video, fp32, 4.08 | same run then: 3.8× (fp32 alone 2.0×) | 3× — met where bf16 is native |",
+    "| `bench_extract.py` I3D-R50, 24 videos (2026-11-29, no log committed) | 3.75 clips/s bf16; 2.15 fp32 | 2.06 | "
+    "same run then: 1.8× | 3× — **not met** |",
+    "| `bench_parse.py` spaCy md + roles + lemmas (2026-11-29, no log committed) | 867 captions/s | one-by-one 319 "
+    "| same run then: 2.7× | ≥ 300/s — met |",
+]
+
+
+def table(results: Path) -> str:
+    head = ["| bench | ours | baseline | ratio (label) | target |", "|---|---|---|---|---|"]
+    return "\n".join([START, *head, *train_row(results), *eval_rows(results), *STATIC, END])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true")
+    ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder of bench logs")
+    args = ap.parse_args()
+    t = table(args.results)
+    if not args.write:
+        print(t)
+        return
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text:
+        raise SystemExit(f"README.md has no {START!r} marker")
+    a, b = text.index(START), text.index(END) + len(END)
+    readme.write_text(text[:a] + t + text[b:])
+    print(f"README.md table regenerated from {args.results}")
+
+
+if __name__ == "__main__":
+    main()
