@@ -24,7 +24,7 @@ def newest(name: str, results: Path) -> Path | None:
 
 def results_json(path: Path, prefix: str = "RESULTS ") -> dict:
     lines = [ln for ln in path.read_text().splitlines() if ln.startswith(prefix)]
-    return json.loads(lines[-1][len(prefix):])
+    return json.loads(lines[-1][len(prefix):]) if lines else {}
 
 
 def date_of(path: Path) -> str:
@@ -41,6 +41,8 @@ def train_row(results: Path) -> list[str]:
     if p is None:
         return []
     r = results_json(p)
+    if "ratio_same_run" not in r:  # an older log format
+        return [f"| `bench_train.py` ({p.name}) | see log | | | |"]
     med = r["median_step_s"]
     cpu = {k: sorted(v)[len(v) // 2] for k, v in r.get("cpu_s", {}).items()}
     bf16 = (f"; what-if bf16 autocast {med['ours-bf16']:.2f} s -> {med['baseline'] / med['ours-bf16']:.1f}×"
@@ -61,7 +63,7 @@ def eval_rows(results: Path) -> list[str]:
     if p is None:
         return []
     r = results_json(p)
-    if "probe_bf16" not in r:  # an older log format
+    if "probe_bf16" not in r:  # an older log format (or no RESULTS line)
         return [f"| `bench_eval.py` ({p.name}) | see log | | | |"]
     pr, pr16, nv, t = r["probe"], r["probe_bf16"], r["naive"], r["text"]
     sub = f"{pr['n_videos']} × {pr['n_captions']:,}"
