@@ -1,7 +1,8 @@
 """The search page in a real headless browser (Debian's chromium + chromium-driver, driven by selenium):
 search, see results with thumbnails and score bars, open one (its concept heatmap), an empty query's error.
 
-Chromium is installed by `make setup` (scripts/install.sh, apt-get; skipped when present). Without it
+Chromium is installed by `make test` (target `browser`: scripts/install_browser.sh, apt-get; a no-op when
+present). Without it
 the test skips locally, but FAILS in CI (CI=true): the browser check must run there."""
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 def _need(ok: bool, what: str) -> None:
     if ok:
         return
-    msg = f"{what} missing: run `make setup` (scripts/install.sh) or `apt-get install -y chromium chromium-driver`"
+    msg = f"{what} missing: run `make browser` (scripts/install_browser.sh) or `apt-get install -y chromium chromium-driver`"
     if IN_CI:
         pytest.fail(msg + " (CI=true: the browser test must run)")
     pytest.skip(msg)
@@ -35,7 +36,7 @@ def _browser_paths() -> tuple[str, str]:
     try:
         import selenium  # noqa: F401
     except ImportError:
-        _need(False, "selenium (requirements/dev.txt)")
+        _need(False, "selenium (requirements/dev.txt: `make setup`)")
     return chromium, driver
 
 
