@@ -11,8 +11,8 @@ whole index for two-stage (K=100; the default level-pooled shortlist, and the gl
 one) and exhaustive (every video scored by the full model), and per-query latency (p50/p95
 of the whole search() call, text processing included). Modes alternate query by query so
 machine load hits them alike. The index is built (shards, training, indexing) in a child
-process and searched from a fresh one, as `vtr index` then `vtr search` / `vtr serve`. Targets: two-stage R@10 within 1 point of exhaustive; p95
-latency <= 50 ms on 2 threads.
+process and searched from a fresh one, as `vtr index` then `vtr search` / `vtr serve`.
+Targets: two-stage R@10 within 1 point of exhaustive; p95 latency <= 50 ms on 2 threads.
 
 Part 2, a synthetic 100,000-video index of global embeddings only (D=1024, HANet's default
 joint_dim; clustered unit vectors), written and memory-mapped through storage/index.py:

@@ -30,7 +30,8 @@ def _cmd_index(a: argparse.Namespace) -> int:
 
         meta = build_index(a.checkpoint, Path(a.out_root) / a.dataset, a.index or None, splits=a.splits or None,
                            n_thumbs=a.thumbs, device=a.device, dataset_root=a.dataset_root or None)
-        print(f"indexed {meta['n_videos']} videos ({meta['n_with_thumbnails']} with thumbnails) into {meta['index_dir']}")
+        print(f"indexed {meta['n_videos']} videos ({meta['n_with_thumbnails']} with thumbnails) "
+              f"into {meta['index_dir']}")
         return 0
     from flows.index import build_index
 

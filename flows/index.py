@@ -33,6 +33,7 @@ def build_index(checkpoint: str = "runs/hanet/demo/best.pt", dataset: str = "sam
            f"{meta['shards_root']} with {meta['checkpoint']} into {meta['index_dir']} in {meta['seconds']:.1f} s")
     print(msg)
     create_markdown_artifact(f"### Search index\n{msg}\n\nvocabulary `{meta['vocabulary_fingerprint']}`, "
-                             f"shards `{meta['shards_fingerprint']}`, checkpoint sha256 `{meta['checkpoint_sha256'][:16]}`",
+                             f"shards `{meta['shards_fingerprint']}`, "
+                             f"checkpoint sha256 `{meta['checkpoint_sha256'][:16]}`",
                              description="build-index")
     return {k: v for k, v in meta.items() if k not in ("train_config_json", "arrays")}

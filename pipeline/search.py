@@ -713,7 +713,8 @@ class Searcher:
                 out[kind].append({"concept": lemma, "id": int(cid), "video_prob": round(p, 4), "video_rank": rank + 1})
         return out
 
-    def search(self, query: str, top: int = DEFAULT_TOP, k: int = DEFAULT_K, exhaustive: bool = False) -> dict[str, Any]:
+    def search(self, query: str, top: int = DEFAULT_TOP, k: int = DEFAULT_K,
+               exhaustive: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         top = max(1, min(int(top), self.n))
         k = max(top, int(k))
@@ -800,7 +801,8 @@ def format_results(res: dict[str, Any]) -> str:
     lines.append(f"query concepts: verbs {', '.join(qc['verb']) or '-'}; nouns {', '.join(qc['noun']) or '-'}")
     for note in res["query_info"].get("notes", []):
         lines.append(f"note: {note}")
-    lv = [n for n in ("ind_a", "ind_e", "loc_a", "loc_e", "glo", "c_p") if n in (res["results"][0]["levels"] if res["results"] else {})]
+    have = res["results"][0]["levels"] if res["results"] else {}
+    lv = [n for n in ("ind_a", "ind_e", "loc_a", "loc_e", "glo", "c_p") if n in have]
     lines.append(f"{'#':>3} {'score':>7}  " + " ".join(f"{n:>6}" for n in lv) + "  video / shared concepts")
     for i, h in enumerate(res["results"], 1):
         shared = ", ".join(c["concept"] for kind in ("verb", "noun") for c in h["shared_concepts"][kind]) or "-"

@@ -123,7 +123,8 @@ def read_meta(build_dir: Path) -> dict[str, Any]:
 def read_videos(build_dir: Path) -> list[dict[str, Any]]:
     path = build_dir / VIDEOS
     md = pq.read_schema(path).metadata or {}
-    if md.get(b"schema_name") != b"search_index_videos" or md.get(b"schema_version") != str(INDEX_SCHEMA_VERSION).encode():
+    version = str(INDEX_SCHEMA_VERSION).encode()
+    if md.get(b"schema_name") != b"search_index_videos" or md.get(b"schema_version") != version:
         raise ValueError(f"{path}: not a v{INDEX_SCHEMA_VERSION} search-index video table; rebuild the index")
     return pq.read_table(path).to_pylist()
 

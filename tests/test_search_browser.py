@@ -1,9 +1,8 @@
 """The search page in a real headless browser (Debian's chromium + chromium-driver, driven by selenium):
 search, see results with thumbnails and score bars, open one (its concept heatmap), an empty query's error.
 
-Chromium is installed by `make test` (target `browser`: scripts/install_browser.sh, apt-get; a no-op when
-present). Without it
-the test skips locally, but FAILS in CI (CI=true): the browser check must run there."""
+Chromium is installed by `make test` (target `browser`: scripts/install_browser.sh, apt-get; a no-op
+when present). Without it the test skips locally, but FAILS in CI (CI=true): the check must run there."""
 from __future__ import annotations
 
 import os
