@@ -641,8 +641,8 @@ class Searcher:
         embeddings only), or 'concepts' (Jaccard of concept scores: a model with neither)."""
         have = {"levels": "shortlist_levels" in self.arrays and bool(self.meta.get("shortlist_levels")),
                 "global": "shortlist" in self.arrays, "concepts": "enc/verb_probs" in self.arrays}
-        if mode == "auto":
-            return next(m for m in ("levels", "global", "concepts") if have[m])
+        if mode == "auto":  # 'none': the model exposes nothing cheap; every search scores all videos
+            return next((m for m in ("levels", "global", "concepts") if have[m]), "none")
         if mode not in have or not have[mode]:
             raise SearchError(f"shortlist '{mode}' is not available in this index (have: "
                               f"{', '.join(m for m, ok in have.items() if ok)})")
@@ -671,7 +671,7 @@ class Searcher:
         """(rows, fused scores, parts, shortlist scores) of the scored videos, best first."""
         t0 = time.perf_counter()
         s1 = None
-        if exhaustive:
+        if exhaustive or self.shortlist_mode == "none":
             cand = torch.arange(self.n)
         else:
             rows, s1_rows = self.shortlist_rows(te, k)
@@ -715,6 +715,9 @@ class Searcher:
 
     def search(self, query: str, top: int = DEFAULT_TOP, k: int = DEFAULT_K,
                exhaustive: bool = False) -> dict[str, Any]:
+        load = getattr(self.parse, "_load", None)
+        if load is not None:
+            load()  # spaCy / WordNet load once per process: not part of a query's time
         t0 = time.perf_counter()
         top = max(1, min(int(top), self.n))
         k = max(top, int(k))
