@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
 from flows._stages import configure_threads
+from models import registry
 from models.config import EvalConfig, TrainConfig
 from pipeline import evaluate as evaluate_mod
 from pipeline import train as train_mod
@@ -44,7 +45,7 @@ def run_dir_for(runs_root: Path, dataset: str, cfg: TrainConfig, shards_root: Pa
     base = runs_root / cfg.model
     if run_name:
         return base / run_name
-    prefix = f"{dataset}-{stable_hash(cfg, 8)}"
+    prefix = f"{dataset}-{stable_hash(registry.active_config_dump(cfg), 8)}"  # other models' configs excluded
     run_dir = base / f"{prefix}-{data_fingerprint(shards_root, cfg.features)[:8]}"
     earlier = sorted((p for p in base.glob(f"{prefix}-*") if p != run_dir and (p / "last.pt").exists()),
                      key=lambda p: p.stat().st_mtime)

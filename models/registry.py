@@ -100,6 +100,20 @@ def with_model_config(train_cfg: TrainConfig, cfg: BaseModel, name: str | None =
     return train_cfg.model_copy(update={get_spec(name or train_cfg.model).config_field: cfg})
 
 
+def active_config_dump(train_cfg: TrainConfig) -> dict[str, Any]:
+    """``train_cfg`` as JSON data without the configs of the models it does not train, so a run's
+    identity (run-directory key, resume check) does not change when another model's defaults do.
+    For HANet this equals the dump of a TrainConfig from before other models existed."""
+    d = train_cfg.model_dump(mode="json")
+    if train_cfg.model not in _REGISTRY:
+        return d
+    active = _REGISTRY[train_cfg.model].config_field
+    for spec in _REGISTRY.values():
+        if spec.config_field != active:
+            d.pop(spec.config_field, None)
+    return d
+
+
 def fill_shapes(cfg: BaseModel, shapes: dict[str, int]) -> BaseModel:
     """``cfg`` with the shard facts (feat_dim, vocab_size, word_dim, concept counts) filled in."""
     upd = {k: v for k, v in shapes.items() if k in type(cfg).model_fields and k in SHAPE_FIELDS}

@@ -113,7 +113,7 @@ def resolve_config(shards_root: Path, cfg: TrainConfig, model_name: str | None =
 
 
 def _comparable(cfg: TrainConfig) -> dict[str, Any]:
-    d = cfg.model_dump(mode="json")
+    d = registry.active_config_dump(cfg)  # other models' configs do not matter to this run
     for k in RESUMABLE_CHANGES:
         d.pop(k, None)
     return d

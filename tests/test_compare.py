@@ -78,3 +78,15 @@ def test_train_flow_model_parameter_and_evaluate_check(prefect_server, shards, t
     assert again["rsum"] == pytest.approx(res["report"]["rsum"])
     with pytest.raises(Exception, match="holds model 'hgr', not 'hcmi'"):
         evaluate(checkpoint=ck, dataset="planted", out_root=str(shards), model="hcmi")
+
+
+def test_retrain_model_parameter_keeps_its_own_marker(prefect_server, shards, tmp_path):
+    from flows.train import retrain
+
+    kw = dict(dataset="planted", out_root=str(shards), runs_root=str(tmp_path), epochs=1, batch_size=16,
+              overrides={"hgr": TINY["hgr"]})
+    first = retrain(model="hgr", **kw)
+    assert first["skipped"] is False and Path(first["run_dir"]).parent.name == "hgr"
+    assert (tmp_path / "retrain" / "planted-hgr.json").exists()
+    assert not (tmp_path / "retrain" / "planted.json").exists()   # hanet's marker is untouched
+    assert retrain(model="hgr", **kw)["skipped"] is True

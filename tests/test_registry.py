@@ -114,3 +114,16 @@ def test_stage_code_never_names_a_model_class(path):
             assert not {a.name for a in node.names} & MODEL_MODULES, (path, node.lineno)
         elif isinstance(node, ast.Name):
             assert node.id not in MODEL_CLASSES, (path, node.lineno)
+
+
+def test_run_identity_ignores_other_models_configs():
+    """Changing HCMI's config (or its defaults) never changes a HANet run's key or resume check."""
+    from pipeline._fingerprint import stable_hash
+    from pipeline.train import _comparable
+
+    a, b = TrainConfig(), TrainConfig(hcmi={"n_clips": 7}, hgr={"joint_dim": 8})
+    assert stable_hash(registry.active_config_dump(a)) == stable_hash(registry.active_config_dump(b))
+    assert _comparable(a) == _comparable(b)
+    c = TrainConfig(model="hgr", hgr={"joint_dim": 8})
+    assert "hgr" in registry.active_config_dump(c) and "hanet" not in registry.active_config_dump(c)
+    assert _comparable(TrainConfig(model="hgr")) != _comparable(c)
