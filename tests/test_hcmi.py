@@ -5,7 +5,8 @@ Learning (planted world of tests/test_learning.py: 150 test videos, chance t2v R
 joint_dim 32, 2 heads, batch 64, Adam lr 1e-2, 8 epochs, single-threaded). Measured while
 writing this test (seed 0, test rsum of 600): full 539.5 (t2v R@1 66.2); with label denoising +
 marginal enhancement 542.2 (68.3); video-sentence only 537.7; frame-word only 542.7.
-The CI run trains the full model with both switches on (so they are exercised end to end).
+The CI run trains the full model with both switches on (so they are exercised end to end) and,
+as the cheap ablation, the video-sentence level alone (full must not be worse beyond noise).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests._planted_learning import planted, train_and_test, train_cfg, untraine
 from tests.test_hanet import crop_text, crop_video, make_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+ABLATION_TOLERANCE = 12.0   # rsum points: run-to-run noise (as tests/test_learning.py)
 
 TINY = dict(feat_dim=24, vocab_size=40, word_dim=12, joint_dim=16, n_heads=2, max_frames=12, max_words=10,
             n_verb_concepts=6, n_noun_concepts=9, n_clips=3)
@@ -169,7 +171,7 @@ def shards(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_hcmi_learns_planted_retrieval(shards, tmp_path):
+def test_hcmi_learns_planted_retrieval_and_levels(shards, tmp_path):
     cfg = train_cfg("hcmi", dict(joint_dim=32, n_heads=2, max_frames=12, label_denoising=True,
                                  marginal_enhancement=True), epochs=8, lr=1e-2)
     run = train_and_test(shards, tmp_path / "full", cfg)
@@ -180,3 +182,9 @@ def test_hcmi_learns_planted_retrieval(shards, tmp_path):
     assert after["v2t_r1"] >= 35.0
     assert after["t2v_r1"] >= before["t2v_r1"] + 25.0, (before, after)   # the metric moved
     assert after["rsum"] >= before["rsum"] + 200.0, (before["rsum"], after["rsum"])
+    # ablation (one cheap level): the video-sentence level alone learns; the hierarchy is not worse
+    vs = train_and_test(shards, tmp_path / "vs", train_cfg("hcmi", dict(
+        joint_dim=32, n_heads=2, max_frames=12, label_denoising=True, marginal_enhancement=True,
+        use_frame_word=False, use_clip_phrase=False), epochs=8, lr=1e-2))
+    assert vs["test"]["rsum"] > 450.0, vs["test"]
+    assert after["rsum"] >= vs["test"]["rsum"] - ABLATION_TOLERANCE, (after["rsum"], vs["test"]["rsum"])
