@@ -90,3 +90,26 @@ def test_retrain_model_parameter_keeps_its_own_marker(prefect_server, shards, tm
     assert (tmp_path / "retrain" / "planted-hgr.json").exists()
     assert not (tmp_path / "retrain" / "planted.json").exists()   # hanet's marker is untouched
     assert retrain(model="hgr", **kw)["skipped"] is True
+
+
+def test_deployments_with_model_parameters_validate_against_their_flows():
+    """compare/compare-models (and train/evaluate/retrain with model=) as prefect.yaml declares them."""
+    import importlib
+
+    import yaml
+
+    from models import registry
+
+    root = Path(__file__).resolve().parents[1]
+    deps = {d["name"]: d for d in yaml.safe_load((root / "prefect.yaml").read_text())["deployments"]}
+    assert deps["compare-models"]["entrypoint"] == "flows/compare.py:compare"
+    for name in ("compare-models", "train-hanet", "evaluate-hanet", "retrain-hanet"):
+        path, fn = deps[name]["entrypoint"].split(":")
+        flow = getattr(importlib.import_module(path[:-3].replace("/", ".")), fn)
+        params = dict(deps[name]["parameters"])
+        if name == "evaluate-hanet":
+            params["checkpoint"] = "runs/hgr/x/best.pt"
+        if name != "compare-models":
+            params["model"] = "hgr"
+        flow.validate_parameters(params)   # raises on unknown names / wrong types
+    assert set(deps["compare-models"]["parameters"]["models"]) <= set(registry.model_names())
