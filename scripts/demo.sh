@@ -32,5 +32,5 @@ print(format_metrics(report))
 print("heatmaps:", *report.get("heatmaps", []), sep="\n  ")
 PY
 echo; echo "Prefect UI: http://127.0.0.1:$VTR_PREFECT_PORT  (stop it with: make prefect-down)"
-echo; echo "=== vtr search 'a red circle moves to the left' (index: runs/hanet/demo/index; the web page: vtr serve)"
-vtr search "a red circle moves to the left" --index runs/hanet/demo/index --top 5
+echo; echo "=== vtr search 'a green triangle rises on a black background' (index: runs/hanet/demo/index; the web page: vtr serve)"
+vtr search "a green triangle rises on a black background" --index runs/hanet/demo/index --top 5
