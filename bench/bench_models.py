@@ -143,7 +143,8 @@ def main() -> None:
             within = r["peak_rss_mb"] / 1024 <= RSS_BOUND_GB
             ok &= within
             print(f"  {n:6s} measured {r['wall_s']:7.1f} s for {r['n_captions']:,} captions "
-                  f"(videos {r['video_encode_s']:.1f} s, text {r['text_encode_s']:.1f} s, scoring {r['score_s']:.1f} s); "
+                  f"(videos {r['video_encode_s']:.1f} s, text {r['text_encode_s']:.1f} s, "
+                  f"scoring {r['score_s']:.1f} s); "
                   f"59,800 captions EXTRAPOLATED {r['full_scale_s_extrapolated'] / 60:.1f} min; "
                   f"peak RSS {r['peak_rss_mb'] / 1024:.2f} GB ({'<=' if within else '>'} {RSS_BOUND_GB} GB); "
                   f"video cache {r['video_cache_mb']:.0f} MB")
