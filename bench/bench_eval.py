@@ -199,7 +199,7 @@ def child_text(root: Path, n_videos: int, args) -> dict:
     precisions = ["float32"] + (["bfloat16"] if out["native_bf16"] else [])
     for prec in precisions:
         cfg = EvalConfig(encode_batch=args.encode_batch, text_bf16=prec == "bfloat16")
-        encode_texts(model, data, chunks[0][:64], cfg, dev)  # warm-up
+        encode_texts(model, data, chunks[0][:args.encode_batch], cfg, dev)  # warm-up (one batch)
         roof = matmul_roofline(prec)
         t = time.perf_counter()
         for c in chunks:
