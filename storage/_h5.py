@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
-from storage._atomic import atomic_path
+from storage.atomic import atomic_path
 
 _NATIVE = (str, int, float, bool, np.ndarray)
 
@@ -27,11 +27,21 @@ def set_attrs(f: h5py.File, attrs: Mapping[str, Any], schema_version: int) -> No
     put_attrs(f, attrs)
 
 
+def schema_mismatch(f: h5py.File, expected: int, what: str, fix: str) -> str | None:
+    """Why ``f`` is not of schema version ``expected`` (missing, unreadable or other), or None."""
+    got = f.attrs.get("schema_version", None)
+    try:
+        ok = got is not None and int(got) == expected
+    except (TypeError, ValueError):
+        ok = False
+    return None if ok else f"{what} schema_version {got if got is not None else 'missing'} != {expected}; {fix}"
+
+
 def check_schema(f: h5py.File, path: str | os.PathLike, expected: int, what: str, fix: str) -> None:
     """Refuse a file written with another schema version, saying how to fix it."""
-    got = int(f.attrs.get("schema_version", -1))
-    if got != expected:
-        raise ValueError(f"{path}: {what} schema_version {got} != {expected}; {fix}")
+    problem = schema_mismatch(f, expected, what, fix)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
 
 
 H5_OVERHEAD = 64 * 1024  # superblock, root group, file attributes (bytes, generous)

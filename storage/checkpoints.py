@@ -18,7 +18,7 @@ None only (no pickled classes, no numpy objects), so loading never executes code
     code_version    str    hash of the training/model source
     vocab           dict   {'words', 'verb', 'noun': sha256 of the vocabulary in id order or None,
                            ...}: the vocabularies the embedding rows / concept ids refer to;
-                           pipeline.evaluate refuses shards whose fingerprints differ
+                           pipeline.learn.evaluate refuses shards whose fingerprints differ
 
 Imported Roc-Ng/HANet checkpoints (models/import_reference.py) have the same format, epoch -1,
 ``imported_from``, ``import_report_json``, ``fidelity_json`` and a ``vocab`` record whose entries
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from storage._atomic import atomic_path
+from storage.atomic import atomic_path
 
 CHECKPOINT_FORMAT = 1
 
@@ -59,6 +59,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         got = ck.get("format_version") if isinstance(ck, dict) else type(ck).__name__
         raise ValueError(f"{path}: checkpoint format {got!r}, this code reads {CHECKPOINT_FORMAT}")
     return ck
+
+
+def load_torch_file(path: str | os.PathLike) -> Any:
+    """A torch file written elsewhere (a reference checkpoint, backbone weights), read on the CPU
+    with ``weights_only=True`` (no code execution); no format check: the caller interprets it."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def rng_state() -> dict[str, Any]:

@@ -7,13 +7,14 @@ weights_sha256, config (JSON), schema_version. Readers need h5py only.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import h5py
 import numpy as np
 
-from storage._h5 import atomic_h5, check_schema, h5_size_estimate, put_attrs, set_attrs
+from storage._h5 import atomic_h5, check_schema, h5_size_estimate, put_attrs, schema_mismatch, set_attrs
 
 FEATURE_SCHEMA_VERSION = 1
 
@@ -77,6 +78,66 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
     with h5py.File(path, "r") as f:
         check_version(f, path)
         return dict(f.attrs)
+
+
+def read_frame_counts(path: str | os.PathLike) -> dict[str, int]:
+    """{dataset name: number of rows (frames)} of a feature file, without reading the data."""
+    with h5py.File(path, "r") as f:
+        check_version(f, path)
+        return {name: int(f[name].shape[0]) for name in f.keys()}
+
+
+def read_all_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """{dataset name: (n, D) array} of every video in a feature file (small files: tests, benchmarks)."""
+    with FeatureReader(path) as r:
+        return {name: r[name] for name in r.keys()}
+
+
+@dataclass(frozen=True)
+class FeatureEntry:
+    """One member of a feature file as found on disk, for checking files that may be broken."""
+
+    name: str
+    is_dataset: bool  # False: a group (a feature file holds (n, D) datasets only)
+    dtype: np.dtype | None = None
+    shape: tuple[int, ...] = ()
+    finite: bool | None = None  # all values finite; read only when asked, for non-empty 2-D float datasets
+
+
+class FeatureFileScan:
+    """A feature file opened read-only WITHOUT the schema check, to report what is wrong with it.
+
+    ``schema_problem`` is the schema-version check :class:`FeatureReader` enforces, as a message
+    (None when the version is right); :meth:`entries` walks every member, one at a time.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._f = h5py.File(self.path, "r")
+
+    @property
+    def schema_problem(self) -> str | None:
+        return schema_mismatch(self._f, FEATURE_SCHEMA_VERSION, "feature", "rebuild features")
+
+    def entries(self, read_values: bool = False) -> Iterator[FeatureEntry]:
+        for name, obj in self._f.items():
+            if not isinstance(obj, h5py.Dataset):
+                yield FeatureEntry(name, is_dataset=False)
+                continue
+            shape = tuple(int(x) for x in obj.shape)
+            finite = None
+            if read_values and len(shape) == 2 and all(shape) and obj.dtype.kind == "f":
+                finite = bool(np.isfinite(obj[()]).all())
+            yield FeatureEntry(name, True, obj.dtype, shape, finite)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "FeatureFileScan":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class FeatureReader:

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage._atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from storage.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from storage._h5 import atomic_h5, check_schema, h5_size_estimate, set_attrs
 
 INDEX_SCHEMA_VERSION = 1

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from storage._atomic import atomic_write_text
+from storage.atomic import TMP_MARK, atomic_write_text
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -44,18 +44,41 @@ def write_manifest(root: str | os.PathLike, manifest: StageManifest) -> Path:
     return path
 
 
+class ManifestVersionError(ValueError):
+    """A manifest written with another MANIFEST_SCHEMA_VERSION."""
+
+
+def manifest_files(root: str | os.PathLike) -> list[Path]:
+    """Every manifest file under ``root/_stages`` (stages and their shards), sorted; no temporaries."""
+    base = Path(root) / "_stages"
+    if not base.is_dir():
+        return []
+    return sorted(p for p in [*base.glob("*.json"), *base.glob("*/*.json")] if not p.name.startswith(TMP_MARK))
+
+
+def read_manifest_data(path: str | os.PathLike) -> dict[str, Any]:
+    """A manifest file's JSON as stored, unchecked (OSError / ValueError when unreadable)."""
+    return json.loads(Path(path).read_text())
+
+
+def load_manifest_file(path: str | os.PathLike) -> StageManifest:
+    """One manifest file, checked: ManifestVersionError for another schema version,
+    pydantic's ValidationError (a ValueError) for a file that is not a stage manifest."""
+    data = read_manifest_data(path)
+    if data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+        raise ManifestVersionError(
+            f"{path}: manifest schema_version {data.get('schema_version')!r} != {MANIFEST_SCHEMA_VERSION}; "
+            "rebuild this output root with the current code"
+        )
+    return StageManifest.model_validate(data)
+
+
 def read_manifest(root: str | os.PathLike, stage: str, shard: str | None = None) -> StageManifest | None:
     """The committed manifest, or None when the stage/shard is not committed."""
     path = manifest_path(root, stage, shard)
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
-    if data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
-        raise ValueError(
-            f"{path}: manifest schema_version {data.get('schema_version')} != {MANIFEST_SCHEMA_VERSION}; "
-            "rebuild this output root with the current code"
-        )
-    return StageManifest.model_validate(data)
+    return load_manifest_file(path)
 
 
 def commit_status(root: str | os.PathLike, stage: str, key: str, shard: str | None = None) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage._atomic import atomic_path
+from storage.atomic import atomic_path
 from storage.schemas import schema, version
 
 META_NAME = b"schema_name"
@@ -63,3 +63,19 @@ def read_table(path: str | os.PathLike, name: str, columns: list[str] | None = N
 def table_metadata(path: str | os.PathLike) -> dict[str, str]:
     meta = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in meta.items()}
+
+
+def table_schema(path: str | os.PathLike) -> pa.Schema:
+    """The Arrow schema of a Parquet file as stored (no schema-name check; reads the footer only)."""
+    return pq.read_schema(path)
+
+
+def table_schema_name(path: str | os.PathLike) -> str:
+    """The schema name a table was tagged with when written ('' when untagged)."""
+    return ((pq.read_schema(path).metadata or {}).get(META_NAME, b"")).decode()
+
+
+def table_stats(path: str | os.PathLike) -> tuple[int, dict[str, str]]:
+    """(row count, key/value metadata without Arrow's own ARROW:* entries) from the footer only."""
+    md = pq.read_metadata(path)
+    return md.num_rows, {k.decode(): v.decode() for k, v in (md.metadata or {}).items() if not k.startswith(b"ARROW")}

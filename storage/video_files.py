@@ -1,6 +1,6 @@
 """Encoded video files (PyAV): reproducible writer for generated datasets and tests.
 
-Decoding lives in ``pipeline/decode.py``; this module only WRITES videos, and
+Decoding lives in ``pipeline/video/decode.py``; this module only WRITES videos, and
 like every writer in ``storage`` it goes through :func:`atomic_path`.
 
 Reproducibility: given the same frames, codec and FFmpeg build, the bytes are
@@ -20,7 +20,7 @@ from typing import Iterable
 import av
 import numpy as np
 
-from storage._atomic import atomic_path
+from storage.atomic import atomic_path
 
 _CODEC_OPTIONS: dict[str, dict[str, str]] = {
     "mpeg4": {"flags": "+bitexact"},
