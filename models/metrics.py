@@ -203,19 +203,18 @@ class RankAccumulator:
         return summarize_ranks(*self.ranks())
 
 
-def chunked_metrics(scores, cap2vid, caption_chunk: int, order: np.ndarray | None = None) -> dict[str, float]:
-    """Metrics via :class:`RankAccumulator` fed ``caption_chunk`` columns at a time (tests, tools)."""
-    s = _as_numpy(scores)
-    order = np.arange(s.shape[1]) if order is None else np.asarray(order)
-    acc = RankAccumulator(cap2vid, s.shape[0])
-    for i in range(0, order.size, caption_chunk):
-        ids = order[i:i + caption_chunk]
-        acc.add(ids, s[:, ids])
-    return acc.metrics()
+METRIC_COLUMNS = {"R@1": "r1", "R@5": "r5", "R@10": "r10", "MedR": "medr", "MeanR": "meanr"}
 
 
-def format_metrics(m: Mapping[str, float]) -> str:
-    """One line: 't2v R@1/5/10 a/b/c MedR m MeanR x | v2t ... | rsum s'."""
+def format_metrics(m: Mapping[str, float], table: bool = False) -> str:
+    """One line: 't2v R@1/5/10 a/b/c MedR m MeanR x | v2t ... | rsum s'; ``table``: a text table,
+    one row per direction (columns :data:`METRIC_COLUMNS`) and an rsum row."""
+    if table:
+        lines = [f"{'':>6} " + " ".join(f"{k:>7}" for k in METRIC_COLUMNS)]
+        for d in ("t2v", "v2t"):
+            lines.append(f"{d:>6} " + " ".join(f"{float(m[f'{d}_{s}']):7.2f}" for s in METRIC_COLUMNS.values()))
+        lines.append(f"{'rsum':>6} {float(m['rsum']):7.2f}")
+        return "\n".join(lines)
     parts = []
     for d in ("t2v", "v2t"):
         parts.append(f"{d} R@1/5/10 {m[f'{d}_r1']:.1f}/{m[f'{d}_r5']:.1f}/{m[f'{d}_r10']:.1f} "

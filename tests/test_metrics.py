@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from models.metrics import (
-    METRIC_KEYS, RankAccumulator, chunked_metrics, format_metrics, retrieval_metrics, retrieval_ranks,
+    METRIC_KEYS, RankAccumulator, format_metrics, retrieval_metrics, retrieval_ranks,
     summarize_ranks,
 )
 
@@ -58,6 +58,10 @@ def test_perfect_and_known_ranks():
     assert m["rsum"] == pytest.approx(75 + 100 + 100 + 300)
     assert set(m) == set(METRIC_KEYS)
     assert "rsum" in format_metrics(m)
+    table = format_metrics(m, table=True).splitlines()
+    assert table[0].split() == ["R@1", "R@5", "R@10", "MedR", "MeanR"]
+    assert table[1].split() == ["t2v", "75.00", "100.00", "100.00", "1.00", "1.50"]
+    assert table[3].split() == ["rsum", f"{m['rsum']:.2f}"]
 
 
 def test_ties_are_pessimistic():
@@ -128,7 +132,7 @@ def test_chunked_equals_dense(chunk, ties, grouped):
         t2v, v2t = acc.ranks()
         np.testing.assert_array_equal(t2v, bt)
         np.testing.assert_array_equal(v2t, bv)
-        assert chunked_metrics(s, cap2vid, chunk, order) == retrieval_metrics(s, cap2vid)
+        assert acc.metrics() == retrieval_metrics(s, cap2vid)
 
 
 def test_accumulator_holds_little_when_grouped():
