@@ -58,7 +58,7 @@ lint-docker: setup
 	$(ENV) bash scripts/lint_docker.sh
 
 validate: setup
-	$(ENV) $(PY) -m pipeline.validate out/sample
+	$(ENV) $(PY) -m pipeline.datasets.validate out/sample
 
 clean: prefect-down
 	rm -rf out runs .prefect data/sample

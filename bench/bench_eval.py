@@ -9,7 +9,7 @@ captions (5-11 words, 1-2 verbs, 2-4 arguments), 20 captions per video, written 
 real shard tree under --workdir and read through the production readers.
 
 Variants, each in its OWN subprocess (so peak RSS numbers are independent):
-* ours  - pipeline.evaluate.evaluate_model: every video and caption encoded once,
+* ours  - pipeline.learn.evaluate.evaluate_model: every video and caption encoded once,
           caption-chunk x video-chunk blocks of the fused score, streaming ranks.
 * naive - the reference's structure: for every 300-video block re-encode all captions
           in 300-caption batches, keep every part score matrix (7 of them), stack them at
@@ -63,7 +63,7 @@ def peak_rss_mb() -> float:
 
 
 def prepare(workdir: Path, n_videos: int) -> Path:
-    from pipeline.planted import make_planted_shards
+    from pipeline.datasets.planted import make_planted_shards
 
     root = workdir / f"msrvtt-like-{n_videos}"
     if (root / "_stages" / "planted.json").exists():
@@ -82,7 +82,7 @@ def build(root: Path, n_videos: int, captions_per_video: int | None = None):
 
     from models.config import HANetConfig
     from models.hanet import HANet
-    from pipeline.dataset import dataset_shapes, load_split, load_word_embeddings
+    from pipeline.learn.dataset import dataset_shapes, load_split, load_word_embeddings
 
     shapes = dataset_shapes(root, "resnet152", "test")
     shapes.update(n_verb_concepts=512, n_noun_concepts=1024)   # default K_a/K_e (planted test-only vocab is empty)
@@ -95,7 +95,7 @@ def build(root: Path, n_videos: int, captions_per_video: int | None = None):
 
 def child_ours(root: Path, n_videos: int, args) -> dict:
     from models.config import EvalConfig
-    from pipeline.evaluate import evaluate_model
+    from pipeline.learn.evaluate import evaluate_model
 
     model, data = build(root, n_videos, args.child_captions_per_video or None)
     cfg = EvalConfig(video_chunk=args.video_chunk, caption_chunk=args.caption_chunk, encode_batch=args.encode_batch,
@@ -183,7 +183,7 @@ def child_text(root: Path, n_videos: int, args) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from models.config import EvalConfig
-    from pipeline.evaluate import _bf16_is_fast, encode_texts
+    from pipeline.learn.evaluate import _bf16_is_fast, encode_texts
 
     model, data = build(root, n_videos, args.child_captions_per_video or None)
     idx = np.argsort(data.cap2vid, kind="stable")

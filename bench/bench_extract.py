@@ -3,13 +3,13 @@
     .venv/bin/python bench/bench_extract.py [--n-videos 6] [--extractor resnet152|i3d_r50]
         [--workdir DIR] [--batch-size N]
 
-Both run in this process on the same generated sample videos (pipeline.sample_data,
+Both run in this process on the same generated sample videos (pipeline.datasets.sample_data,
 128x128, 48 frames) with the production geometry (short side 256, crop 224):
 
-* ours     - pipeline.extract.extract_shard: prefetch threads decode ahead while the
+* ours     - pipeline.video.extract.extract_shard: prefetch threads decode ahead while the
              model runs batches that span videos; channels_last, BatchNorm folded,
              bf16 autocast where the hardware has native bf16 (fp32 otherwise).
-* baseline - decode one video fully (pipeline.decode), run its frames (or clips) one
+* baseline - decode one video fully (pipeline.video.decode), run its frames (or clips) one
              at a time, fp32, contiguous memory, unfused model, then the next video.
 
 Weights are RANDOM (seeded; the machine is offline): the features are meaningless,
@@ -35,12 +35,12 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline._backbones import get_backbone, load_backbone  # noqa: E402
+from pipeline.video.backbones import get_backbone, load_backbone  # noqa: E402
 from pipeline.config import BuildConfig, DecodeConfig, I3DConfig, IngestConfig, ResNetConfig  # noqa: E402
-from pipeline.decode import clip_stacks, sample_frames  # noqa: E402
-from pipeline.extract import extract_shard, plan_shards, shard_outputs  # noqa: E402
-from pipeline.ingest import run_ingest  # noqa: E402
-from pipeline.sample_data import generate_sample_dataset  # noqa: E402
+from pipeline.video.decode import clip_stacks, sample_frames  # noqa: E402
+from pipeline.video.extract import extract_shard, plan_shards, shard_outputs  # noqa: E402
+from pipeline.datasets.ingest import run_ingest  # noqa: E402
+from pipeline.datasets.sample_data import generate_sample_dataset  # noqa: E402
 
 TARGET_RATIO = 3.0
 

@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.config import FIDELITY_SWITCHES, EvalConfig, HANetConfig, TrainConfig  # noqa: E402
-from pipeline.evaluate import run_evaluate  # noqa: E402
-from pipeline.planted import make_planted_shards  # noqa: E402
-from pipeline.train import run_train  # noqa: E402
+from pipeline.learn.evaluate import run_evaluate  # noqa: E402
+from pipeline.datasets.planted import make_planted_shards  # noqa: E402
+from pipeline.learn.train import run_train  # noqa: E402
 
 CONFIGS: dict[str, dict] = {"improved": {"fidelity": "improved"}, "reference": {"fidelity": "reference"}}
 CONFIGS.update({f"ref-{name}": {"fidelity": "improved", name: ref} for name, (ref, _) in FIDELITY_SWITCHES.items()})

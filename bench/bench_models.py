@@ -8,10 +8,10 @@ Data: the MSR-VTT-like shard tree of bench/bench_eval.py (2,990 test videos, 20 
 Each model with its DEFAULT config (D=1024 for HANet/HGR, 512 for HCMI-style; shapes from the
 shards), random init, Adam lr 1e-4.
 
-* train: batch 64 through pipeline.dataset.TrainBatches -> model.loss -> backward -> Adam; the
+* train: batch 64 through pipeline.learn.dataset.TrainBatches -> model.loss -> backward -> Adam; the
   models run on the SAME batches, interleaved step by step (the order rotates), so load from
   other jobs hits all alike; the first step of each is a warm-up and not counted.
-* eval: each model in its OWN subprocess (independent peak RSS): pipeline.evaluate.evaluate_model
+* eval: each model in its OWN subprocess (independent peak RSS): pipeline.learn.evaluate.evaluate_model
   on all 2,990 videos x --eval-captions captions per video; the full 59,800-caption time is
   EXTRAPOLATED from the measured per-caption (text encode + scoring) cost and labelled so; the
   peak RSS is measured (it does not grow with the caption count: ranks stream, only one caption
@@ -45,7 +45,7 @@ def build(root: Path, name: str, train: bool = False):
     import torch
 
     from models import registry
-    from pipeline.dataset import dataset_shapes, load_word_embeddings
+    from pipeline.learn.dataset import dataset_shapes, load_word_embeddings
 
     shapes = dataset_shapes(root, "resnet152", "test")
     shapes.update(n_verb_concepts=512, n_noun_concepts=1024)  # default K_a/K_e (planted test-only vocab is empty)
@@ -58,8 +58,8 @@ def build(root: Path, name: str, train: bool = False):
 
 def child_eval(root: Path, name: str, caps: int) -> dict:
     from models.config import EvalConfig
-    from pipeline.dataset import load_split
-    from pipeline.evaluate import evaluate_model
+    from pipeline.learn.dataset import load_split
+    from pipeline.learn.evaluate import evaluate_model
 
     model, dcfg = build(root, name)
     data = load_split(root, "test", dcfg).head(FULL_VIDEOS, caps)
@@ -77,7 +77,7 @@ def child_eval(root: Path, name: str, caps: int) -> dict:
 def bench_train(root: Path, names: list[str], steps: int, batch: int) -> dict:
     import torch
 
-    from pipeline.dataset import TrainBatches, load_split
+    from pipeline.learn.dataset import TrainBatches, load_split
 
     built = {n: build(root, n, train=True) for n in names}
     data = load_split(root, "test", built[names[0]][1])

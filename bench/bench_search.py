@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/bench_search.py [--videos 3200] [--queries 600] [--threads 2]
 
-Part 1, planted-signal index (pipeline/planted.py, >= 3,000 videos, 30 verbs / 40 nouns, 2
+Part 1, planted-signal index (pipeline/datasets/planted.py, >= 3,000 videos, 30 verbs / 40 nouns, 2
 events per video): a small HANet (D=64) is trained on the train split, then EVERY video of
-every split is indexed (pipeline.search.build_index). Queries = the first caption of test
+every split is indexed (pipeline.search.query.build_index). Queries = the first caption of test
 videos, run through the full search path (spaCy parse + role graph + words -> ids, text
 encoder, stage 1, stage 2). For each query the target is its own video; R@1/5/10 over the
 whole index for two-stage (K=100; the default level-pooled shortlist, and the global-only
@@ -61,9 +61,9 @@ def recall(ranks: np.ndarray, k: int) -> float:
 def build_part(args, work: Path) -> None:
     """The offline side: planted shards, training, the index (run in a child process)."""
     from models.config import HANetConfig, TrainConfig
-    from pipeline.planted import make_planted_shards
-    from pipeline.search import build_index
-    from pipeline.train import run_train
+    from pipeline.datasets.planted import make_planted_shards
+    from pipeline.search.query import build_index
+    from pipeline.learn.train import run_train
 
     t0 = time.perf_counter()
     root = make_planted_shards(work / "planted", n_videos=args.videos, captions_per_video=3, n_verbs=30, n_nouns=40,
@@ -83,7 +83,7 @@ def build_part(args, work: Path) -> None:
 
 def query_part(args, work: Path) -> dict:
     """The online side, in a fresh process (as `vtr search` / `vtr serve` after `vtr index`)."""
-    from pipeline.search import Searcher
+    from pipeline.search.query import Searcher
     from storage.tables import read_table
 
     built = json.loads((work / "built.json").read_text())
@@ -136,7 +136,7 @@ def query_part(args, work: Path) -> dict:
 def synthetic_part(args, work: Path) -> dict:
     import torch
 
-    from pipeline.search import ShortlistMatrix
+    from pipeline.search.query import ShortlistMatrix
     from storage import index as store
 
     n, d, k = args.synthetic, args.dim, args.k

@@ -5,7 +5,7 @@
 Default HANetConfig (D=1024, 20 frames x 2048-d, 512/1024 concepts, 300-d words) with a
 10,500-word vocabulary (MSR-VTT size), random init, Adam lr 1e-4. Batches come from a
 planted shard tree (written once under --workdir; 15-45 frames per video, so some videos are
-padded) through the production path: pipeline.dataset.TrainBatches -> loss -> backward -> Adam.
+padded) through the production path: pipeline.learn.dataset.TrainBatches -> loss -> backward -> Adam.
 
 Three variants, each with its own model (same initial weights) and optimizer, run on the SAME
 batches, interleaved step by step in this one process (the order rotates every step), so load
@@ -55,8 +55,8 @@ def setup(args):
     import torch
 
     from models.config import HANetConfig
-    from pipeline.dataset import TrainBatches, dataset_shapes, load_split
-    from pipeline.planted import make_planted_shards
+    from pipeline.learn.dataset import TrainBatches, dataset_shapes, load_split
+    from pipeline.datasets.planted import make_planted_shards
 
     root = args.workdir / "train-bench"
     if not (root / "_stages" / "planted.json").exists():
@@ -146,10 +146,10 @@ def main() -> None:
     cfgs, batches, batches_ref = setup(args)
     models = {"ours": new_model(cfgs["ours"]), "ours-reference": new_model(cfgs["ours-reference"])}
     models["baseline"] = new_model(cfgs["ours-reference"])
-    from pipeline._backbones import bf16_is_fast
+    from pipeline.video.backbones import bf16_is_fast
 
     bf16 = bf16_is_fast(torch.device("cpu")) and not args.no_bf16
-    if bf16:  # what bf16 autocast WOULD give training (not what pipeline.train does today)
+    if bf16:  # what bf16 autocast WOULD give training (not what pipeline.learn.train does today)
         models["ours-bf16"] = new_model(cfgs["ours"])
     load = os.getloadavg()
     print(f"bench_train: torch threads {args.threads}; load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} on "
@@ -218,7 +218,7 @@ def main() -> None:
           f"{TARGET_RSS_GB:.0f} GB: {'OK' if ours_rss <= TARGET_RSS_GB else 'MISSED'} (this process, {len(models)} models: "
           f"{rss_gb():.2f} GB)")
     if bf16:
-        print(f"[same run, what-if] ours with bf16 autocast (native bf16 on this CPU; NOT what pipeline.train does): "
+        print(f"[same run, what-if] ours with bf16 autocast (native bf16 on this CPU; NOT what pipeline.learn.train does): "
               f"{med['ours-bf16']:.2f} s/step -> baseline / ours-bf16 {med['baseline'] / med['ours-bf16']:.2f}x, "
               f"ours / ours-bf16 {med['ours'] / med['ours-bf16']:.2f}x")
     for date, where, lo, hi in REF_ELSEWHERE:

@@ -9,7 +9,7 @@ Steps (each timed, all printed, one JSON written with ``--out``):
 2. ResNet152 extraction on the device, bf16 autocast and fp32: frames/s of the backbone on
    synthetic 224x224 frames (the model's FLOPs per frame counted by torch's FlopCounterMode),
    achieved TFLOP/s printed as % of the same-precision matmul roofline; and the production
-   path (pipeline.extract.extract_shard: decode + prefetch + batching) on sample videos;
+   path (pipeline.video.extract.extract_shard: decode + prefetch + batching) on sample videos;
 3. the sample build through the build-features flow with ``device=<device>`` (Prefect
    ephemeral test server; random weights, offline);
 4. small-scale HANet training (40 steps of batch 64 on 400 planted videos, validation
@@ -103,7 +103,7 @@ def resnet_flops_per_frame(crop: int) -> float:
 
 def backbone_throughput(device: torch.device, sizes: dict, roofline: dict) -> dict:
     """ResNet152 (as extraction runs it: BN folded, channels_last) frames/s, bf16 autocast and fp32."""
-    from pipeline._backbones import get_backbone
+    from pipeline.video.backbones import get_backbone
     from pipeline.config import ResNetConfig
 
     crop, frames = sizes["crop"], sizes["frames"]
@@ -125,9 +125,9 @@ def backbone_throughput(device: torch.device, sizes: dict, roofline: dict) -> di
 def extract_path(device: torch.device, sizes: dict, work: Path) -> dict:
     """The production extraction path (decode + prefetch + cross-video batches) on sample videos."""
     from pipeline.config import BuildConfig, DecodeConfig, IngestConfig, ResNetConfig
-    from pipeline.extract import extract_shard, plan_shards
-    from pipeline.ingest import run_ingest
-    from pipeline.sample_data import generate_sample_dataset
+    from pipeline.video.extract import extract_shard, plan_shards
+    from pipeline.datasets.ingest import run_ingest
+    from pipeline.datasets.sample_data import generate_sample_dataset
 
     ann = generate_sample_dataset(work / "data", n_videos=sizes["videos"], seed=0)
     cfg = BuildConfig(dataset="gpu", out_root=str(work / "out"),
@@ -177,9 +177,9 @@ def sample_build(device: torch.device, sizes: dict, work: Path) -> dict:
 def train_eval(device: torch.device, sizes: dict, work: Path) -> dict:
     """HANet: a few training steps and one evaluation on planted shards, on the device."""
     from models.config import EvalConfig, HANetConfig, TrainConfig
-    from pipeline.evaluate import run_evaluate
-    from pipeline.planted import make_planted_shards
-    from pipeline.train import run_train
+    from pipeline.learn.evaluate import run_evaluate
+    from pipeline.datasets.planted import make_planted_shards
+    from pipeline.learn.train import run_train
 
     tiny = sizes is SIZES["tiny"]
     root = work / "planted"
@@ -204,7 +204,7 @@ def train_eval(device: torch.device, sizes: dict, work: Path) -> dict:
 
 def feature_agreement(device: torch.device, sizes: dict) -> dict:
     """The same seeded ResNet152 (fp32, unfused) on the same frames: CPU vs ``device``; bf16 vs fp32."""
-    from pipeline._backbones import get_backbone as load_backbone  # cached per config
+    from pipeline.video.backbones import get_backbone as load_backbone  # cached per config
     from pipeline.config import ResNetConfig
 
     crop = sizes["crop"]

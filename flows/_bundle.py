@@ -1,16 +1,16 @@
-"""The build-features flow's branch for ``format='hgr-bundle'``: pipeline/bundle.py's plan as cached tasks.
+"""The build-features flow's branch for ``format='hgr-bundle'``: pipeline/datasets/bundle.py's plan as cached tasks.
 
 No decoding or extraction: ingest (names files + ref_captions) -> one ``import-features``
 task per bundle feature folder, and parse (hgr-json) -> concepts (HANet's labels when
 present) + vocab (the bundle's int2word). Same keys and manifests as
-:func:`pipeline.bundle.build_bundle`, which runs the same plan without Prefect.
+:func:`pipeline.datasets.bundle.build_bundle`, which runs the same plan without Prefect.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from pipeline import bundle
+from pipeline.datasets import bundle
 from pipeline.config import BuildConfig
 from storage._atomic import atomic_write_text, clean_stale_tmp
 from storage.tables import read_table

@@ -1,6 +1,6 @@
 """Prefect plumbing shared by the flows: cached stage tasks, I/O retries, runners.
 
-Caching has two layers with ONE key per stage/shard (``pipeline._stage.stage_key``:
+Caching has two layers with ONE key per stage/shard (``pipeline.stage.stage_key``:
 stage name, stage config, stage code version, input fingerprints):
 1. Prefect's cache (``cache_key_fn`` returns that key; results persisted), so
    a rerun shows the task as ``Cached`` without running it;
@@ -16,7 +16,7 @@ from typing import Any, Callable
 from prefect import task
 from prefect.logging import get_run_logger
 
-from pipeline._stage import StageResult, run_stage
+from pipeline.stage import StageResult, run_stage
 from storage.manifest import is_committed
 
 IO_RETRIES = 2

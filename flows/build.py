@@ -17,20 +17,21 @@ from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 
 from flows import _stages
-from pipeline import _backbones, decode, extract, ingest, sample_data
-from pipeline._fingerprint import code_version, file_fingerprint, sha256_file
-from pipeline._stage import stage_key
 from pipeline.config import BuildConfig, I3DConfig
-from pipeline.text import _nlp, hgr_json, lemmas, roles, vocab
+from pipeline.datasets import ingest, sample_data
+from pipeline.fingerprint import code_version, file_fingerprint, sha256_file
+from pipeline.stage import stage_key
 from pipeline.text import concepts as text_concepts
+from pipeline.text import hgr_json, lemmas, resources, roles, vocab
 from pipeline.text import parse as text_parse
+from pipeline.video import backbones, decode, extract
 from storage._atomic import atomic_write_text, clean_stale_tmp
 from storage.lock import exclusive_lock
 from storage.tables import read_table
 
 EXTRACTORS = ("resnet152", "i3d_r50")
-TEXT_MODULES = (text_parse, roles, hgr_json, lemmas, text_concepts, vocab, _nlp)
-VIDEO_MODULES = (extract, decode, _backbones)
+TEXT_MODULES = (text_parse, roles, hgr_json, lemmas, text_concepts, vocab, resources)
+VIDEO_MODULES = (extract, decode, backbones)
 EXTRACTOR_OF = {"resnet": "resnet152", "i3d": "i3d_r50"}
 STAGES = ("ingest", *EXTRACTORS, *(f"merge-{e}" for e in EXTRACTORS), "import-features", "parse", "concepts",
           "vocab")  # import-features: format hgr-bundle (flows/_bundle.py)
@@ -141,7 +142,7 @@ def validate_weight_files(cfg: BuildConfig) -> None:
         if not Path(sub.weights).is_file():
             raise FileNotFoundError(f"{param}={sub.weights!r}: no such file (expected 'pretrained', 'random' or "
                                     f"a local {name} weights file)")
-        _backbones.validate_weights_file(name, sub.weights)
+        backbones.validate_weights_file(name, sub.weights)
 
 
 def _resolve_weights(cfg: BuildConfig, allow_random: bool) -> BuildConfig:
@@ -152,8 +153,8 @@ def _resolve_weights(cfg: BuildConfig, allow_random: bool) -> BuildConfig:
         if not sub.enabled or sub.weights == "random":
             continue
         try:
-            _backbones.get_backbone(EXTRACTOR_OF[name], sub)  # cached: the task reuses it
-        except _backbones.BackboneWeightsError as err:
+            backbones.get_backbone(EXTRACTOR_OF[name], sub)  # cached: the task reuses it
+        except backbones.BackboneWeightsError as err:
             if not allow_random:
                 raise
             logger.warning("!!! %s: pretrained weights unavailable (%s). FALLING BACK TO weights=random: "
@@ -179,7 +180,7 @@ def _video_stage_keys(root: Path, cfg: BuildConfig):
         wfp = file_fingerprint(sub.weights) if Path(sub.weights).is_file() else sub.weights
         # resolved device TYPE and precision + library versions: bf16 and fp32 (or cpu and cuda)
         # features never share a key; the device index (round-robin over GPUs) does not count
-        runtime = _backbones.runtime_fingerprint(sub)
+        runtime = backbones.runtime_fingerprint(sub)
         model_key = sub.model_dump(mode="json", exclude={"device"})
         for spec in specs:
             inputs = {"videos": spec.fingerprint(), "weights": wfp, "runtime": runtime}
@@ -268,7 +269,7 @@ def build_dag(cfg: BuildConfig, force: list[str] | None = None, gpu_resource: bo
 
 
 def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float, gpu: bool) -> dict:
-    if cfg.ingest.format == "hgr-bundle":  # released data: features imported, no decoding (pipeline/bundle.py)
+    if cfg.ingest.format == "hgr-bundle":  # released data: features imported, no decoding (pipeline/datasets/bundle.py)
         from flows._bundle import run_bundle_dag
 
         return run_bundle_dag(cfg, root, force, logger, t0)
@@ -408,8 +409,8 @@ def build_features(
                             frame_stride, batch_size, device, weights, shard_size, overrides,
                             resnet_weights=resnet_weights, i3d_weights=i3d_weights,
                             max_failed_fraction=max_failed_fraction)
-    if cfg.ingest.format == "hgr-bundle":  # no extractors; annotation/text from the bundle (pipeline/bundle.py)
-        from pipeline.bundle import resolve_config
+    if cfg.ingest.format == "hgr-bundle":  # no extractors; annotation/text from the bundle (pipeline/datasets/bundle.py)
+        from pipeline.datasets.bundle import resolve_config
 
         cfg = resolve_config(cfg)
     validate_weight_files(cfg)

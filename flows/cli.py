@@ -123,14 +123,14 @@ def flow_parser(sub, command: str) -> argparse.ArgumentParser:
 # ------------------------------------------------------------------ tools (not flows)
 
 def _cmd_sample(a: argparse.Namespace) -> int:
-    from pipeline.sample_data import generate_sample_dataset
+    from pipeline.datasets.sample_data import generate_sample_dataset
 
     print(generate_sample_dataset(Path(a.out), n_videos=a.n_videos, seed=a.seed))
     return 0
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
-    from pipeline.validate import main as validate_main
+    from pipeline.datasets.validate import main as validate_main
 
     return validate_main([a.root])
 

@@ -14,7 +14,7 @@ DEFAULT_INDEX = "runs/hanet/demo/index"
 
 
 def _searcher(a: argparse.Namespace):
-    from pipeline.search import Searcher
+    from pipeline.search.query import Searcher
 
     return Searcher(a.index, checkpoint=a.checkpoint or None, shards_root=a.shards or None, device=a.device,
                     shortlist=a.shortlist)
@@ -26,7 +26,7 @@ def _cmd_index(a: argparse.Namespace) -> int:
     kwargs = dict(checkpoint=a.checkpoint, dataset=a.dataset, out_root=a.out_root, index_dir=a.index or "",
                   splits=a.splits, n_thumbs=a.thumbs, device=a.device, dataset_root=a.dataset_root)
     if a.no_flow:  # the same stage code without Prefect (no API server needed)
-        from pipeline.search import build_index
+        from pipeline.search.query import build_index
 
         meta = build_index(a.checkpoint, Path(a.out_root) / a.dataset, a.index or None, splits=a.splits or None,
                            n_thumbs=a.thumbs, device=a.device, dataset_root=a.dataset_root or None)
@@ -40,7 +40,7 @@ def _cmd_index(a: argparse.Namespace) -> int:
 
 
 def _cmd_search(a: argparse.Namespace) -> int:
-    from pipeline.search import SearchError, format_results
+    from pipeline.search.query import SearchError, format_results
 
     try:
         res = _searcher(a).search(a.query, top=a.top, k=a.k, exhaustive=a.exhaustive)
@@ -54,8 +54,8 @@ def _cmd_search(a: argparse.Namespace) -> int:
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    from pipeline.search import SearchError
-    from pipeline.search_web import serve
+    from pipeline.search.query import SearchError
+    from pipeline.search.web import serve
 
     try:
         s = _searcher(a)

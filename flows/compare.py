@@ -18,8 +18,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.train import evaluate_task, train_task
 from models import registry
 from models.config import EvalConfig, TrainConfig
-from pipeline._fingerprint import stable_hash
-from pipeline.compare import COLUMNS, comparison_row, markdown_table, write_comparison
+from pipeline.fingerprint import stable_hash
+from pipeline.learn.compare import COLUMNS, comparison_row, markdown_table, write_comparison
 
 
 @flow(name="compare", log_prints=True)

@@ -15,9 +15,9 @@ from prefect.logging import get_run_logger
 from flows._stages import configure_threads
 from models import registry
 from models.config import EvalConfig, TrainConfig
-from pipeline import evaluate as evaluate_mod
-from pipeline import train as train_mod
-from pipeline._fingerprint import stable_hash
+from pipeline.learn import evaluate as evaluate_mod
+from pipeline.learn import train as train_mod
+from pipeline.fingerprint import stable_hash
 from pipeline.provenance import data_fingerprint
 from storage._atomic import atomic_write_text
 

@@ -104,7 +104,9 @@ def import_hgr_checkpoint(src_path: str | Path, dst_path: str | Path | None, cfg
     words (missing words get the reference's UNK row); the checkpoint then records the shards'
     vocabulary fingerprints (HGR uses no concepts, so it is valid for the shards' concept lists)."""
     src_path = Path(src_path)
-    obj = torch.load(src_path, map_location="cpu", weights_only=True)
+    from storage.checkpoints import load_torch_file
+
+    obj = load_torch_file(src_path)
     if not isinstance(obj, dict):
         raise ValueError(f"{src_path}: expected a dict of state dicts, got {type(obj).__name__}")
     parts = _split_source(obj)

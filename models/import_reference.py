@@ -29,7 +29,7 @@ text_encoder (t2vretrieval/encoders/mlsent.py, RoleGraphEncoder)
 The file is read with torch.load(weights_only=True). The result is a storage.checkpoints
 checkpoint (format_version set) whose HANetConfig has fidelity='reference' unless told otherwise,
 and which records the vocabulary fingerprints it was remapped for (``vocab``); evaluation refuses
-it on shards with other vocabularies (pipeline.evaluate.check_vocabularies).
+it on shards with other vocabularies (pipeline.learn.evaluate.check_vocabularies).
 
 CLI: python -m models.import_reference SRC.th DST.pt [--config hanet.json] [--vocab int2word.npy
      --shards ROOT [--verb-concepts verbs.json --noun-concepts nouns.json]] [--fidelity improved]
@@ -390,7 +390,7 @@ def import_reference_checkpoint(src_path: str | Path, dst_path: str | Path | Non
                                 fidelity: str | None = "reference") -> dict:
     """Read a Roc-Ng/HANet checkpoint, map it onto HANet(cfg) and (if dst_path) save a checkpoint
     in this project's format (storage.checkpoints: format_version, model_name 'hanet',
-    config_json, model, ...), which ``vtr evaluate`` / pipeline.evaluate read.
+    config_json, model, ...), which ``vtr evaluate`` / pipeline.learn.evaluate read.
 
     Shapes are read from the source (cfg gives everything else; default HANetConfig()).
     fidelity: the HANetConfig.fidelity recorded ('reference' unless told otherwise; None keeps
@@ -399,14 +399,16 @@ def import_reference_checkpoint(src_path: str | Path, dst_path: str | Path | Non
     get its UNK row; coverage reported). verb_concepts / noun_concepts (the reference's concept
     lists in id order) + shards: the concept heads are permuted onto text/concepts.parquet.
     The checkpoint records the vocabulary fingerprints it is valid for (None = not remapped
-    for any build: pipeline.evaluate then refuses it). strict: raise ValueError when any of our
+    for any build: pipeline.learn.evaluate then refuses it). strict: raise ValueError when any of our
     tensors stays unfilled, a shape disagrees or a source entry is unknown.
     """
     src_path = Path(src_path)
     cfg = cfg or HANetConfig()
     if fidelity is not None:
         cfg = cfg.model_copy(update={"fidelity": fidelity})
-    obj = torch.load(src_path, map_location="cpu", weights_only=True)
+    from storage.checkpoints import load_torch_file
+
+    obj = load_torch_file(src_path)
     if not isinstance(obj, dict):
         raise ValueError(f"{src_path}: expected a dict of state dicts, got {type(obj).__name__}")
     parts = _split_source(obj)

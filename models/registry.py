@@ -121,7 +121,7 @@ def fill_shapes(cfg: BaseModel, shapes: dict[str, int]) -> BaseModel:
 
 
 def data_config(cfg: BaseModel) -> HANetConfig:
-    """The HANetConfig the data loader (pipeline.dataset.load_split) reads its caps from.
+    """The HANetConfig the data loader (pipeline.learn.dataset.load_split) reads its caps from.
 
     HANet's own config is used as is; for the other models the loader-relevant fields
     (``DATA_FIELDS``, plus ``graph_edges`` where the loader knows it) are copied over.

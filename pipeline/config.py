@@ -33,7 +33,7 @@ class IngestConfig(_Config):
         "line); a listed video gets that split, overriding the annotation's"))
     val_fraction: float = Field(0.5, gt=0, lt=1, description=(
         "share of a 'val+test' role's videos that become val (VATEX: 1,500 of the 3,000 validation videos)"))
-    split_seed: int = Field(0, description="seed of the 'val+test' division (documented in pipeline/ingest.py)")
+    split_seed: int = Field(0, description="seed of the 'val+test' division (documented in pipeline/datasets/ingest.py)")
     follow_symlinks: bool = Field(True, description=(
         "follow links placed inside dataset_root wherever they point (resolved path recorded); False = "
         "strict: a video resolving outside dataset_root is an error row. Annotation paths may never "
@@ -126,7 +126,7 @@ class VocabConfig(_Config):
 
 
 class BundleConfig(_Config):
-    """format='hgr-bundle': HGR/HANet released data (pipeline/bundle.py); dataset_root = the bundle folder."""
+    """format='hgr-bundle': HGR/HANet released data (pipeline/datasets/bundle.py); dataset_root = the bundle folder."""
 
     features: tuple[str, ...] | None = Field(None, description=(
         "feature folders under ordered_feature/SA to import (e.g. ['resnet152.pth']); None = every folder"))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline._fingerprint import stable_hash
+from pipeline.fingerprint import stable_hash
 
 
 def data_fingerprint(root: str | Path, extractor: str) -> str:

@@ -14,7 +14,7 @@
 # Idempotent: files already present with the same size are left alone; the
 # script says what it did. Installs the two Debian packages when missing
 # (needs root / apt-get). Afterwards run code with NLTK_DATA=DIR, or keep the
-# default <repo>/.nltk_data, which pipeline/text/_nlp.py finds by itself.
+# default <repo>/.nltk_data, which pipeline/text/resources.py finds by itself.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -9,10 +9,10 @@ import torch
 
 from models import registry
 from models.config import EvalConfig, TrainConfig
-from pipeline.dataset import load_split, load_word_embeddings
-from pipeline.evaluate import evaluate_model, run_evaluate
-from pipeline.planted import make_planted_shards
-from pipeline.train import resolve_config, run_train
+from pipeline.learn.dataset import load_split, load_word_embeddings
+from pipeline.learn.evaluate import evaluate_model, run_evaluate
+from pipeline.datasets.planted import make_planted_shards
+from pipeline.learn.train import resolve_config, run_train
 
 N_VIDEOS, CAPS, SPLITS = 500, 4, (0.6, 0.1, 0.3)   # 150 test videos: chance t2v R@1 = 0.67 %
 BATCH = 64

@@ -7,8 +7,8 @@ import torch
 
 from models.config import HANetConfig, TrainConfig
 from models.hanet import HANet
-from pipeline.dataset import dataset_shapes, load_word_embeddings
-from pipeline.planted import make_planted_shards
+from pipeline.learn.dataset import dataset_shapes, load_word_embeddings
+from pipeline.datasets.planted import make_planted_shards
 from storage.checkpoints import save_checkpoint
 from storage.tables import read_table, write_table
 

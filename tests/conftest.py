@@ -30,7 +30,7 @@ def prefect_server():
 @pytest.fixture(scope="session")
 def tiny_sample(tmp_path_factory):
     """Six real encoded sample videos with captions (MSR-VTT JSON); shared read-only."""
-    from pipeline.sample_data import generate_sample_dataset
+    from pipeline.datasets.sample_data import generate_sample_dataset
 
     root = tmp_path_factory.mktemp("sample")
     return root, generate_sample_dataset(root, n_videos=6, seed=0)

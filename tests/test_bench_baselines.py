@@ -53,9 +53,9 @@ def test_text_bf16_encoding_close_to_fp32(tmp_path):
     import numpy as np
 
     from models.config import EvalConfig, HANetConfig
-    from pipeline.dataset import dataset_shapes, load_split
-    from pipeline.evaluate import encode_texts, encode_videos
-    from pipeline.planted import make_planted_shards
+    from pipeline.learn.dataset import dataset_shapes, load_split
+    from pipeline.learn.evaluate import encode_texts, encode_videos
+    from pipeline.datasets.planted import make_planted_shards
 
     root = make_planted_shards(tmp_path, n_videos=12, captions_per_video=3, n_verbs=5, n_nouns=7, feat_dim=16,
                                n_frames=6, seed=2, split_fractions=(0.0, 0.0, 1.0))

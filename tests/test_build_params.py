@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from flows import build as fb
-from pipeline import _backbones
+from pipeline.video import backbones
 from pipeline.config import BuildConfig, I3DConfig
 
 DEFAULTS = {k: p.default for k, p in inspect.signature(fb.build_features.fn).parameters.items()}
@@ -91,14 +91,14 @@ def test_weights_file_for_both_backbones_is_refused_with_the_per_extractor_names
 
 
 def test_architecture_check_accepts_the_real_layout():
-    sd = {k: torch.zeros(v.shape) for k, v in _backbones._arch("resnet152").state_dict().items()}
-    assert not any(_backbones.state_mismatch("resnet152", sd).values())
+    sd = {k: torch.zeros(v.shape) for k, v in backbones._arch("resnet152").state_dict().items()}
+    assert not any(backbones.state_mismatch("resnet152", sd).values())
 
 
 def test_wrong_weight_file_fails_before_any_work_naming_file_and_keys(tmp_path, prefect_server):
     bad = tmp_path / "i3d_as_resnet.pth"
     torch.save({"blocks.0.conv.weight": torch.zeros(64, 3, 5, 7, 7), "fc.weight": torch.zeros(3, 3)}, bad)
-    with pytest.raises(_backbones.BackboneWeightsError) as err:
+    with pytest.raises(backbones.BackboneWeightsError) as err:
         fb.validate_weight_files(_cfg(resnet_weights=str(bad)))
     msg = str(err.value)
     assert str(bad) in msg and "resnet152" in msg
@@ -107,7 +107,7 @@ def test_wrong_weight_file_fails_before_any_work_naming_file_and_keys(tmp_path, 
     # through the flow: nothing is written, no sample generated
     out = tmp_path / "out"
     data = tmp_path / "data"
-    with pytest.raises(_backbones.BackboneWeightsError, match="i3d_as_resnet.pth"):
+    with pytest.raises(backbones.BackboneWeightsError, match="i3d_as_resnet.pth"):
         fb.build_features(dataset="x", dataset_root=str(data / "videos"), annotation=str(data / "a.json"),
                           out_root=str(out), generate_sample=2, resnet_weights=str(bad), i3d_weights="random")
     assert not out.exists() and not data.exists()

@@ -1,4 +1,4 @@
-"""format='hgr-bundle': shards from HGR/HANet released data (pipeline/bundle.py, storage/bundle.py).
+"""format='hgr-bundle': shards from HGR/HANet released data (pipeline/datasets/bundle.py, storage/bundle.py).
 
 A synthetic bundle in exactly the released layout (HGR README + HANet path.json):
 annotation/RET/{ref_captions.json, sent2rolegraph.augment.json, int2word.npy, word2int.json},
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.bundle import build_bundle, feature_set_name
+from pipeline.datasets.bundle import build_bundle, feature_set_name
 from pipeline.config import BuildConfig
 from storage.bundle import BundleError
 
@@ -151,7 +151,7 @@ def test_bundle_features_imported(built):
                 np.testing.assert_array_equal(f[k][()], s[k][()])
                 assert f[k].dtype == np.float32
             assert f.attrs["source_file"].endswith(f"{code}_ft.hdf5") and int(f.attrs["dim"]) == facts["dim"]
-            from pipeline._fingerprint import sha256_file
+            from pipeline.fingerprint import sha256_file
 
             assert f.attrs["source_sha256"] == sha256_file(src_dir / f"{code}_ft.hdf5")
             assert f.attrs["extractor"] == name and int(f.attrs["schema_version"]) >= 1
@@ -160,7 +160,7 @@ def test_bundle_features_imported(built):
     assert status["video16"]["status"] == "error" and "video16" in status["video16"]["error_message"]
     assert all(r["status"] == "ok" for k, r in status.items() if k != "video16")
     # the tree is valid: every video has a feature or an error row
-    from pipeline.validate import validate_tree
+    from pipeline.datasets.validate import validate_tree
 
     report = validate_tree(root)
     assert report.ok, report.format()
@@ -200,7 +200,7 @@ def test_bundle_rebuild_cached_and_concepts_computed_without_hanet_files(built, 
     lemmas = [c["lemma"] for c in pq.read_table(Path(s["root"]) / "text" / "concepts.parquet").to_pylist()]
     assert len(lemmas) == 7 and {"run", "cook", "sing", "play"} & set(lemmas)
     # the text backend follows an explicit choice (our parser on the bundle's captions)
-    from pipeline.bundle import resolve_config
+    from pipeline.datasets.bundle import resolve_config
 
     own = resolve_config(_cfg(tmp_path / "hgr", tmp_path / "out", text={"backend": "spacy-dep"}))
     assert own.text.backend == "spacy-dep" and own.text.hgr_json is None
@@ -266,8 +266,8 @@ def test_bundle_train_evaluate_i3d_width(tmp_path):
     import torch
 
     from models.config import EvalConfig, HANetConfig, TrainConfig
-    from pipeline.evaluate import run_evaluate
-    from pipeline.train import run_train
+    from pipeline.learn.evaluate import run_evaluate
+    from pipeline.learn.train import run_train
 
     make_bundle(tmp_path / "VATEX", dim=1024, feature="RET.public.i3d", seed=1)
     s = build_bundle(_cfg(tmp_path / "VATEX", tmp_path / "out"))
@@ -372,7 +372,7 @@ def test_reference_checkpoint_on_bundle_reproduces_reference_metrics(tmp_path, o
 
     from models.config import EvalConfig
     from models.import_reference import import_reference_checkpoint
-    from pipeline.evaluate import run_evaluate
+    from pipeline.learn.evaluate import run_evaluate
 
     lists = golden_bundle(tmp_path / "MSRVTT")
     root = Path(build_bundle(_cfg(tmp_path / "MSRVTT", tmp_path / "out"))["root"])

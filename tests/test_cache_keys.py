@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from flows import build as fb
-from pipeline import _backbones
-from pipeline._fingerprint import REPO_ROOT, code_fingerprint, module_closure
+from pipeline.video import backbones
+from pipeline.fingerprint import REPO_ROOT, code_fingerprint, module_closure
 
 STAGE_ROOTS = {  # the modules flows/build.py hashes per stage
-    "ingest": ["pipeline.ingest"],
+    "ingest": ["pipeline.datasets.ingest"],
     "extract": [m.__name__ for m in fb.VIDEO_MODULES],
-    "merge": ["pipeline.extract"],
+    "merge": ["pipeline.video.extract"],
     "text": [m.__name__ for m in fb.TEXT_MODULES],
 }
 
@@ -31,11 +31,11 @@ def _keys(root: Path) -> dict[str, str]:
 
 
 def test_closure_follows_imports_transitively():
-    closure = module_closure(["pipeline.extract"])
-    for mod in ("pipeline.decode", "pipeline._backbones", "pipeline.config", "pipeline._stage",
+    closure = module_closure(["pipeline.video.extract"])
+    for mod in ("pipeline.video.decode", "pipeline.video.backbones", "pipeline.config", "pipeline.stage",
                 "storage.features", "storage.schemas", "storage.manifest", "storage._atomic", "pipeline"):
         assert mod in closure, mod
-    assert not any(n.startswith("models.") for n in module_closure(["pipeline.ingest"]))
+    assert not any(n.startswith("models.") for n in module_closure(["pipeline.datasets.ingest"]))
     assert "pipeline.text/stopwords_en.txt" in module_closure(["pipeline.text.parse"])
 
 
@@ -49,8 +49,8 @@ def test_editing_a_storage_schema_invalidates_the_stages_that_use_it(project_cop
 
 @pytest.mark.parametrize("edited, must_change", [
     ("pipeline/config.py", {"ingest", "extract", "merge", "text"}),
-    ("pipeline/_stage.py", {"ingest", "extract", "merge", "text"}),
-    ("pipeline/_backbones.py", {"extract", "merge"}),
+    ("pipeline/stage.py", {"ingest", "extract", "merge", "text"}),
+    ("pipeline/video/backbones.py", {"extract", "merge"}),
     ("pipeline/text/roles.py", {"text"}),
     ("models/hanet.py", set()),
 ])
@@ -90,27 +90,27 @@ def _video_keys(root: Path, **changes) -> set[str]:
 def test_precision_device_type_and_versions_are_in_the_key(planned, monkeypatch):
     base = _video_keys(planned, device="cpu")
     assert len(base) == 4  # 2 extractors x 2 shards
-    monkeypatch.setattr(_backbones, "bf16_is_fast", lambda device: False)
+    monkeypatch.setattr(backbones, "bf16_is_fast", lambda device: False)
     fp32 = _video_keys(planned, device="cpu")
-    monkeypatch.setattr(_backbones, "bf16_is_fast", lambda device: True)
+    monkeypatch.setattr(backbones, "bf16_is_fast", lambda device: True)
     bf16 = _video_keys(planned, device="cpu")
     assert fp32.isdisjoint(bf16)
     assert _video_keys(planned, device="cuda:0") == _video_keys(planned, device="cuda:1")  # index: no
     assert _video_keys(planned, device="cuda").isdisjoint(bf16)  # type: yes
-    versions = _backbones.library_versions()
-    monkeypatch.setattr(_backbones, "library_versions", lambda: {**versions, "av": "0.0.1"})
+    versions = backbones.library_versions()
+    monkeypatch.setattr(backbones, "library_versions", lambda: {**versions, "av": "0.0.1"})
     assert _video_keys(planned, device="cpu").isdisjoint(bf16)
 
 
 def test_merge_refuses_mixed_provenance(tmp_path):
-    from pipeline.extract import finalize_features, shard_outputs
+    from pipeline.video.extract import finalize_features, shard_outputs
     from storage.features import write_features
     from storage.schemas import SCHEMAS
     from storage.tables import write_table
 
     blank = dict.fromkeys(SCHEMAS["feature_status"][1].names)
     prov = {"weights": "random", "device": "cuda:0", "device_type": "cuda", "precision": "bf16 autocast",
-            "precision_kind": "bf16", **_backbones.library_versions()}
+            "precision_kind": "bf16", **backbones.library_versions()}
     common = {"extractor": "resnet152", "weights": "random", "weights_sha256": "x", "feature_dim": 2,
               "config": {}, "sampling": "s"}
     for i, p in enumerate([prov, {**prov, "device": "cuda:1"}, {**prov, "device": "cpu", "device_type": "cpu",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.planted import make_planted_shards
+from pipeline.datasets.planted import make_planted_shards
 
 TINY = {"hanet": {"joint_dim": 16, "gcn_attn_dim": 8, "max_frames": 12, "n_action_clips": 4, "n_entity_clips": 6},
         "hgr": {"joint_dim": 16, "max_frames": 12},

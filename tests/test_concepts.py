@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import ConceptConfig
-from pipeline.text import _nlp
+from pipeline.text import resources
 from pipeline.text.concepts import caption_concepts, top_k
 from pipeline.text.lemmas import WordNetLemmas
 from pipeline.text.parse import CAPTION_LABELS, CONCEPTS, TOKENS, VIDEO_LABELS, run_concepts
@@ -61,13 +61,13 @@ def test_top_k_breaks_ties_alphabetically():
 def test_caption_concepts_filters_stopwords_punctuation_and_lemmatizes(lexicon):
     tokens = ["Men", "are", "riding", "horses", ".", "'s", "doing"]
     tags = ["NNS", "VBP", "VBG", "NNS", ".", "VBZ", "VBG"]
-    got = caption_concepts(tokens, tags, lexicon, _nlp.stopwords_en())
+    got = caption_concepts(tokens, tags, lexicon, resources.stopwords_en())
     assert got == [("noun", "man"), ("verb", "ride"), ("noun", "horse")]
 
 
 def test_reference_pitfall_leaves_vb_nn_tags_unlemmatized(lexicon):
     tokens, tags = ["horses", "horses", "riding", "riding"], ["NN", "NNS", "VB", "VBG"]
-    stop = _nlp.stopwords_en()
+    stop = resources.stopwords_en()
     assert caption_concepts(tokens, tags, lexicon, stop, lemmatize_all=False) == [
         ("noun", "horses"), ("noun", "horse"), ("verb", "riding"), ("verb", "ride")]
     assert [c for _, c in caption_concepts(tokens, tags, lexicon, stop)] == ["horse", "horse", "ride", "ride"]

@@ -10,11 +10,11 @@ import torch
 
 from models.batch import ROLE_IDS, ROOT_ROLE
 from models.config import HANetConfig
-from pipeline.dataset import (
+from pipeline.learn.dataset import (
     PAD_ID, UNK_ID, TrainBatches, build_graph, dataset_shapes, epoch_batches, load_split, load_word_embeddings,
     sample_frames,
 )
-from pipeline.planted import make_planted_shards
+from pipeline.datasets.planted import make_planted_shards
 from storage.features import write_features
 from storage.tables import write_table
 from storage.text import write_embeddings

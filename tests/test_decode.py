@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import DecodeConfig, I3DConfig
-from pipeline.decode import (CorruptVideoError, DecodeTimeoutError, NoVideoStreamError, TruncatedVideoError,
+from pipeline.video.decode import (CorruptVideoError, DecodeTimeoutError, NoVideoStreamError, TruncatedVideoError,
                              UnreadableVideoError, clip_indices, clip_stacks, decode_products, resized_size,
                              sample_frames, strided_indices)
 from tests._videos import (frame_index_of, make_audio_first, make_audio_only, make_corrupt, make_garbage,
@@ -138,7 +138,7 @@ def test_crop_larger_than_short_side_is_refused(tmp_path):
 
 
 def test_deadline_is_checked_inside_the_frame_loop(tmp_path, monkeypatch):
-    import pipeline.decode as decode
+    import pipeline.video.decode as decode
 
     class Clock:  # every reading is 100 s later than the previous one
         now = 0.0

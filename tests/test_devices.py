@@ -11,7 +11,7 @@ import yaml
 
 from flows import _stages
 from flows import build as fb
-from pipeline import _backbones
+from pipeline.video import backbones
 
 
 @pytest.fixture()
@@ -35,7 +35,7 @@ def test_local_runner_spreads_shards_round_robin_over_visible_gpus(two_gpus):
 
 def test_no_gpu_no_spreading(no_gpu):
     assert _stages.shard_devices("auto", 3) == [None] * 3
-    assert _backbones.resolve_device("auto") == torch.device("cpu")
+    assert backbones.resolve_device("auto") == torch.device("cpu")
 
 
 def test_video_chain_gives_each_shard_task_its_gpu(two_gpus, monkeypatch, tmp_path):
@@ -48,7 +48,7 @@ def test_video_chain_gives_each_shard_task_its_gpu(two_gpus, monkeypatch, tmp_pa
     flat = {k: p.default for k, p in inspect.signature(fb.build_features.fn).parameters.items() if k in fb.FLAT_PARAMS}
     cfg = fb.make_build_config(**{**flat, "weights": "random", "shard_size": 2, "dataset_root": str(tmp_path),
                                   "extractors": ["resnet152"]}, overrides={})
-    monkeypatch.setattr(_backbones, "bf16_is_fast", lambda device: True)  # no CUDA query on this machine
+    monkeypatch.setattr(backbones, "bf16_is_fast", lambda device: True)  # no CUDA query on this machine
     submitted = []
     monkeypatch.setattr(_stages, "submit_stage", lambda task, **kw: submitted.append(kw) or kw)
     fb._video_chain(str(tmp_path), cfg, set(), [], spread_gpus=True)
@@ -65,9 +65,9 @@ def test_dask_worker_uses_the_gpu_of_its_index(two_gpus, monkeypatch):
 
     for name, want in ((0, "cuda:0"), (1, "cuda:1"), (3, "cuda:1")):
         monkeypatch.setattr(distributed, "get_worker", lambda name=name: SimpleNamespace(name=name))
-        assert _backbones.resolve_device("auto") == torch.device(want)
+        assert backbones.resolve_device("auto") == torch.device(want)
     monkeypatch.setattr(distributed, "get_worker", lambda: SimpleNamespace(name="tcp://10.0.0.1:3456"))
-    assert _backbones.resolve_device("auto") == torch.device("cuda")  # remote worker: its own visible GPU
+    assert backbones.resolve_device("auto") == torch.device("cuda")  # remote worker: its own visible GPU
 
 
 def test_dask_local_cluster_advertises_only_gpus_that_exist(two_gpus):

@@ -8,10 +8,10 @@ import torch
 
 from models.config import EvalConfig, HANetConfig, TrainConfig
 from models.metrics import METRIC_KEYS, retrieval_metrics
-from pipeline.dataset import dataset_shapes, load_split, load_word_embeddings
-from pipeline.evaluate import evaluate_model, run_evaluate, score_matrix
-from pipeline.planted import make_planted_shards
-from pipeline.train import run_train
+from pipeline.learn.dataset import dataset_shapes, load_split, load_word_embeddings
+from pipeline.learn.evaluate import evaluate_model, run_evaluate, score_matrix
+from pipeline.datasets.planted import make_planted_shards
+from pipeline.learn.train import run_train
 from tests._toy_model import ToyModel, toy_factory
 
 
@@ -120,7 +120,7 @@ def test_run_evaluate_report_and_heatmaps(shards, hcfg, tmp_path):
 
 def test_heatmaps_from_real_hanet(test_data, hcfg, shards, tmp_path):
     from models.hanet import HANet
-    from pipeline.heatmaps import draw_concept_heatmaps
+    from pipeline.learn.heatmaps import draw_concept_heatmaps
 
     model = HANet(hcfg, load_word_embeddings(shards))
     paths = draw_concept_heatmaps(model, test_data, tmp_path, n=1, top_k=3)

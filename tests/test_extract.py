@@ -14,14 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline import _backbones
-from pipeline._backbones import BackboneWeightsError, get_backbone, load_backbone
-from pipeline._fingerprint import sha256_file
+from pipeline.video import backbones
+from pipeline.video.backbones import BackboneWeightsError, get_backbone, load_backbone
+from pipeline.fingerprint import sha256_file
 from pipeline.config import BuildConfig, DecodeConfig, I3DConfig, IngestConfig, ResNetConfig
-from pipeline.decode import DecodeTimeoutError
-from pipeline.extract import (ShardSpec, extract_shard, extract_shards_multi, finalize_features, plan_shards,
+from pipeline.video.decode import DecodeTimeoutError
+from pipeline.video.extract import (ShardSpec, extract_shard, extract_shards_multi, finalize_features, plan_shards,
                               prefetch_map, shard_outputs)
-from pipeline.ingest import run_ingest
+from pipeline.datasets.ingest import run_ingest
 from tests._videos import make_truncated, make_video
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM weights")
@@ -190,7 +190,7 @@ def test_backbone_cache_and_random_provenance():
 
 
 def test_local_weights_file_is_loaded_and_hashed(tmp_path):
-    full = _backbones._seeded(_backbones._i3d_arch, I3D.seed).state_dict()  # what weights='random' starts from
+    full = backbones._seeded(backbones._i3d_arch, I3D.seed).state_dict()  # what weights='random' starts from
     path = tmp_path / "i3d.pth"
     torch.save({"model_state": full}, path)  # pytorchvideo's checkpoint layout
     loaded = load_backbone("i3d_r50", I3D.model_copy(update={"weights": str(path)}))

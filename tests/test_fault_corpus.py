@@ -32,11 +32,11 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.decode as decode
+import pipeline.video.decode as decode
 from pipeline.config import BuildConfig, DecodeConfig, IngestConfig, ResNetConfig
-from pipeline.decode import DecodeTimeoutError, TruncatedVideoError, sample_frames, strided_indices
-from pipeline.extract import ShardSpec, deadline_s, extract_shard, finalize_features, plan_shards, shard_outputs
-from pipeline.ingest import run_ingest
+from pipeline.video.decode import DecodeTimeoutError, TruncatedVideoError, sample_frames, strided_indices
+from pipeline.video.extract import ShardSpec, deadline_s, extract_shard, finalize_features, plan_shards, shard_outputs
+from pipeline.datasets.ingest import run_ingest
 from storage.tables import read_table
 from tests._videos import (VFR_PTS_MS, frame_index_of, make_audio_first, make_audio_only, make_large,
                            make_overstated_avi, make_rotated, make_truncated, make_vfr, make_video,

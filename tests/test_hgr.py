@@ -201,7 +201,7 @@ def test_import_maps_every_tensor(imported):
 @pytest.mark.parametrize("fusion", ["embed", "sim"])
 def test_golden_parity_every_matrix_loss_and_metrics(imported, fusion):
     from models.metrics import retrieval_metrics
-    from pipeline.evaluate import model_from_checkpoint
+    from pipeline.learn.evaluate import model_from_checkpoint
     from storage.checkpoints import load_checkpoint
 
     _, dst = imported

@@ -293,7 +293,7 @@ def test_vocabulary_remap_and_concept_permutation(tmp_path):
 
 def test_evaluation_refuses_unmapped_or_foreign_vocabularies(tmp_path):
     from models.config import EvalConfig
-    from pipeline.evaluate import VocabularyMismatch, run_evaluate
+    from pipeline.learn.evaluate import VocabularyMismatch, run_evaluate
 
     root = tmp_path / "golden"
     paths = write_golden_shards(root)

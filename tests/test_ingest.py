@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import BuildConfig, IngestConfig
-from pipeline.ingest import load_annotations, run_ingest, safe_relative_path
+from pipeline.datasets.ingest import load_annotations, run_ingest, safe_relative_path
 from storage.tables import read_table, table_metadata
 from tests._videos import make_audio_only, make_text_file, make_video, make_zero_byte
 
@@ -278,7 +278,7 @@ def test_bad_multi_file_annotation_is_a_clear_error(tmp_path, annotation, messag
 
 
 def test_annotation_sources_parse():
-    from pipeline.ingest import annotation_sources
+    from pipeline.datasets.ingest import annotation_sources
 
     def srcs(a):
         return annotation_sources(IngestConfig(format="vatex", dataset_root=".", annotation=a))
@@ -293,7 +293,7 @@ def test_annotation_sources_parse():
 def test_ingest_key_covers_every_video_file(tmp_path):
     import os
 
-    from pipeline.ingest import ingest_inputs
+    from pipeline.datasets.ingest import ingest_inputs
 
     ann = _msrvtt(tmp_path)
     cfg = _build(tmp_path, "msrvtt", ann).ingest
@@ -307,7 +307,7 @@ def test_ingest_key_covers_every_video_file(tmp_path):
 
 
 def test_rerun_probes_only_new_changed_and_failed_files(tmp_path, monkeypatch):
-    import pipeline.ingest as ingest_mod
+    import pipeline.datasets.ingest as ingest_mod
 
     ann = _msrvtt(tmp_path)
     cfg = _build(tmp_path, "msrvtt", ann)
@@ -328,8 +328,8 @@ def test_rerun_probes_only_new_changed_and_failed_files(tmp_path, monkeypatch):
 def test_read_errors_are_rows_that_the_next_build_retries(tmp_path, monkeypatch):
     import builtins
 
-    import pipeline.ingest as ingest_mod
-    from pipeline.ingest import READ_ERROR, ingest_inputs
+    import pipeline.datasets.ingest as ingest_mod
+    from pipeline.datasets.ingest import READ_ERROR, ingest_inputs
 
     ann = _msrvtt(tmp_path)
     cfg = _build(tmp_path, "msrvtt", ann)

@@ -1,6 +1,6 @@
 """End to end on planted data: the real HANet must learn retrieval and concepts through our engine.
 
-Planted world (pipeline/planted.py): 500 videos (300 train / 50 val / 150 test), 4 captions
+Planted world (pipeline/datasets/planted.py): 500 videos (300 train / 50 val / 150 test), 4 captions
 each, 2 events (subject, verb, object) per video visible on frame windows. Chance t2v R@1
 on the test split = 1/150 = 0.67 %. Small HANet (joint_dim 32), batch 64, Adam lr 1e-2,
 15 epochs, best-val checkpoint; single-threaded (~12-20 s per run on the shared 2-core box).
@@ -29,10 +29,10 @@ import pytest
 import torch
 
 from models.config import EvalConfig, HANetConfig, TrainConfig
-from pipeline.dataset import concept_lemmas, load_split, load_word_embeddings
-from pipeline.evaluate import evaluate_model, model_from_checkpoint, run_evaluate
-from pipeline.planted import make_planted_shards
-from pipeline.train import run_train
+from pipeline.learn.dataset import concept_lemmas, load_split, load_word_embeddings
+from pipeline.learn.evaluate import evaluate_model, model_from_checkpoint, run_evaluate
+from pipeline.datasets.planted import make_planted_shards
+from pipeline.learn.train import run_train
 from storage.checkpoints import load_checkpoint
 
 N_VIDEOS, CAPS, SPLITS = 500, 4, (0.6, 0.1, 0.3)

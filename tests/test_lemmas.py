@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.text import _nlp
+from pipeline.text import resources
 from pipeline.text.lemmas import WordNetLemmas, wordnet_pos
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def plain():
 
 
 def test_wordnet_is_version_3_0():
-    wn = _nlp.wordnet()
+    wn = resources.wordnet()
     assert wn.get_version() == "3.0"
     assert wn.synsets("dog")[0].lexname() == "noun.animal"  # needs the lexnames file
 
@@ -69,7 +69,7 @@ def test_animate_nouns(fixed):
 
 
 def test_stopwords_are_nltks_179():
-    stop = _nlp.stopwords_en()
+    stop = resources.stopwords_en()
     assert len(stop) == 179
     assert {"the", "is", "doing", "wouldn't"} <= stop
     assert not {"show", "make", "put", "take", "move", "go", "front", "two"} & stop
@@ -88,7 +88,7 @@ def test_setup_script_is_idempotent(tmp_path):
 
 def test_missing_wordnet_says_how_to_set_it_up(tmp_path):
     code = ("import nltk; nltk.data.path[:] = []; "  # ignore ~/nltk_data etc. on a dev machine
-            "import pipeline.text._nlp as n; from pathlib import Path; "
+            "import pipeline.text.resources as n; from pathlib import Path; "
             f"n.DEFAULT_NLTK_DIR = Path({str(tmp_path)!r}); n.wordnet()")
     env = {**os.environ, "NLTK_DATA": str(tmp_path), "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
@@ -98,5 +98,5 @@ def test_missing_wordnet_says_how_to_set_it_up(tmp_path):
 
 
 def test_missing_spacy_model_says_how_to_install_it():
-    with pytest.raises(_nlp.ResourceMissing, match="requirements/text-models.txt"):
-        _nlp.load_spacy("en_core_web_nonexistent")
+    with pytest.raises(resources.ResourceMissing, match="requirements/text-models.txt"):
+        resources.load_spacy("en_core_web_nonexistent")

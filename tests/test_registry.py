@@ -62,7 +62,7 @@ def test_train_config_holds_one_config_per_model_and_fills_shapes():
 
 
 def test_unknown_model_refused_before_reading_data(tmp_path):
-    from pipeline.train import run_train
+    from pipeline.learn.train import run_train
 
     with pytest.raises(KeyError, match="unknown model"):
         run_train(tmp_path / "no-shards", tmp_path / "run", TrainConfig(model="nope"))
@@ -70,9 +70,9 @@ def test_unknown_model_refused_before_reading_data(tmp_path):
 
 def test_a_registered_model_trains_and_evaluates_by_name(tmp_path):
     """train/evaluate reach a newly registered model through the registry alone."""
-    from pipeline.evaluate import model_from_checkpoint
-    from pipeline.planted import make_planted_shards
-    from pipeline.train import run_train
+    from pipeline.learn.evaluate import model_from_checkpoint
+    from pipeline.datasets.planted import make_planted_shards
+    from pipeline.learn.train import run_train
     from storage.checkpoints import load_checkpoint
     from tests._toy_model import ToyModel, toy_factory
 
@@ -93,8 +93,8 @@ def test_a_registered_model_trains_and_evaluates_by_name(tmp_path):
 
 
 def test_no_import_cycle_between_train_and_evaluate():
-    code = ("import sys, pipeline.evaluate; assert 'pipeline.train' not in sys.modules, 'evaluate imports train'; "
-            "import pipeline.heatmaps; assert 'pipeline.train' not in sys.modules")
+    code = ("import sys, pipeline.learn.evaluate; assert 'pipeline.learn.train' not in sys.modules, 'evaluate imports train'; "
+            "import pipeline.learn.heatmaps; assert 'pipeline.learn.train' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
@@ -102,8 +102,8 @@ MODEL_CLASSES = {"HANet", "HGR", "HCMI"}
 MODEL_MODULES = {"models.hanet", "models.hgr", "models.hcmi"}
 
 
-@pytest.mark.parametrize("path", ["pipeline/train.py", "pipeline/evaluate.py", "pipeline/heatmaps.py",
-                                  "flows/train.py", "flows/compare.py", "pipeline/compare.py"])
+@pytest.mark.parametrize("path", ["pipeline/learn/train.py", "pipeline/learn/evaluate.py", "pipeline/learn/heatmaps.py",
+                                  "flows/train.py", "flows/compare.py", "pipeline/learn/compare.py"])
 def test_stage_code_never_names_a_model_class(path):
     tree = ast.parse((ROOT / path).read_text())
     for node in ast.walk(tree):
@@ -118,8 +118,8 @@ def test_stage_code_never_names_a_model_class(path):
 
 def test_run_identity_ignores_other_models_configs():
     """Changing HCMI's config (or its defaults) never changes a HANet run's key or resume check."""
-    from pipeline._fingerprint import stable_hash
-    from pipeline.train import _comparable
+    from pipeline.fingerprint import stable_hash
+    from pipeline.learn.train import _comparable
 
     a, b = TrainConfig(), TrainConfig(hcmi={"n_clips": 7}, hgr={"joint_dim": 8})
     assert stable_hash(registry.active_config_dump(a)) == stable_hash(registry.active_config_dump(b))

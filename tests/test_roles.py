@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import TextConfig
-from pipeline.text import _nlp, hgr_json
+from pipeline.text import hgr_json, resources
 from pipeline.text.lemmas import WordNetLemmas
 from pipeline.text.roles import ROLES, graph_from_doc, normalize_role
 
@@ -61,7 +61,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def nlp():
-    return _nlp.load_spacy(CFG.spacy_model, tuple(CFG.spacy_disable))
+    return resources.load_spacy(CFG.spacy_model, tuple(CFG.spacy_disable))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.sample_data import BACKGROUNDS, MOTION_PHRASES, SHAPE_NOUNS, generate_sample_dataset, main
+from pipeline.datasets.sample_data import BACKGROUNDS, MOTION_PHRASES, SHAPE_NOUNS, generate_sample_dataset, main
 
 N = 12
 

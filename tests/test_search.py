@@ -1,4 +1,4 @@
-"""Search index, two-stage retrieval, query text processing, CLI and web API errors (pipeline/search.py)."""
+"""Search index, two-stage retrieval, query text processing, CLI and web API errors (pipeline/search/query.py)."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import search
-from pipeline.dataset import load_split
-from pipeline.search import SearchError, Searcher, build_index, caption_arrays
+from pipeline.search import query as search
+from pipeline.learn.dataset import load_split
+from pipeline.search.query import SearchError, Searcher, build_index, caption_arrays
 from storage import index as store
 from storage.tables import read_table, write_table
 from tests._search_index import make_search_fixture
@@ -177,7 +177,7 @@ def test_errors(built, searcher, tmp_path, capsys):
 def test_web_api_serves_only_index_files(searcher):
     from fastapi.testclient import TestClient
 
-    from pipeline.search_web import create_app
+    from pipeline.search.web import create_app
 
     c = TestClient(create_app(searcher))
     assert c.get("/").status_code == 200
@@ -198,7 +198,7 @@ def test_web_api_serves_only_index_files(searcher):
 
 
 def test_float16_shortlist_returns_the_exact_top_k():
-    from pipeline.search import ShortlistMatrix
+    from pipeline.search.query import ShortlistMatrix
 
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(32, 64, generator=g)

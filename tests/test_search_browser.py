@@ -49,8 +49,8 @@ def _free_port() -> int:
 def server(tmp_path_factory):
     import uvicorn
 
-    from pipeline.search import Searcher, build_index
-    from pipeline.search_web import create_app
+    from pipeline.search.query import Searcher, build_index
+    from pipeline.search.web import create_app
 
     _browser_paths()
     tmp = tmp_path_factory.mktemp("browser")

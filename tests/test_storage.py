@@ -1,11 +1,11 @@
-"""storage/: atomic writes, schema-checked tables, manifests, the output-root lock; pipeline._stage."""
+"""storage/: atomic writes, schema-checked tables, manifests, the output-root lock; pipeline.stage."""
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline._stage import StageResult, run_stage, stage_key
+from pipeline.stage import StageResult, run_stage, stage_key
 from storage import atomic_path
 from storage._atomic import TMP_MARK, clean_stale_tmp
 from storage.lock import OutputRootBusyError, exclusive_lock

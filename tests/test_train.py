@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.train as train_mod
+import pipeline.learn.train as train_mod
 from models.config import HANetConfig, TrainConfig
 from models.metrics import METRIC_KEYS
-from pipeline.planted import make_planted_shards
-from pipeline.train import EarlyStopper, run_train
+from pipeline.datasets.planted import make_planted_shards
+from pipeline.learn.train import EarlyStopper, run_train
 from storage.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tests._toy_model import toy_factory
 

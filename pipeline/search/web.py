@@ -1,4 +1,4 @@
-"""`vtr serve`: a small web page over a :class:`pipeline.search.Searcher` (FastAPI).
+"""`vtr serve`: a small web page over a :class:`pipeline.search.query.Searcher` (FastAPI).
 
 Routes: ``/`` the page (search box, results with thumbnails, per-level score bars, shared
 concepts; clicking a result shows its concept heatmap); ``/api/search?q=&top=&k=&exhaustive=``
@@ -13,7 +13,7 @@ import json
 import threading
 from typing import Any
 
-from pipeline.search import DEFAULT_K, DEFAULT_TOP, MAX_QUERY_CHARS, SearchError, Searcher
+from pipeline.search.query import DEFAULT_K, DEFAULT_TOP, MAX_QUERY_CHARS, SearchError, Searcher
 
 LEVEL_NAMES = {"ind_a": "individual (verbs)", "ind_e": "individual (nouns)", "loc_a": "local (verbs)",
                "loc_e": "local (nouns)", "glo": "global", "c_p": "concepts"}

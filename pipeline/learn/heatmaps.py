@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pipeline.dataset import SplitData, concept_lemmas
+from pipeline.learn.dataset import SplitData, concept_lemmas
 from storage._atomic import atomic_path
 
 log = logging.getLogger(__name__)

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline._fingerprint import code_version, file_fingerprint, sha256_file
-from pipeline._stage import StageResult, run_stage, stage_key
+from pipeline.fingerprint import code_version, file_fingerprint, sha256_file
+from pipeline.stage import StageResult, run_stage, stage_key
 from pipeline.config import BuildConfig
 from storage import bundle as sb
 from storage.bundle import BundleError, BundleLayout, locate_bundle
@@ -431,9 +431,9 @@ def _bundle_code() -> str:
 
 
 def _text_code() -> str:
-    from pipeline.text import _nlp, concepts, hgr_json, lemmas, parse, roles, vocab
+    from pipeline.text import concepts, hgr_json, lemmas, parse, resources, roles, vocab
 
-    return code_version(parse, roles, hgr_json, lemmas, concepts, vocab, _nlp)
+    return code_version(parse, roles, hgr_json, lemmas, concepts, vocab, resources)
 
 
 def plan(cfg: BuildConfig) -> list[Step]:

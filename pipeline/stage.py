@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from pipeline._fingerprint import stable_hash
+from pipeline.fingerprint import stable_hash
 from storage.manifest import StageManifest, commit_status, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)

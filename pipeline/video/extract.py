@@ -36,11 +36,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from pipeline._backbones import EXTRACTORS, Backbone, get_backbone
-from pipeline._fingerprint import file_fingerprint, stable_hash
-from pipeline._stage import StageResult
+from pipeline.video.backbones import EXTRACTORS, Backbone, get_backbone
+from pipeline.fingerprint import file_fingerprint, stable_hash
+from pipeline.stage import StageResult
 from pipeline.config import DecodeConfig, I3DConfig, ResNetConfig
-from pipeline.decode import DecodeError, DecodeTimeoutError, VideoMeta, decode_products
+from pipeline.video.decode import DecodeError, DecodeTimeoutError, VideoMeta, decode_products
 from storage.features import merge_features, read_attrs, write_features
 from storage.tables import read_table, table_metadata, write_table
 

@@ -76,10 +76,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline._fingerprint import file_fingerprint, sha256_file, stable_hash
-from pipeline._stage import StageResult
+from pipeline.fingerprint import file_fingerprint, sha256_file, stable_hash
+from pipeline.stage import StageResult
 from pipeline.config import BuildConfig, IngestConfig
-from pipeline.decode import DecodeError, expected_frames, open_video, pick_video_stream, stream_duration_s, stream_fps
+from pipeline.video.decode import DecodeError, expected_frames, open_video, pick_video_stream, stream_duration_s, stream_fps
 from storage.features import dataset_name
 from storage.tables import read_table, table_metadata, write_table
 
@@ -523,8 +523,8 @@ def _counts(rows: list[dict], n_captions: int) -> dict[str, int]:
 
 def run_ingest(cfg: BuildConfig) -> StageResult:
     """Write ``<out_root>/<dataset>/videos.parquet`` and ``captions.parquet``."""
-    if cfg.ingest.format == "hgr-bundle":  # released data, no video files (pipeline/bundle.py)
-        from pipeline.bundle import run_bundle_ingest
+    if cfg.ingest.format == "hgr-bundle":  # released data, no video files (pipeline/datasets/bundle.py)
+        from pipeline.datasets.bundle import run_bundle_ingest
 
         return run_bundle_ingest(cfg)
     t0 = time.perf_counter()

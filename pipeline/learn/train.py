@@ -32,10 +32,10 @@ import torch
 from models import registry
 from models.config import EvalConfig, TrainConfig
 from models.metrics import format_metrics
-from pipeline._fingerprint import code_version
-from pipeline.dataset import TrainBatches, dataset_shapes, load_split, load_word_embeddings
-from pipeline.evaluate import evaluate_model, resolve_device
-from pipeline.provenance import data_fingerprint  # noqa: F401  (re-exported: pipeline.train.data_fingerprint)
+from pipeline.fingerprint import code_version
+from pipeline.learn.dataset import TrainBatches, dataset_shapes, load_split, load_word_embeddings
+from pipeline.learn.evaluate import evaluate_model, resolve_device
+from pipeline.provenance import data_fingerprint  # noqa: F401  (re-exported: pipeline.learn.train.data_fingerprint)
 from storage._atomic import atomic_write_text
 from storage.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -49,10 +49,10 @@ RESUMABLE_CHANGES = {"epochs", "patience", "num_workers", "device", "log_every",
 
 def training_code_version(model: torch.nn.Module) -> str:
     import models.metrics
-    import pipeline.dataset
-    import pipeline.evaluate
+    import pipeline.learn.dataset
+    import pipeline.learn.evaluate
 
-    mods = [sys.modules[__name__], pipeline.dataset, pipeline.evaluate, models.metrics]
+    mods = [sys.modules[__name__], pipeline.learn.dataset, pipeline.learn.evaluate, models.metrics]
     mod = sys.modules.get(type(model).__module__)
     if mod is not None:
         mods.append(mod)
@@ -157,7 +157,7 @@ def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool =
              else registry.create_model(name, mcfg, emb)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fingerprint = data_fingerprint(shards_root, cfg.features)
-    from models.import_reference import shard_fingerprints  # vocabularies checked by pipeline.evaluate
+    from models.import_reference import shard_fingerprints  # vocabularies checked by pipeline.learn.evaluate
     vocab_record = shard_fingerprints(shards_root)
     code_ver = training_code_version(model)
     stopper = EarlyStopper(cfg.patience, cfg.min_improvement)

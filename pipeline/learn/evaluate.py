@@ -30,7 +30,7 @@ import torch
 from models import registry
 from models.config import EvalConfig, HANetConfig, TrainConfig
 from models.metrics import RankAccumulator, format_metrics
-from pipeline.dataset import SplitData, load_split
+from pipeline.learn.dataset import SplitData, load_split
 from pipeline.provenance import data_fingerprint
 from storage._atomic import atomic_write_text
 from storage.checkpoints import load_checkpoint
@@ -89,7 +89,7 @@ def encode_texts(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, devic
 
 
 def _bf16_is_fast(device: torch.device) -> bool:
-    from pipeline._backbones import bf16_is_fast  # lazy: that module imports torchvision
+    from pipeline.video.backbones import bf16_is_fast  # lazy: that module imports torchvision
 
     return bf16_is_fast(device)
 
@@ -310,7 +310,7 @@ def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: 
     log.info("%s: %s", cfg.split, format_metrics(metrics))
     heatmaps: list[str] = []
     if cfg.n_heatmaps > 0:
-        from pipeline.heatmaps import draw_concept_heatmaps
+        from pipeline.learn.heatmaps import draw_concept_heatmaps
 
         heatmaps = [str(p) for p in draw_concept_heatmaps(model, data, out_dir / "heatmaps", cfg.n_heatmaps,
                                                           device=device, top_k=cfg.heatmap_top_k)]

@@ -11,7 +11,7 @@ captions describe exactly that with varied nouns and verbs. Each video entry
 also carries ``sample_spec`` (what was drawn) so tests can check captions
 against pixels; MSR-VTT readers ignore the extra field.
 
-Run: ``python -m pipeline.sample_data --out DIR [--n-videos N] [--seed S]``.
+Run: ``python -m pipeline.datasets.sample_data --out DIR [--n-videos N] [--seed S]``.
 """
 from __future__ import annotations
 

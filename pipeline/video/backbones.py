@@ -35,7 +35,7 @@ import torch
 import torchvision
 from torch import nn
 
-from pipeline._fingerprint import sha256_file
+from pipeline.fingerprint import sha256_file
 from pipeline.config import I3DConfig, ResNetConfig
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ fingerprint (words + concepts).
 
 Search (:class:`Searcher`): the query goes through the captions' text processing (the
 parse stage's cleaning + spaCy tokens/tags + role graph with the build's TextConfig, then
-words -> ids and role graph -> slots exactly as :func:`pipeline.dataset.load_split`), is
+words -> ids and role graph -> slots exactly as :func:`pipeline.learn.dataset.load_split`), is
 encoded once by ``encode_texts``, then
 
 1. shortlist: ONE exact matrix-vector product over a memory-mapped (n, L*D) matrix, the
@@ -41,8 +41,8 @@ import torch
 
 from models.batch import TextBatch, VideoBatch
 from models.config import HANetConfig, TrainConfig
-from pipeline._fingerprint import sha256_file, stable_hash
-from pipeline.dataset import (PAD_ID, UNK_ID, FeatureSource, build_graph, concept_lemmas, feature_path,
+from pipeline.fingerprint import sha256_file, stable_hash
+from pipeline.learn.dataset import (PAD_ID, UNK_ID, FeatureSource, build_graph, concept_lemmas, feature_path,
                               frame_counts, read_vocab)
 from storage import index as store
 from storage.checkpoints import load_checkpoint
@@ -79,9 +79,9 @@ def vocabulary_fingerprint(shards_root: str | Path) -> str:
 # ----------------------------------------------------------------------------- text -> batch
 def caption_arrays(tokens: Sequence[str], nodes, edges, graph_ok: bool, vocab: dict[str, int],
                    hcfg: HANetConfig) -> dict[str, np.ndarray]:
-    """One caption's model inputs, as :func:`pipeline.dataset.load_split` builds them:
+    """One caption's model inputs, as :func:`pipeline.learn.dataset.load_split` builds them:
     word -> id (exact, then lower-cased, else UNK), truncated to max_words, [UNK] when empty;
-    role graph -> fixed slots by :func:`pipeline.dataset.build_graph`."""
+    role graph -> fixed slots by :func:`pipeline.learn.dataset.build_graph`."""
     ids = []
     for w in list(tokens)[:hcfg.max_words]:
         i = vocab.get(w)
@@ -133,13 +133,13 @@ class QueryParser:
 
     def _load(self):
         if self._nlp is None:
-            from pipeline.text import _nlp
+            from pipeline.text import resources
             from pipeline.text.lemmas import WordNetLemmas
             from pipeline.text.parse import load_nlp
 
             self._nlp = load_nlp(self.cfg)
             self._lexicon = WordNetLemmas(fix=self.ccfg.fix_lemmatizer)
-            self._stop = _nlp.stopwords_en()
+            self._stop = resources.stopwords_en()
 
     def __call__(self, query: str) -> ParsedQuery:
         from pipeline.text import concepts as text_concepts
@@ -176,7 +176,7 @@ def check_query(query: str) -> str:
 def video_thumbnails(path: Path, n: int, height: int = 72, timeout_s: float = 10.0,
                      max_frames: int = 3000) -> list[bytes]:
     """``n`` JPEGs spread evenly over the video (PyAV decode, scaled to ``height`` px)."""
-    from pipeline.decode import expected_frames, open_video, pick_video_stream
+    from pipeline.video.decode import expected_frames, open_video, pick_video_stream
 
     container = open_video(path, timeout_s)
     try:
@@ -252,7 +252,7 @@ def _dummy_text(vocab: dict[str, int], hcfg: HANetConfig) -> TextBatch:
 
 # ----------------------------------------------------------------------------- build
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
-    from pipeline.evaluate import model_from_checkpoint
+    from pipeline.learn.evaluate import model_from_checkpoint
 
     ck = load_checkpoint(checkpoint)
     model, tcfg = model_from_checkpoint(ck)
@@ -434,7 +434,7 @@ def build_index(checkpoint: str | Path, shards_root: str | Path, index_dir: str 
 
 
 def _shards_fp(root: Path, extractor: str) -> str:
-    from pipeline.train import data_fingerprint
+    from pipeline.learn.train import data_fingerprint
 
     return data_fingerprint(root, extractor)
 

@@ -1,0 +1,2 @@
+"""Learning: shards -> batches (dataset), training (train), evaluation (evaluate), concept heatmaps
+(heatmaps), model comparison tables (compare)."""
