@@ -134,3 +134,19 @@ def read_word_list(path: str | os.PathLike) -> list[str]:
     """One word per line; blank lines and lines starting with '#' are ignored."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return [w.strip() for w in lines if w.strip() and not w.lstrip().startswith("#")]
+
+
+def read_concept_lemmas(path: str | os.PathLike) -> dict[str, list[str]]:
+    """{'verb': [lemma by concept_id], 'noun': [...]} of a concepts table (``text/concepts.parquet``);
+    an id no row names gets ''."""
+    from storage.tables import read_table
+
+    rows = read_table(path, "concepts", columns=["kind", "concept_id", "lemma"]).to_pylist()
+    out: dict[str, list[str]] = {}
+    for kind in ("verb", "noun"):
+        sel = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["concept_id"])
+        lemmas = [""] * (sel[-1]["concept_id"] + 1 if sel else 0)
+        for r in sel:
+            lemmas[r["concept_id"]] = r["lemma"]
+        out[kind] = lemmas
+    return out
