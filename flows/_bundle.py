@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.datasets import bundle
 from pipeline.config import BuildConfig
-from storage._atomic import atomic_write_text, clean_stale_tmp
+from storage.atomic import atomic_write_text, clean_stale_tmp
 from storage.tables import read_table
 
 from flows import _stages

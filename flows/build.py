@@ -25,7 +25,7 @@ from pipeline.text import concepts as text_concepts
 from pipeline.text import hgr_json, lemmas, resources, roles, vocab
 from pipeline.text import parse as text_parse
 from pipeline.video import backbones, decode, extract
-from storage._atomic import atomic_write_text, clean_stale_tmp
+from storage.atomic import atomic_write_text, clean_stale_tmp
 from storage.lock import exclusive_lock
 from storage.tables import read_table
 

@@ -19,7 +19,7 @@ from pipeline.learn import evaluate as evaluate_mod
 from pipeline.learn import train as train_mod
 from pipeline.fingerprint import stable_hash
 from pipeline.provenance import data_fingerprint
-from storage._atomic import atomic_write_text
+from storage.atomic import atomic_write_text
 
 METRIC_ORDER = ("R@1", "R@5", "R@10", "MedR", "MeanR")
 

@@ -33,7 +33,7 @@ def _keys(root: Path) -> dict[str, str]:
 def test_closure_follows_imports_transitively():
     closure = module_closure(["pipeline.video.extract"])
     for mod in ("pipeline.video.decode", "pipeline.video.backbones", "pipeline.config", "pipeline.stage",
-                "storage.features", "storage.schemas", "storage.manifest", "storage._atomic", "pipeline"):
+                "storage.features", "storage.schemas", "storage.manifest", "storage.atomic", "pipeline"):
         assert mod in closure, mod
     assert not any(n.startswith("models.") for n in module_closure(["pipeline.datasets.ingest"]))
     assert "pipeline.text/stopwords_en.txt" in module_closure(["pipeline.text.parse"])

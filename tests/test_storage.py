@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.stage import StageResult, run_stage, stage_key
 from storage import atomic_path
-from storage._atomic import TMP_MARK, clean_stale_tmp
+from storage.atomic import TMP_MARK, clean_stale_tmp
 from storage.lock import OutputRootBusyError, exclusive_lock
 from storage.manifest import is_committed, read_manifest
 from storage.tables import SchemaError, read_table, write_table
@@ -173,13 +173,13 @@ def test_hdf5_write_failing_inside_hdf5_never_leaves_a_broken_final_file(tmp_pat
 
 
 def _pretend_free_space(monkeypatch, folder, nbytes: int) -> None:
-    """Make storage._atomic see only ``nbytes`` free on ``folder``'s file system."""
+    """Make storage.atomic see only ``nbytes`` free on ``folder``'s file system."""
     import os
 
     real, blocks = os.statvfs(folder), nbytes // 4096
     fake = os.statvfs_result((real.f_bsize, 4096, real.f_blocks, blocks, blocks, real.f_files, real.f_ffree,
                               real.f_favail, real.f_flag, real.f_namemax))
-    monkeypatch.setattr("storage._atomic.os.statvfs", lambda _: fake)
+    monkeypatch.setattr("storage.atomic.os.statvfs", lambda _: fake)
 
 
 def test_full_disk_is_refused_before_writing(tmp_path, monkeypatch):

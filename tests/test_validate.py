@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.datasets import validate as V
-from storage._atomic import TMP_MARK
+from storage.atomic import TMP_MARK
 from storage.features import dataset_name, write_features
 from storage.manifest import StageManifest, manifest_path, write_manifest
 from storage.tables import write_table

@@ -479,7 +479,7 @@ def build_bundle(cfg: BuildConfig, force: set[str] | frozenset[str] = frozenset(
     The ``build-features`` flow runs the same :func:`plan` as Prefect tasks. Returns
     {'root', 'stages': [{stage, shard, executed, counts}], 'config'}.
     """
-    from storage._atomic import atomic_write_text, clean_stale_tmp
+    from storage.atomic import atomic_write_text, clean_stale_tmp
     from storage.lock import exclusive_lock
 
     cfg = resolve_config(cfg)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from storage._atomic import atomic_write_text
+from storage.atomic import atomic_write_text
 from storage.features import write_features
 from storage.manifest import StageManifest, write_manifest
 from storage.tables import write_table

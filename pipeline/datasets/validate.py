@@ -18,7 +18,7 @@ What is checked (see docs/shards.md for the layout):
 * feature files carry ``schema_version`` == FEATURE_SCHEMA_VERSION; every
   dataset is float32, 2-D, non-empty, with one feature width D per extractor
   (``deep=True`` also reads the values and rejects NaN/Inf);
-* no leftover temporary files (``storage._atomic.TMP_MARK``) anywhere;
+* no leftover temporary files (``storage.atomic.TMP_MARK``) anywhere;
 * every stage manifest under _stages/ parses and its outputs exist inside
   the root;
 * captions and the per-caption/per-video text tables reference known videos
@@ -42,7 +42,7 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 
-from storage._atomic import TMP_MARK, atomic_write_text
+from storage.atomic import TMP_MARK, atomic_write_text
 from storage.features import FEATURE_SCHEMA_VERSION, dataset_name
 from storage.manifest import MANIFEST_SCHEMA_VERSION, StageManifest
 from storage.schemas import SCHEMAS, schema
@@ -205,7 +205,7 @@ def _check_tmp_files(report: ValidationReport, root: Path) -> None:
         report.checked["files"] += 1
         if _is_tmp(path):
             report.add(TMP_FILE, path, "leftover temporary file of an interrupted writer "
-                       "(storage._atomic.clean_stale_tmp removes it; rerun the stage that wrote it)")
+                       "(storage.atomic.clean_stale_tmp removes it; rerun the stage that wrote it)")
 
 
 def _check_videos(report: ValidationReport, root: Path) -> dict[str, str] | None:

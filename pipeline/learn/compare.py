@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from storage._atomic import atomic_path, atomic_write_text
+from storage.atomic import atomic_path, atomic_write_text
 
 METRICS = ("R@1", "R@5", "R@10", "MedR", "MeanR")
 COLUMNS = (("model", "model"),

@@ -32,7 +32,7 @@ from models.config import EvalConfig, HANetConfig, TrainConfig
 from models.metrics import RankAccumulator, format_metrics
 from pipeline.learn.dataset import SplitData, load_split
 from pipeline.provenance import data_fingerprint
-from storage._atomic import atomic_write_text
+from storage.atomic import atomic_write_text
 from storage.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.learn.dataset import SplitData, concept_lemmas
-from storage._atomic import atomic_path
+from storage.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
