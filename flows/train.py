@@ -15,24 +15,12 @@ from prefect.logging import get_run_logger
 from flows._stages import configure_threads
 from models import registry
 from models.config import EvalConfig, TrainConfig
+from models.metrics import METRIC_COLUMNS, format_metrics
 from pipeline.learn import evaluate as evaluate_mod
 from pipeline.learn import train as train_mod
 from pipeline.fingerprint import stable_hash
-from pipeline.provenance import data_fingerprint
+from pipeline.provenance import built_data_fingerprint, data_fingerprint
 from storage.atomic import atomic_write_text
-
-METRIC_ORDER = ("R@1", "R@5", "R@10", "MedR", "MeanR")
-
-
-def shards_fingerprint(shards_root: Path) -> str:
-    """Hash of every committed stage manifest's key: changes iff the shards changed."""
-    keys = sorted(
-        (str(p.relative_to(shards_root)), json.loads(p.read_text())["key"])
-        for p in (shards_root / "_stages").rglob("*.json")
-    )
-    if not keys:
-        raise FileNotFoundError(f"{shards_root}: no committed stages; run a build-features deployment first")
-    return stable_hash(keys)
 
 
 def run_dir_for(runs_root: Path, dataset: str, cfg: TrainConfig, shards_root: Path, run_name: str = "") -> Path:
@@ -60,19 +48,9 @@ def metrics_rows(report: dict) -> list[dict]:
     rows = []
     for direction in ("t2v", "v2t"):
         m = report[direction]
-        rows.append({"direction": direction, **{k: round(float(m[k]), 2) for k in METRIC_ORDER}})
+        rows.append({"direction": direction, **{k: round(float(m[k]), 2) for k in METRIC_COLUMNS}})
     rows.append({"direction": "rsum", "R@1": round(float(report["rsum"]), 2)})
     return rows
-
-
-def format_metrics(report: dict) -> str:
-    head = f"{'':>6} " + " ".join(f"{k:>7}" for k in METRIC_ORDER)
-    lines = [head]
-    for direction in ("t2v", "v2t"):
-        m = report[direction]
-        lines.append(f"{direction:>6} " + " ".join(f"{float(m[k]):7.2f}" for k in METRIC_ORDER))
-    lines.append(f"{'rsum':>6} {float(report['rsum']):7.2f}")
-    return "\n".join(lines)
 
 
 @task(name="train-model")
@@ -96,7 +74,7 @@ def publish_report(report: dict, title: str) -> None:
     if heatmaps:
         md = "\n".join(f"- `{p}`" for p in heatmaps)
         create_markdown_artifact(f"### Concept heatmaps\n{md}", description=title)
-    print(f"{title}\n{format_metrics(report)}")
+    print(f"{title}\n{format_metrics(report['metrics'], table=True)}")
 
 
 @flow(name="evaluate", log_prints=True)
@@ -140,7 +118,8 @@ def retrain(dataset: str = "sample", out_root: str = "out", runs_root: str = "ru
             overrides: dict = {}, model: str = "hanet") -> dict:
     """Retrain ``model`` when the dataset's shards changed since its last retrain; skip otherwise."""
     shards_root = Path(out_root) / dataset
-    fp = shards_fingerprint(shards_root)
+    features = TrainConfig.model_validate({"model": model, **overrides}).features  # what training will read
+    fp = built_data_fingerprint(shards_root, features)  # the fingerprint train keys its run directory by
     marker = Path(runs_root) / "retrain" / (f"{dataset}.json" if model == "hanet" else f"{dataset}-{model}.json")
     if marker.exists() and json.loads(marker.read_text()).get("shards") == fp:
         print(f"shards of {dataset} unchanged since the last retrain ({fp}): skipping")

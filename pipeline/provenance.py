@@ -1,13 +1,12 @@
 """Provenance of a training run: what the shards it read looked like (no model or training code)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from pipeline.fingerprint import stable_hash
+from storage.manifest import manifest_files, read_manifest_data
+from storage.tables import table_stats
 
 
 def data_fingerprint(root: str | Path, extractor: str) -> str:
@@ -18,16 +17,23 @@ def data_fingerprint(root: str | Path, extractor: str) -> str:
     tables = [root / "videos.parquet", root / "captions.parquet", *sorted((root / "text").glob("*.parquet"))]
     for p in tables:
         if p.exists():
-            md = pq.read_metadata(p)
-            meta = {k.decode(): v.decode() for k, v in (md.metadata or {}).items() if not k.startswith(b"ARROW")}
-            items.append([p.relative_to(root).as_posix(), md.num_rows, meta, p.stat().st_size])
+            num_rows, meta = table_stats(p)
+            items.append([p.relative_to(root).as_posix(), num_rows, meta, p.stat().st_size])
     for p in [root / "text" / "embeddings.h5", *sorted((root / "features" / extractor).glob("*.h5"))]:
         if p.exists():
             items.append([p.relative_to(root).as_posix(), p.stat().st_size])
-    for p in sorted((root / "_stages").rglob("*.json")) if (root / "_stages").exists() else []:
+    for p in manifest_files(root):
         try:
-            m = json.loads(p.read_text())
+            m = read_manifest_data(p)
             items.append([p.relative_to(root).as_posix(), m.get("key"), m.get("counts")])
         except (OSError, ValueError):
             items.append([p.relative_to(root).as_posix(), "unreadable"])
     return stable_hash(items)
+
+
+def built_data_fingerprint(root: str | Path, extractor: str) -> str:
+    """:func:`data_fingerprint` of a dataset that was built (FileNotFoundError when ``root`` has no
+    committed stage): what scheduled retraining compares with the fingerprint of its last run."""
+    if not manifest_files(root):
+        raise FileNotFoundError(f"{root}: no committed stages; run a build-features deployment first")
+    return data_fingerprint(root, extractor)

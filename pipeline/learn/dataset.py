@@ -46,8 +46,9 @@ import torch
 
 from models.batch import ROLE_IDS, ROOT_ROLE, ConceptLabels, TextBatch, VideoBatch, role_id
 from models.config import HANetConfig
-from storage.features import FeatureReader, check_version, dataset_name
+from storage.features import FeatureReader, dataset_name, read_frame_counts
 from storage.tables import read_table
+from storage.text import read_concept_lemmas
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +92,7 @@ def concept_counts(root: str | os.PathLike) -> tuple[int, int]:
 
 def concept_lemmas(root: str | os.PathLike) -> dict[str, list[str]]:
     """{'verb': [lemma by concept_id], 'noun': [...]} from text/concepts.parquet."""
-    t = read_table(Path(root) / "text" / "concepts.parquet", "concepts").to_pylist()
-    out: dict[str, list[str]] = {}
-    for kind in ("verb", "noun"):
-        rows = sorted((r for r in t if r["kind"] == kind), key=lambda r: r["concept_id"])
-        lem = [""] * (rows[-1]["concept_id"] + 1 if rows else 0)
-        for r in rows:
-            lem[r["concept_id"]] = r["lemma"]
-        out[kind] = lem
-    return out
+    return read_concept_lemmas(Path(root) / "text" / "concepts.parquet")
 
 
 def dataset_shapes(root: str | os.PathLike, extractor: str, split: str = "train") -> dict[str, int]:
@@ -120,15 +113,6 @@ def dataset_shapes(root: str | os.PathLike, extractor: str, split: str = "train"
 
 
 # ----------------------------------------------------------------------------- frames
-def frame_counts(path: str | os.PathLike) -> dict[str, int]:
-    """{dataset name: number of frames} of a feature file, without reading the data."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        check_version(f, path)
-        return {name: int(f[name].shape[0]) for name in f.keys()}
-
-
 def sample_frames(feats: np.ndarray, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(n, D) -> ((max_frames, D) float32, (max_frames,) bool mask)."""
     feats = np.asarray(feats, dtype=np.float32)
@@ -146,10 +130,6 @@ def sample_frames(feats: np.ndarray, max_frames: int) -> tuple[np.ndarray, np.nd
 
 
 # ----------------------------------------------------------------------------- graphs
-def graph_slots(hcfg: HANetConfig) -> int:
-    return 1 + hcfg.max_verbs + hcfg.max_nouns
-
-
 def build_graph(nodes: Sequence[dict] | None, edges: Sequence[dict] | None, n_words: int,
                 max_words: int, max_verbs: int, max_nouns: int, ok: bool = True,
                 edges_mode: str = "improved"):
@@ -349,10 +329,6 @@ class SplitData:
             notes={**self.notes, "head_of": self.n_videos}, _features=self._features)
 
 
-def _column(table, name, default=None):
-    return table.column(name).to_pylist() if name in table.column_names else default
-
-
 def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor: str = "resnet152",
                preload_features: bool = False) -> SplitData:
     """Read one split's tables once into a :class:`SplitData`."""
@@ -367,7 +343,7 @@ def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor
     fpath = feature_path(root, extractor, split)
     if not fpath.exists():
         raise FileNotFoundError(f"{fpath}: no '{extractor}' features for split '{split}'; run that stage first")
-    nframes = frame_counts(fpath)
+    nframes = read_frame_counts(fpath)
 
     keys_all = sorted({r["key"] for r in cap})
     keys = [k for k in keys_all if nframes.get(dataset_name(k), 0) > 0]
@@ -379,7 +355,6 @@ def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor
         raise ValueError(f"{root}: split '{split}' has no video with features")
     vindex = {k: i for i, k in enumerate(keys)}
     cap = [r for r in cap if r["key"] in vindex]
-    notes["captions_dropped"] = 0
     cap.sort(key=lambda r: (vindex[r["key"]], r["caption_id"]))
     cap_ids = np.asarray([r["caption_id"] for r in cap], dtype=np.int64)
     cap2vid = np.asarray([vindex[r["key"]] for r in cap], dtype=np.int64)

@@ -43,10 +43,10 @@ from models.batch import TextBatch, VideoBatch
 from models.config import HANetConfig, TrainConfig
 from pipeline.fingerprint import sha256_file, stable_hash
 from pipeline.learn.dataset import (PAD_ID, UNK_ID, FeatureSource, build_graph, concept_lemmas, feature_path,
-                              frame_counts, read_vocab)
+                              read_vocab)
 from storage import index as store
 from storage.checkpoints import load_checkpoint
-from storage.features import dataset_name
+from storage.features import dataset_name, read_frame_counts
 from storage.manifest import read_manifest
 from storage.tables import read_table
 
@@ -290,7 +290,7 @@ def _index_videos(root: Path, extractor: str, splits: Sequence[str] | None) -> l
             continue
         if sp not in by_split:
             fp = feature_path(root, extractor, sp)
-            by_split[sp] = frame_counts(fp) if fp.exists() else {}
+            by_split[sp] = read_frame_counts(fp) if fp.exists() else {}
         if by_split[sp].get(dataset_name(r["key"]), 0) > 0:
             out.append(r)
     out.sort(key=lambda r: r["key"])
