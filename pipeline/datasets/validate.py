@@ -38,15 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence
 
-import h5py
 import numpy as np
-import pyarrow.parquet as pq
 
 from storage.atomic import TMP_MARK, atomic_write_text
-from storage.features import FEATURE_SCHEMA_VERSION, dataset_name
-from storage.manifest import MANIFEST_SCHEMA_VERSION, StageManifest
+from storage.features import FeatureFileScan, dataset_name
+from storage.manifest import ManifestVersionError, load_manifest_file, manifest_files
 from storage.schemas import SCHEMAS, schema
-from storage.tables import META_NAME, SchemaError, read_table
+from storage.tables import SchemaError, read_table, table_schema, table_schema_name
 
 CHECKSUMS_FILE = "checksums.json"
 CHECKSUMS_VERSION = 1
@@ -169,7 +167,7 @@ def _load_table(report: ValidationReport, path: Path, name: str, columns: list[s
         return None
     report.checked["tables"] += 1
     try:
-        on_disk = pq.read_schema(path)
+        on_disk = table_schema(path)
     except Exception as e:  # pragma: no cover - read_table already read it
         report.add(SCHEMA, path, f"cannot read schema: {e}")
         return None
@@ -278,8 +276,7 @@ def _check_text(report: ValidationReport, root: Path, videos: dict[str, str] | N
         name = path.stem
         if name not in SCHEMAS:
             try:
-                meta = pq.read_schema(path).metadata or {}
-                name = meta.get(META_NAME, b"").decode()
+                name = table_schema_name(path)
             except Exception as e:
                 report.add(SCHEMA, path, f"cannot read Parquet schema: {type(e).__name__}: {e}")
                 continue
@@ -305,33 +302,26 @@ def _scan_feature_file(report: ValidationReport, path: Path, deep: bool) -> dict
     """dataset name -> (n, D) of one feature file (D = -1 when not 2-D); None if unreadable."""
     shapes: dict[str, tuple[int, int]] = {}
     try:
-        with h5py.File(path, "r") as f:
-            got = f.attrs.get("schema_version", None)
-            try:
-                got_v = int(got) if got is not None else None
-            except (TypeError, ValueError):
-                got_v = None
-            if got_v != FEATURE_SCHEMA_VERSION:
-                report.add(FEATURE_FILE, path, f"attr schema_version {got} != {FEATURE_SCHEMA_VERSION}; "
-                           "rebuild the features")
-            for name, obj in f.items():
-                if not isinstance(obj, h5py.Dataset):
-                    report.add(FEATURE_SHAPE, path, f"'{name}' is a group, expected a (n, D) dataset")
+        with FeatureFileScan(path) as scan:
+            if scan.schema_problem:  # the check storage.features.FeatureReader enforces
+                report.add(FEATURE_FILE, path, scan.schema_problem)
+            for e in scan.entries(read_values=deep):
+                if not e.is_dataset:
+                    report.add(FEATURE_SHAPE, path, f"'{e.name}' is a group, expected a (n, D) dataset")
                     continue
                 report.checked["feature datasets"] += 1
-                if obj.dtype != np.float32:
-                    report.add(FEATURE_DTYPE, path, f"'{name}' has dtype {obj.dtype}, expected float32")
-                if obj.ndim != 2:
-                    report.add(FEATURE_SHAPE, path, f"'{name}' has shape {obj.shape}, expected 2-D (n, D)")
-                    shapes[name] = (int(obj.shape[0]) if obj.ndim else 0, -1)  # present, but no valid D
+                if e.dtype != np.float32:
+                    report.add(FEATURE_DTYPE, path, f"'{e.name}' has dtype {e.dtype}, expected float32")
+                if len(e.shape) != 2:
+                    report.add(FEATURE_SHAPE, path, f"'{e.name}' has shape {e.shape}, expected 2-D (n, D)")
+                    shapes[e.name] = (e.shape[0] if e.shape else 0, -1)  # present, but no valid D
                     continue
-                n, d = (int(x) for x in obj.shape)
+                n, d = e.shape
                 if n == 0 or d == 0:
-                    report.add(FEATURE_SHAPE, path, f"'{name}' is empty: shape {obj.shape}")
-                if deep and n and d and obj.dtype.kind == "f":
-                    if not np.isfinite(obj[()]).all():
-                        report.add(FEATURE_VALUES, path, f"'{name}' contains NaN or Inf")
-                shapes[name] = (n, d)
+                    report.add(FEATURE_SHAPE, path, f"'{e.name}' is empty: shape {e.shape}")
+                if e.finite is False:  # read only with deep=True
+                    report.add(FEATURE_VALUES, path, f"'{e.name}' contains NaN or Inf")
+                shapes[e.name] = (n, d)
     except Exception as e:
         report.add(FEATURE_FILE, path, f"cannot read HDF5 feature file: {type(e).__name__}: {e}")
         return None
@@ -434,18 +424,12 @@ def _check_features(report: ValidationReport, root: Path, videos: dict[str, str]
 
 
 def _check_manifests(report: ValidationReport, root: Path) -> None:
-    base = root / "_stages"
-    if not base.is_dir():
-        return
-    paths = sorted(p for p in list(base.glob("*.json")) + list(base.glob("*/*.json")) if not _is_tmp(p))
-    for path in paths:
+    for path in manifest_files(root):
         try:
-            data = json.loads(path.read_text())
-            if data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
-                report.add(MANIFEST, path, f"manifest schema_version {data.get('schema_version')!r} != "
-                           f"{MANIFEST_SCHEMA_VERSION}")
-                continue
-            m = StageManifest.model_validate(data)
+            m = load_manifest_file(path)
+        except ManifestVersionError as e:
+            report.add(MANIFEST, path, str(e).removeprefix(f"{path}: "))
+            continue
         except Exception as e:
             report.add(MANIFEST, path, f"not a stage manifest: {type(e).__name__}: {str(e).splitlines()[0]}")
             continue
