@@ -183,7 +183,8 @@ def child_text(root: Path, n_videos: int, args) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from models.config import EvalConfig
-    from pipeline.learn.evaluate import _bf16_is_fast, encode_texts
+    from pipeline.learn.evaluate import encode_texts
+    from pipeline.video.backbones import bf16_is_fast
 
     model, data = build(root, n_videos, args.child_captions_per_video or None)
     idx = np.argsort(data.cap2vid, kind="stable")
@@ -195,7 +196,7 @@ def child_text(root: Path, n_videos: int, args) -> dict:
                 model.encode_texts(data.text_batch(c[a:a + args.encode_batch], pad_to=int(data.lengths[c].max())))
     flops = fc.get_total_flops()
     out = {"variant": "text", "n_captions": int(idx.size), "gflop_per_caption": flops / idx.size / 1e9,
-           "mean_words": float(data.lengths.mean()), "native_bf16": _bf16_is_fast(dev)}
+           "mean_words": float(data.lengths.mean()), "native_bf16": bf16_is_fast(dev)}
     precisions = ["float32"] + (["bfloat16"] if out["native_bf16"] else [])
     for prec in precisions:
         cfg = EvalConfig(encode_batch=args.encode_batch, text_bf16=prec == "bfloat16")

@@ -31,7 +31,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -41,6 +40,7 @@ from pipeline.video.decode import clip_stacks, sample_frames  # noqa: E402
 from pipeline.video.extract import extract_shard, plan_shards, shard_outputs  # noqa: E402
 from pipeline.datasets.ingest import run_ingest  # noqa: E402
 from pipeline.datasets.sample_data import generate_sample_dataset  # noqa: E402
+from storage.features import read_all_features  # noqa: E402
 
 TARGET_RATIO = 3.0
 
@@ -78,8 +78,7 @@ def run_ours(root: Path, extractor: str, decode_cfg: DecodeConfig, cfg) -> tuple
     t0 = time.perf_counter()
     result = extract_shard(root, spec, extractor, decode_cfg, cfg)
     seconds = time.perf_counter() - t0
-    with h5py.File(root / shard_outputs(extractor, spec.id)[0], "r") as f:
-        feats = {k: f[k][()] for k in f}
+    feats = read_all_features(root / shard_outputs(extractor, spec.id)[0])
     return result.counts["frames"], seconds, feats
 
 

@@ -104,7 +104,7 @@ def test_pipeline_does_not_import_prefect():
 @pytest.mark.parametrize("target, owner", [
     ("storage._h5.atomic_h5", "storage"),
     ("storage.atomic.atomic_path", None),
-    ("pipeline.text.parse._caption_concepts", "pipeline.text"),
+    ("pipeline.text.parse._private_helper", "pipeline.text"),
     ("models.hgr._vocab", "models"),
 ])
 def test_private_owner(target, owner):

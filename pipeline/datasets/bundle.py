@@ -241,7 +241,7 @@ def _read_gt(layout: BundleLayout, kind: str) -> dict[str, list[list[int]]]:
 
 def import_hanet_concepts(root: Path, cfg: BuildConfig, layout: BundleLayout) -> StageResult:
     from pipeline.text import concepts as tc
-    from pipeline.text.parse import CAPTION_LABELS, CONCEPTS, TOKENS, VIDEO_LABELS, _caption_concepts
+    from pipeline.text.parse import CAPTION_LABELS, CONCEPTS, TOKENS, VIDEO_LABELS, concepts_per_caption
 
     t0 = time.perf_counter()
     caps = read_table(root / "captions.parquet", "captions", columns=["caption_id", "key", "sen_id", "split"]).to_pylist()
@@ -272,7 +272,7 @@ def import_hanet_concepts(root: Path, cfg: BuildConfig, layout: BundleLayout) ->
     labels, n_gt, n_recipe, n_none = [], 0, 0, 0
     unlabelled = [c for c in caps if c["key"] not in gts["verb"] and c["caption_id"] in tok]
     recipe = dict(zip((c["caption_id"] for c in unlabelled),
-                      _caption_concepts([tok[c["caption_id"]] for c in unlabelled], cfg.concepts)))
+                      concepts_per_caption([tok[c["caption_id"]] for c in unlabelled], cfg.concepts)))
     for c in caps:
         row = {"caption_id": c["caption_id"], "key": c["key"], "split": c["split"]}
         if c["key"] in gts["verb"]:

@@ -267,7 +267,7 @@ def run_parse(root: Path, cfg: TextConfig) -> StageResult:
     )
 
 
-def _caption_concepts(rows: list[dict[str, Any]], cfg: ConceptConfig) -> list[list[tuple[str, str]]]:
+def concepts_per_caption(rows: list[dict[str, Any]], cfg: ConceptConfig) -> list[list[tuple[str, str]]]:
     lexicon, stop = WordNetLemmas(fix=cfg.fix_lemmatizer), resources.stopwords_en()
     return [concepts.caption_concepts(r["tokens"], r["pos"], lexicon, stop, cfg.lemmatize_all) for r in rows]
 
@@ -287,7 +287,7 @@ def run_concepts(root: Path, cfg: ConceptConfig) -> StageResult:
     root = Path(root)
     t0 = time.perf_counter()
     rows = read_table(root / TOKENS, "tokens", columns=["caption_id", "key", "split", "tokens", "pos"]).to_pylist()
-    per_caption = _caption_concepts(rows, cfg)
+    per_caption = concepts_per_caption(rows, cfg)
     counts = concepts.count_concepts(c for r, c in zip(rows, per_caption) if r["split"] == "train")
     cv = concepts.build_vocab(counts, cfg.n_verbs, cfg.n_nouns)
     ids = {k: cv.ids(k) for k in concepts.KINDS}

@@ -37,6 +37,7 @@ from torch import nn
 
 from pipeline.fingerprint import sha256_file
 from pipeline.config import I3DConfig, ResNetConfig
+from storage.checkpoints import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise BackboneWeightsError(f"weights file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_torch_file(path)
     except Exception as exc:  # pickle with non-tensor objects, or not a torch file
         raise BackboneWeightsError(
             f"{path}: cannot be read with torch.load(weights_only=True) ({exc}). Re-save only the "
