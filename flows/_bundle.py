@@ -13,7 +13,6 @@ from pathlib import Path
 from pipeline.datasets import bundle
 from pipeline.config import BuildConfig
 from storage.atomic import atomic_write_text, clean_stale_tmp
-from storage.tables import read_table
 
 from flows import _stages
 
@@ -44,27 +43,12 @@ def bundle_futures(cfg: BuildConfig, root: str, force: set[str]) -> list:
     return futures
 
 
-def failure_summary(root: Path) -> tuple[int, int, dict[str, int]]:
-    """(videos, videos without imported features in some feature set, error kinds -> count)."""
-    failed: dict[str, str | None] = {}
-    keys: set[str] = set()
-    for path in sorted((root / "features").glob(f"{bundle.FEATURE_PREFIX}*/status.parquet")):
-        for r in read_table(path, "feature_status", columns=["key", "status", "error_message"]).to_pylist():
-            keys.add(r["key"])
-            if r["status"] != "ok":
-                failed.setdefault(r["key"], r["error_message"])
-    kinds: dict[str, int] = {}
-    for msg in failed.values():
-        kind = "no feature dataset" if (msg or "").startswith("no feature dataset") else "unusable feature dataset"
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return len(keys), len(failed), kinds
-
-
 def run_bundle_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float) -> dict:
     """flows.build._run_dag for a bundle: same artifacts, summary and failure rule."""
     from prefect.artifacts import create_progress_artifact, create_table_artifact
 
-    from flows.build import BuildFailedError, _slug, _summary
+    from flows.build import _summary
+    from pipeline.build import slug
 
     cfg = bundle.resolve_config(cfg)
     removed = clean_stale_tmp(root)
@@ -74,15 +58,10 @@ def run_bundle_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: flo
     futures = bundle_futures(cfg, root, force)
     progress = create_progress_artifact(progress=0.0, key=None, description=f"{cfg.dataset}: stages done")
     rows = _summary(futures, progress, t0)
-    create_table_artifact(rows, key=f"build-{_slug(cfg.dataset)}",
+    create_table_artifact(rows, key=f"build-{slug(cfg.dataset)}",
                           description=f"Import of the HGR bundle {cfg.ingest.dataset_root} into {root}")
     executed = sum(r["status"] == "executed" for r in rows)
     logger.info("bundle import of %s done in %.1fs: %d stage runs executed, %d cached; shards in %s",
                 cfg.dataset, time.time() - t0, executed, len(rows) - executed, root)
-    n, n_failed, kinds = failure_summary(Path(root))
-    if n and n_failed / n > cfg.max_failed_fraction or (n_failed and n_failed == n):
-        raise BuildFailedError(
-            f"{n_failed} of {n} videos have no usable features in the bundle (more than max_failed_fraction="
-            f"{cfg.max_failed_fraction:g}): {', '.join(f'{k}: {v}' for k, v in kinds.items())}. Per-video "
-            f"messages: {root}/features/{bundle.FEATURE_PREFIX}*/status.parquet")
+    bundle.check_import_failures(Path(root), cfg)
     return {"root": root, "stages": rows, "executed": executed, "cached": len(rows) - executed}

@@ -53,3 +53,12 @@ def run_stage(root: str | os.PathLike, stage: str, key: str, fn: Callable[[], St
     )
     write_manifest(root, manifest)
     return manifest, True
+
+
+class BuildFailedError(RuntimeError):
+    """Too many videos of a build have no features: the build did not do its job."""
+
+
+def too_many_failed(n: int, n_failed: int, max_failed_fraction: float) -> bool:
+    """The failure rule of a build: more than ``max_failed_fraction`` of the videos failed, or every one did."""
+    return bool(n and n_failed / n > max_failed_fraction or (n_failed and n_failed == n))

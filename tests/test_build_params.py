@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from flows import build as fb
+from pipeline import build as pb
 from pipeline.video import backbones
 from pipeline.config import BuildConfig, I3DConfig
 
@@ -24,9 +25,9 @@ CHANGED = {
 
 
 def _cfg(**changed) -> BuildConfig:
-    flat = {k: DEFAULTS[k] for k in fb.FLAT_PARAMS}
+    flat = {k: DEFAULTS[k] for k in pb.FLAT_PARAMS}
     flat.update(changed)
-    return fb.make_build_config(**flat, overrides={})
+    return pb.make_build_config(**flat, overrides={})
 
 
 def _get(cfg: BuildConfig, path: str):
@@ -38,10 +39,10 @@ def _get(cfg: BuildConfig, path: str):
 
 def test_every_flow_parameter_is_a_stage_parameter_or_a_run_parameter():
     params = set(DEFAULTS)
-    assert params == set(fb.FLAT_PARAMS) | set(fb.RUN_PARAMS), (
+    assert params == set(pb.FLAT_PARAMS) | set(fb.RUN_PARAMS), (
         "a build-features parameter is neither wired into BuildConfig (FLAT_PARAMS) nor a run parameter")
-    assert set(CHANGED) == set(fb.FLAT_PARAMS)
-    assert set(inspect.signature(fb.make_build_config).parameters) - {"overrides"} == set(fb.FLAT_PARAMS)
+    assert set(CHANGED) == set(pb.FLAT_PARAMS)
+    assert set(inspect.signature(pb.make_build_config).parameters) - {"overrides"} == set(pb.FLAT_PARAMS)
 
 
 def _moved(a: BuildConfig, b: BuildConfig) -> set[str]:
@@ -55,26 +56,26 @@ def _moved(a: BuildConfig, b: BuildConfig) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("name", sorted(fb.FLAT_PARAMS))
+@pytest.mark.parametrize("name", sorted(pb.FLAT_PARAMS))
 def test_flat_parameter_reaches_every_field_it_names(name):
     base = _cfg()
     values = [["i3d_r50"], ["resnet152"]] if name == "extractors" else [CHANGED[name]]
     reached = set()
     for value in values:
         moved = _moved(base, _cfg(**{name: value}))
-        assert moved <= set(fb.FLAT_PARAMS[name]), f"{name}={value!r} also moved {moved}"
+        assert moved <= set(pb.FLAT_PARAMS[name]), f"{name}={value!r} also moved {moved}"
         reached |= moved
-    assert reached == set(fb.FLAT_PARAMS[name]), f"{name} does not reach {set(fb.FLAT_PARAMS[name]) - reached}"
+    assert reached == set(pb.FLAT_PARAMS[name]), f"{name} does not reach {set(pb.FLAT_PARAMS[name]) - reached}"
 
 
 def test_batch_size_is_frames_per_pass_for_both_backbones():
     cfg = _cfg(batch_size=64)
     assert cfg.resnet.batch_size == 64
     assert cfg.i3d.batch_size == 64 // cfg.i3d.clip_len == 8
-    flat = {k: DEFAULTS[k] for k in fb.FLAT_PARAMS}
-    cfg = fb.make_build_config(**{**flat, "batch_size": 64}, overrides={"i3d": {"clip_len": 16}})
+    flat = {k: DEFAULTS[k] for k in pb.FLAT_PARAMS}
+    cfg = pb.make_build_config(**{**flat, "batch_size": 64}, overrides={"i3d": {"clip_len": 16}})
     assert cfg.i3d.batch_size == 4
-    cfg = fb.make_build_config(**{**flat, "batch_size": 64}, overrides={"i3d": {"batch_size": 3}})
+    cfg = pb.make_build_config(**{**flat, "batch_size": 64}, overrides={"i3d": {"batch_size": 3}})
     assert cfg.i3d.batch_size == 3  # overrides win
 
 
@@ -99,7 +100,7 @@ def test_wrong_weight_file_fails_before_any_work_naming_file_and_keys(tmp_path, 
     bad = tmp_path / "i3d_as_resnet.pth"
     torch.save({"blocks.0.conv.weight": torch.zeros(64, 3, 5, 7, 7), "fc.weight": torch.zeros(3, 3)}, bad)
     with pytest.raises(backbones.BackboneWeightsError) as err:
-        fb.validate_weight_files(_cfg(resnet_weights=str(bad)))
+        pb.validate_weight_files(_cfg(resnet_weights=str(bad)))
     msg = str(err.value)
     assert str(bad) in msg and "resnet152" in msg
     assert "missing" in msg and "conv1.weight" in msg and "unexpected" in msg and "blocks.0.conv.weight" in msg
@@ -112,7 +113,7 @@ def test_wrong_weight_file_fails_before_any_work_naming_file_and_keys(tmp_path, 
                           out_root=str(out), generate_sample=2, resnet_weights=str(bad), i3d_weights="random")
     assert not out.exists() and not data.exists()
     with pytest.raises(FileNotFoundError, match="i3d_weights="):
-        fb.validate_weight_files(_cfg(i3d_weights=str(tmp_path / "nope.pyth")))
+        pb.validate_weight_files(_cfg(i3d_weights=str(tmp_path / "nope.pyth")))
 
 
 def test_i3d_defaults_match_the_pretrained_8x8_model_and_the_sample_keeps_its_own():
@@ -143,10 +144,10 @@ def test_failed_share_above_the_limit_fails_with_error_kinds(tmp_path):
     _status_tables(tmp_path, [("a", None), ("b", "ingest: missing file"), ("c", "DecodeError: bad"),
                               ("d", "ingest: zero bytes")])
     cfg = _cfg()
-    assert fb.failure_summary(tmp_path, cfg) == (4, 3, {"ingest": 2, "DecodeError": 1})
-    with pytest.raises(fb.BuildFailedError, match=r"3 of 4 videos failed.*ingest: 2, DecodeError: 1"):
-        fb.check_failures(tmp_path, cfg)
-    fb.check_failures(tmp_path, cfg.model_copy(update={"max_failed_fraction": 0.8}))  # 75 % <= 80 %
+    assert pb.failure_summary(tmp_path, cfg) == (4, 3, {"ingest": 2, "DecodeError": 1})
+    with pytest.raises(pb.BuildFailedError, match=r"3 of 4 videos failed.*ingest: 2, DecodeError: 1"):
+        pb.check_failures(tmp_path, cfg)
+    pb.check_failures(tmp_path, cfg.model_copy(update={"max_failed_fraction": 0.8}))  # 75 % <= 80 %
 
 
 def test_build_where_every_video_failed_ends_failed(prefect_server, tiny_sample, tmp_path):
@@ -159,7 +160,7 @@ def test_build_where_every_video_failed_ends_failed(prefect_server, tiny_sample,
     for p in (Path(ann).parent / "videos").iterdir():
         (videos / p.name).write_bytes(b"not a video at all")
     shutil.copy(ann, tmp_path / "annotation.json")
-    with pytest.raises(fb.BuildFailedError, match=r"6 of 6 videos failed.*error kinds"):
+    with pytest.raises(pb.BuildFailedError, match=r"6 of 6 videos failed.*error kinds"):
         fb.build_features(dataset="broken", dataset_root=str(videos), annotation=str(tmp_path / "annotation.json"),
                           out_root=str(tmp_path / "out"), extractors=["resnet152"], overrides=TINY,
                           **{**COMMON, "max_failed_fraction": 1.0})

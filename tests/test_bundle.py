@@ -291,7 +291,8 @@ def test_bundle_train_evaluate_i3d_width(tmp_path):
 def test_bundle_through_the_build_flow(built, tmp_path, prefect_server):
     """build-features with format='hgr-bundle': the same shards as build_bundle, cached on rerun;
     a bundle whose features are mostly missing ends Failed with the error kinds."""
-    from flows.build import BuildFailedError, build_features
+    from flows.build import build_features
+    from pipeline.stage import BuildFailedError
 
     base, facts, summary, root = built
     kw = dict(dataset="hgr", dataset_root=str(base / "MSRVTT"), annotation="", out_root=str(tmp_path / "out"),

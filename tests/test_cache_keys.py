@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from flows import build as fb
+from pipeline import build as pb
 from pipeline.video import backbones
 from pipeline.fingerprint import REPO_ROOT, code_fingerprint, module_closure
 
-STAGE_ROOTS = {  # the modules flows/build.py hashes per stage
+STAGE_ROOTS = {  # the modules pipeline/build.py hashes per stage
     "ingest": ["pipeline.datasets.ingest"],
-    "extract": [m.__name__ for m in fb.VIDEO_MODULES],
+    "extract": [m.__name__ for m in pb.VIDEO_MODULES],
     "merge": ["pipeline.video.extract"],
-    "text": [m.__name__ for m in fb.TEXT_MODULES],
+    "text": [m.__name__ for m in pb.TEXT_MODULES],
 }
 
 
@@ -81,10 +82,10 @@ def planned(tmp_path):
 
 def _video_keys(root: Path, **changes) -> set[str]:
     flat = {k: p.default for k, p in __import__("inspect").signature(fb.build_features.fn).parameters.items()
-            if k in fb.FLAT_PARAMS}
+            if k in pb.FLAT_PARAMS}
     flat.update({"weights": "random", "shard_size": 2, "dataset_root": str(root)}, **changes)
-    cfg = fb.make_build_config(**flat, overrides={})
-    return {k for _, _, k, *_ in fb._video_stage_keys(root, cfg)}
+    cfg = pb.make_build_config(**flat, overrides={})
+    return {k for _, _, k, *_ in pb.video_stage_keys(root, cfg)}
 
 
 def test_precision_device_type_and_versions_are_in_the_key(planned, monkeypatch):

@@ -11,6 +11,7 @@ import yaml
 
 from flows import _stages
 from flows import build as fb
+from pipeline import build as pb
 from pipeline.video import backbones
 
 
@@ -45,8 +46,8 @@ def test_video_chain_gives_each_shard_task_its_gpu(two_gpus, monkeypatch, tmp_pa
     blank = dict.fromkeys(SCHEMAS["videos"][1].names)
     write_table(tmp_path / "videos.parquet", "videos",
                 [{**blank, "key": f"v{i}", "path": f"v{i}.mp4", "split": "train", "status": "ok"} for i in range(6)])
-    flat = {k: p.default for k, p in inspect.signature(fb.build_features.fn).parameters.items() if k in fb.FLAT_PARAMS}
-    cfg = fb.make_build_config(**{**flat, "weights": "random", "shard_size": 2, "dataset_root": str(tmp_path),
+    flat = {k: p.default for k, p in inspect.signature(fb.build_features.fn).parameters.items() if k in pb.FLAT_PARAMS}
+    cfg = pb.make_build_config(**{**flat, "weights": "random", "shard_size": 2, "dataset_root": str(tmp_path),
                                   "extractors": ["resnet152"]}, overrides={})
     monkeypatch.setattr(backbones, "bf16_is_fast", lambda device: True)  # no CUDA query on this machine
     submitted = []

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.fingerprint import code_version, file_fingerprint, sha256_file
-from pipeline.stage import StageResult, run_stage, stage_key
+from pipeline.stage import BuildFailedError, StageResult, run_stage, stage_key, too_many_failed
 from pipeline.config import BuildConfig
 from storage import bundle as sb
 from storage.bundle import BundleError, BundleLayout, locate_bundle
@@ -496,3 +496,29 @@ def build_bundle(cfg: BuildConfig, force: set[str] | frozenset[str] = frozenset(
             rows.append({"stage": step.stage, "shard": step.shard or "", "executed": executed,
                          "counts": manifest.counts})
     return {"root": str(root), "stages": rows, "config": cfg}
+
+
+def import_failure_summary(root: Path) -> tuple[int, int, dict[str, int]]:
+    """(videos, videos without imported features in some feature set, error kinds -> count)."""
+    failed: dict[str, str | None] = {}
+    keys: set[str] = set()
+    for path in sorted((root / "features").glob(f"{FEATURE_PREFIX}*/status.parquet")):
+        for r in read_table(path, "feature_status", columns=["key", "status", "error_message"]).to_pylist():
+            keys.add(r["key"])
+            if r["status"] != "ok":
+                failed.setdefault(r["key"], r["error_message"])
+    kinds: dict[str, int] = {}
+    for msg in failed.values():
+        kind = "no feature dataset" if (msg or "").startswith("no feature dataset") else "unusable feature dataset"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return len(keys), len(failed), kinds
+
+
+def check_import_failures(root: Path, cfg: BuildConfig) -> None:
+    """Raise :class:`BuildFailedError` when too many videos have no usable features in the bundle."""
+    n, n_failed, kinds = import_failure_summary(root)
+    if too_many_failed(n, n_failed, cfg.max_failed_fraction):
+        raise BuildFailedError(
+            f"{n_failed} of {n} videos have no usable features in the bundle (more than max_failed_fraction="
+            f"{cfg.max_failed_fraction:g}): {', '.join(f'{k}: {v}' for k, v in kinds.items())}. Per-video "
+            f"messages: {root}/features/{FEATURE_PREFIX}*/status.parquet")
