@@ -146,7 +146,7 @@ def main() -> None:
     cfgs, batches, batches_ref = setup(args)
     models = {"ours": new_model(cfgs["ours"]), "ours-reference": new_model(cfgs["ours-reference"])}
     models["baseline"] = new_model(cfgs["ours-reference"])
-    from pipeline.video.backbones import bf16_is_fast
+    from pipeline.devices import bf16_is_fast
 
     bf16 = bf16_is_fast(torch.device("cpu")) and not args.no_bf16
     if bf16:  # what bf16 autocast WOULD give training (not what pipeline.learn.train does today)

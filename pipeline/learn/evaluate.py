@@ -30,6 +30,7 @@ import torch
 from models import registry
 from models.config import EvalConfig, HANetConfig, TrainConfig
 from models.metrics import RankAccumulator, format_metrics
+from pipeline.devices import bf16_is_fast, resolve_device
 from pipeline.learn.dataset import SplitData, load_split
 from pipeline.provenance import data_fingerprint
 from storage.atomic import atomic_write_text
@@ -38,12 +39,6 @@ from storage.checkpoints import load_checkpoint
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _cast(d: dict[str, Any], dtype: torch.dtype | None) -> dict[str, Any]:
@@ -78,7 +73,7 @@ def encode_videos(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, devi
 @torch.inference_mode()
 def encode_texts(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, device: torch.device):
     pad_to = int(data.lengths[idx].max())  # one length per chunk, so parts concatenate
-    bf16 = cfg.text_bf16 and _bf16_is_fast(device)
+    bf16 = cfg.text_bf16 and bf16_is_fast(device)
     parts = []
     for a in range(0, idx.size, cfg.encode_batch):
         tb = data.text_batch(idx[a:a + cfg.encode_batch], pad_to=pad_to).to(device)
@@ -86,12 +81,6 @@ def encode_texts(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, devic
             out = model.encode_texts(tb)
         parts.append(_cast(out, torch.float32) if bf16 else out)  # scoring stays fp32
     return _cat(parts)
-
-
-def _bf16_is_fast(device: torch.device) -> bool:
-    from pipeline.video.backbones import bf16_is_fast  # lazy: that module imports torchvision
-
-    return bf16_is_fast(device)
 
 
 @torch.inference_mode()
