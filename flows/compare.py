@@ -16,10 +16,9 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.train import evaluate_task, train_task
-from models import registry
 from models.config import EvalConfig, TrainConfig
-from pipeline.fingerprint import stable_hash
-from pipeline.learn.compare import COLUMNS, comparison_row, markdown_table, write_comparison
+from pipeline.learn.compare import (artifact_table, check_models, comparison_dir, comparison_row, markdown_table,
+                                    write_comparison)
 
 
 @flow(name="compare", log_prints=True)
@@ -35,15 +34,11 @@ def compare(models: list[str] = ["hanet", "hgr", "hcmi"], dataset: str = "sample
     ``{"lr": 1e-3, "hgr": {"joint_dim": 512}, "hcmi": {"n_clips": 6}}`` (each model reads its
     own config field).
     """
-    for m in models:
-        registry.get_spec(m)  # unknown names fail before any training
-    if len(set(models)) != len(models):
-        raise ValueError(f"models listed twice: {models}")
+    check_models(models)  # unknown or repeated names fail before any training
     shards_root = Path(out_root) / dataset
     base = TrainConfig.model_validate({"epochs": epochs, "batch_size": batch_size, "seed": seed,
                                        "max_steps_per_epoch": max_steps_per_epoch, **overrides})
-    key = run_name or f"{dataset}-{stable_hash([base, sorted(models), test_split], 8)}"
-    out_dir = Path(runs_root) / "compare" / key
+    out_dir = comparison_dir(runs_root, dataset, base, models, test_split, run_name)
     rows = []
     for m in models:
         cfg = base.model_copy(update={"model": m})
@@ -57,8 +52,7 @@ def compare(models: list[str] = ["hanet", "hgr", "hcmi"], dataset: str = "sample
     paths = write_comparison(rows, out_dir, title, meta={
         "dataset": dataset, "shards_root": str(shards_root), "split": test_split, "seed": seed, "epochs": epochs,
         "batch_size": batch_size, "overrides": overrides})
-    table = [{label: r.get(k) for k, label in COLUMNS} for r in rows]
-    create_table_artifact(table, key=None, description=f"model comparison: {title}")
+    create_table_artifact(artifact_table(rows), key=None, description=f"model comparison: {title}")
     create_markdown_artifact(markdown_table(rows, title) + f"\n![chart]({paths['chart']})\n\nfiles: "
                              + ", ".join(f"`{p}`" for p in paths.values()), description=title)
     print(markdown_table(rows, title))

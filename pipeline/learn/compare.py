@@ -98,3 +98,27 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: Path, title: str = "",
     bar_chart(rows, out_dir / "comparison.png", title)
     return {"markdown": str(out_dir / "comparison.md"), "json": str(out_dir / "comparison.json"),
             "chart": str(out_dir / "comparison.png")}
+
+
+def check_models(models: list[str]) -> None:
+    """Every name is a registered model, none listed twice: checked before any training."""
+    from models import registry
+
+    for m in models:
+        registry.get_spec(m)
+    if len(set(models)) != len(models):
+        raise ValueError(f"models listed twice: {models}")
+
+
+def comparison_dir(runs_root: str | Path, dataset: str, base: Any, models: list[str], split: str,
+                   run_name: str = "") -> Path:
+    """``runs_root/compare/<run_name>``, or by default ``<dataset>-<hash of config, models, split>``."""
+    from pipeline.fingerprint import stable_hash
+
+    key = run_name or f"{dataset}-{stable_hash([base, sorted(models), split], 8)}"
+    return Path(runs_root) / "compare" / key
+
+
+def artifact_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The comparison rows under their display labels (the table artifact)."""
+    return [{label: r.get(k) for k, label in COLUMNS} for r in rows]
