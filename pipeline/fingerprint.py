@@ -32,10 +32,6 @@ def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def files_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
-    return stable_hash([file_fingerprint(p) for p in paths])
-
-
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -83,20 +83,6 @@ def encode_texts(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, devic
     return _cat(parts)
 
 
-@torch.inference_mode()
-def score_matrix(model, data: SplitData, cfg: EvalConfig, device: torch.device | None = None) -> torch.Tensor:
-    """The dense (n_videos, n_captions) fused score matrix (small splits, tests, tools)."""
-    device = device or resolve_device(cfg.device)
-    was_training = model.training
-    model.eval()
-    try:
-        ve = encode_videos(model, data, np.arange(data.n_videos), cfg, device)
-        te = encode_texts(model, data, np.arange(data.n_captions), cfg, device)
-        return model.similarity(ve, te).float().cpu()
-    finally:
-        model.train(was_training)
-
-
 class _KeyRecorder(dict):
     """A dict that remembers which keys were read, to keep only what ``similarity`` needs."""
 
