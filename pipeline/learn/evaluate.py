@@ -83,8 +83,9 @@ def encode_texts(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, devic
     return _cat(parts)
 
 
-class _KeyRecorder(dict):
-    """A dict that remembers which keys were read, to keep only what ``similarity`` needs."""
+class KeyRecorder(dict):
+    """A dict that remembers which keys were read, to keep only what ``similarity`` needs
+    (evaluation's video cache, the search index's stored encoder outputs)."""
 
     def __init__(self, d):
         super().__init__(d)
@@ -164,7 +165,7 @@ def evaluate_model(model, data: SplitData, cfg: EvalConfig, device: torch.device
                     for s0 in range(0, idx.size, cfg.score_block):
                         s1 = min(idx.size, s0 + cfg.score_block)
                         if not probed:
-                            rec = _KeyRecorder(ve)
+                            rec = KeyRecorder(ve)
                             block[a:b, s0:s1] = model.similarity(rec, _slice(te, s0, s1)).float().cpu()
                             probed = True
                             keep = None if rec.iterated or not rec.used else set(rec.used)

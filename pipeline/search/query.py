@@ -44,6 +44,7 @@ from models.config import HANetConfig, TrainConfig
 from pipeline.fingerprint import sha256_file, stable_hash
 from pipeline.learn.dataset import (PAD_ID, UNK_ID, FeatureSource, build_graph, concept_lemmas, feature_path,
                               read_vocab)
+from pipeline.learn.evaluate import KeyRecorder
 from storage import index as store
 from storage.checkpoints import load_checkpoint
 from storage.features import dataset_name, read_frame_counts
@@ -209,43 +210,6 @@ def video_thumbnails(path: Path, n: int, height: int = 72, timeout_s: float = 10
 
 
 # ----------------------------------------------------------------------------- probing
-class _Recorder(dict):
-    """Remembers which keys ``similarity_parts`` reads."""
-
-    def __init__(self, d):
-        super().__init__(d)
-        self.used: set[str] = set()
-        self.iterated = False
-
-    def __getitem__(self, k):
-        self.used.add(k)
-        return super().__getitem__(k)
-
-    def get(self, k, default=None):
-        self.used.add(k)
-        return super().get(k, default)
-
-    def __contains__(self, k):
-        self.used.add(k)
-        return super().__contains__(k)
-
-    def __iter__(self):
-        self.iterated = True
-        return super().__iter__()
-
-    def keys(self):
-        self.iterated = True
-        return super().keys()
-
-    def items(self):
-        self.iterated = True
-        return super().items()
-
-    def values(self):
-        self.iterated = True
-        return super().values()
-
-
 def _dummy_text(vocab: dict[str, int], hcfg: HANetConfig) -> TextBatch:
     return text_batch(caption_arrays(["<unk>"], [], [], False, vocab, hcfg))
 
@@ -364,7 +328,7 @@ def build_index(checkpoint: str | Path, shards_root: str | Path, index_dir: str 
         n_frames[a:a + len(part)] = vb.mask.sum(1).numpy()
         ve = model.encode_videos(vb.to(device))
         if keep is None:  # which outputs does the scoring read?
-            rec = _Recorder(ve)
+            rec = KeyRecorder(ve)
             model.similarity_parts(rec, model.encode_texts(_dummy_text(vocab, hcfg).to(device)))
             used = set(ve) if rec.iterated or not rec.used else rec.used & set(ve)
             keep = {k for k in used | set(_ALWAYS_KEEP) if k in ve and torch.is_tensor(ve[k])}
