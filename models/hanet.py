@@ -43,20 +43,10 @@ from .layers import (AttentionPool, AttnGCNLayer, BiGRUEncoder, ConceptHead, SEB
                      action_clip_weights, action_clip_weights_reference, entity_clip_weights,
                      entity_clip_weights_reference, masked_max_pool, mil_pool, zero_pad)
 from .losses import concept_bce, hardest_negative_hinge
+from .registry import count_parameters  # noqa: F401  (re-exported: models.hanet.count_parameters)
 from .similarity import cosine_matrix, jaccard_matrix, stacked_attention
 
 PART_KEYS = ("ind_a", "ind_e", "loc_a", "loc_e", "glo", "jac_a", "jac_e", "c_l", "c_p")
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    """Number of (trainable) parameter elements, each shared tensor counted once."""
-    seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total
 
 
 class VideoEncoder(nn.Module):

@@ -294,6 +294,7 @@ def shard_vocabularies(root: str | Path) -> dict[str, list[str]]:
     """{'words': [...], 'verb': [...], 'noun': [...]} of a shard tree, each in id order
     (text/words.parquet, text/concepts.parquet; a missing table gives [])."""
     from storage.tables import read_table
+    from storage.text import read_concept_lemmas
 
     root = Path(root)
     out: dict[str, list[str]] = {"words": [], "verb": [], "noun": []}
@@ -307,13 +308,7 @@ def shard_vocabularies(root: str | Path) -> dict[str, list[str]]:
         out["words"] = lst
     cp = root / "text" / "concepts.parquet"
     if cp.exists():
-        rows = read_table(cp, "concepts", columns=["kind", "concept_id", "lemma"]).to_pylist()
-        for kind in ("verb", "noun"):
-            sel = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["concept_id"])
-            lst = [""] * (sel[-1]["concept_id"] + 1 if sel else 0)
-            for r in sel:
-                lst[r["concept_id"]] = r["lemma"]
-            out[kind] = lst
+        out.update(read_concept_lemmas(cp))
     return out
 
 
