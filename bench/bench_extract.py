@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from pipeline.video.backbones import get_backbone, load_backbone  # noqa: E402
 from pipeline.config import BuildConfig, DecodeConfig, I3DConfig, IngestConfig, ResNetConfig  # noqa: E402
-from pipeline.video.decode import clip_stacks, sample_frames  # noqa: E402
+from pipeline.video.sampling import clip_stacks, sample_frames  # noqa: E402
 from pipeline.video.extract import extract_shard, plan_shards, shard_outputs  # noqa: E402
 from pipeline.datasets.ingest import run_ingest  # noqa: E402
 from pipeline.datasets.sample_data import generate_sample_dataset  # noqa: E402

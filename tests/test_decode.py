@@ -6,8 +6,8 @@ import pytest
 
 from pipeline.config import DecodeConfig, I3DConfig
 from pipeline.video.decode import (CorruptVideoError, DecodeTimeoutError, NoVideoStreamError, TruncatedVideoError,
-                             UnreadableVideoError, clip_indices, clip_stacks, decode_products, resized_size,
-                             sample_frames, strided_indices)
+                                   UnreadableVideoError, resized_size)
+from pipeline.video.sampling import clip_indices, clip_stacks, decode_products, sample_frames, strided_indices
 from tests._videos import (frame_index_of, make_audio_first, make_audio_only, make_corrupt, make_garbage,
                            make_text_file, make_truncated, make_video, make_zero_byte)
 

@@ -32,9 +32,10 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.video.decode as decode
+import pipeline.video.sampling as sampling
 from pipeline.config import BuildConfig, DecodeConfig, IngestConfig, ResNetConfig
-from pipeline.video.decode import DecodeTimeoutError, TruncatedVideoError, sample_frames, strided_indices
+from pipeline.video.decode import DecodeTimeoutError, TruncatedVideoError
+from pipeline.video.sampling import sample_frames, strided_indices
 from pipeline.video.extract import ShardSpec, deadline_s, extract_shard, finalize_features, plan_shards, shard_outputs
 from pipeline.datasets.ingest import run_ingest
 from storage.tables import read_table
@@ -133,7 +134,7 @@ class Corpus:
 @contextmanager
 def _hanging(path: Path) -> Iterator[threading.Event]:
     """``decode_video`` blocks on ``path`` (as a decoder stuck inside one FFmpeg call) until released."""
-    release, real = threading.Event(), decode.decode_video
+    release, real = threading.Event(), sampling.decode_video
 
     def stuck(p, requests, cfg=DecodeConfig()):
         if Path(p).resolve() == path.resolve():
@@ -142,7 +143,7 @@ def _hanging(path: Path) -> Iterator[threading.Event]:
         return real(p, requests, cfg)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(decode, "decode_video", stuck)
+        mp.setattr(sampling, "decode_video", stuck)  # where decode_products looks it up
         try:
             yield release
         finally:

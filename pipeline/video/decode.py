@@ -4,7 +4,8 @@ One pass over a video (:func:`decode_video`) serves several consumers: each
 asks, through a :class:`FrameRequest`, for a geometry (short-side resize, then
 centre crop) and which decoded frames to keep. :func:`sample_frames` (ResNet,
 MSR-VTT convention) and :func:`clip_stacks` (I3D) are thin wrappers, and
-:func:`decode_products` gives both from ONE pass when both extractors run.
+:func:`decode_products` gives both from ONE pass when both extractors run
+(pipeline/video/sampling.py, with the frame / clip index rules).
 
 Choices (the PyAV traps behind them are listed in the install notes):
 
@@ -63,7 +64,7 @@ from typing import Iterator, Mapping
 import av
 import numpy as np
 
-from pipeline.config import DecodeConfig, I3DConfig
+from pipeline.config import DecodeConfig
 
 
 class DecodeError(Exception):
@@ -382,90 +383,3 @@ def decode_video(path: str | Path, requests: Mapping[str, FrameRequest],
     _check_complete(meta, cfg)
     meta.seconds = time.monotonic() - t0
     return meta, kept
-
-
-# ------------------------------------------------------------------- sampling
-
-def uniform_positions(n: int, k: int) -> np.ndarray:
-    """round(linspace(0, n-1, k)): the reference's uniform subsampling of n items to k."""
-    return np.round(np.linspace(0, n - 1, k)).astype(np.int64)
-
-
-def strided_indices(n_decoded: int, stride: int, max_frames: int) -> list[int]:
-    """One frame every ``stride`` decoded frames (0, stride, ...), capped at ``max_frames``.
-
-    A video shorter than the stride still gives frame 0.
-    """
-    candidates = list(range(0, n_decoded, stride))
-    if len(candidates) > max_frames:
-        candidates = [candidates[i] for i in uniform_positions(len(candidates), max_frames)]
-    return candidates
-
-
-def clip_indices(n_decoded: int, clip_len: int, clip_step: int, max_clips: int) -> np.ndarray:
-    """(n_clips, clip_len) decode indices of uniformly placed stacks.
-
-    As many non-overlapping stacks as fit (at least 1, at most ``max_clips``),
-    spread from the first to the last frame; slots past the end repeat the last
-    frame.
-    """
-    span = (clip_len - 1) * clip_step + 1
-    n_clips = min(max_clips, max(1, n_decoded // span))
-    starts = np.round(np.linspace(0, max(n_decoded - span, 0), n_clips)).astype(np.int64)
-    grid = starts[:, None] + clip_step * np.arange(clip_len)[None, :]
-    return np.minimum(grid, n_decoded - 1)
-
-
-def frames_request(cfg: DecodeConfig) -> FrameRequest:
-    return FrameRequest(short_side=cfg.short_side, crop=cfg.crop, every=cfg.frame_stride)
-
-
-def clips_request(cfg: I3DConfig) -> FrameRequest:
-    return FrameRequest(short_side=cfg.short_side, crop=cfg.crop, every=1)
-
-
-def pick_frames(kept: KeptFrames, meta: VideoMeta, cfg: DecodeConfig) -> DecodedVideo:
-    wanted = strided_indices(meta.n_decoded, cfg.frame_stride, cfg.max_frames)
-    position = {idx: i for i, idx in enumerate(kept.indices)}
-    frames = np.stack([kept.frames[position[i]] for i in wanted])
-    return DecodedVideo(frames=frames, indices=wanted, meta=meta)
-
-
-def pick_clips(kept: KeptFrames, meta: VideoMeta, cfg: I3DConfig) -> DecodedClips:
-    grid = clip_indices(meta.n_decoded, cfg.clip_len, cfg.clip_step, cfg.max_clips)
-    frames = np.stack(kept.frames)  # every frame was kept (every=1)
-    n_padded = int(np.sum(grid[:, 1:] == grid[:, :-1]))
-    return DecodedClips(clips=frames[grid], indices=grid, n_padded=n_padded, meta=meta)
-
-
-# ------------------------------------------------------------------ wrappers
-
-def sample_frames(path: str | Path, cfg: DecodeConfig = DecodeConfig()) -> DecodedVideo:
-    """MSR-VTT frame sampling: (n, crop, crop, 3) uint8 RGB, one per ``frame_stride`` frames."""
-    meta, kept = decode_video(path, {"frames": frames_request(cfg)}, cfg)
-    return pick_frames(kept["frames"], meta, cfg)
-
-
-def clip_stacks(path: str | Path, cfg: I3DConfig = I3DConfig(),
-                decode_cfg: DecodeConfig = DecodeConfig()) -> DecodedClips:
-    """I3D input: up to ``max_clips`` stacks of ``clip_len`` frames, ``clip_step`` apart.
-
-    ``decode_cfg`` supplies the decode settings (threads, time limit,
-    truncation tolerance); the geometry comes from ``cfg``.
-    """
-    meta, kept = decode_video(path, {"clips": clips_request(cfg)}, decode_cfg)
-    return pick_clips(kept["clips"], meta, cfg)
-
-
-def decode_products(path: str | Path, decode_cfg: DecodeConfig, frames: bool,
-                    i3d_cfg: I3DConfig | None) -> tuple[DecodedVideo | None, DecodedClips | None]:
-    """Both extractors' inputs from ONE decode pass (either may be skipped)."""
-    requests = {}
-    if frames:
-        requests["frames"] = frames_request(decode_cfg)
-    if i3d_cfg is not None:
-        requests["clips"] = clips_request(i3d_cfg)
-    meta, kept = decode_video(path, requests, decode_cfg)
-    video = pick_frames(kept["frames"], meta, decode_cfg) if frames else None
-    clips = pick_clips(kept["clips"], meta, i3d_cfg) if i3d_cfg is not None else None
-    return video, clips

@@ -40,7 +40,8 @@ from pipeline.video.backbones import EXTRACTORS, Backbone, get_backbone
 from pipeline.fingerprint import file_fingerprint, stable_hash
 from pipeline.stage import StageResult
 from pipeline.config import DecodeConfig, I3DConfig, ResNetConfig
-from pipeline.video.decode import DecodeError, DecodeTimeoutError, VideoMeta, decode_products
+from pipeline.video.decode import DecodeError, DecodeTimeoutError, VideoMeta
+from pipeline.video.sampling import decode_products
 from storage.features import merge_features, read_attrs, write_features
 from storage.tables import read_table, table_metadata, write_table
 
