@@ -9,6 +9,7 @@ appear in the video's captions are marked with '*'. Needs the model's
 """
 from __future__ import annotations
 
+import io
 import logging
 import re
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.learn.dataset import SplitData, concept_lemmas
-from storage.atomic import atomic_path
+from storage.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,34 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80]
 
 
-def draw_concept_heatmaps(model, data: SplitData, out_dir: Path, n: int, device: torch.device | str = "cpu",
-                          top_k: int = 8, videos: Sequence[int] | None = None) -> list[Path]:
+def heatmap_png(panels: Sequence[tuple[str, np.ndarray, list[str]]], n_valid: int, top_k: int, title: str,
+                dpi: int) -> bytes:
+    """One PNG of stacked panels (kind, (concepts, frames) probabilities, one label per concept)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(4.0, 0.35 * n_valid + 3.0), 1.2 + 0.32 * 2 * top_k),
+                             constrained_layout=True)
+    try:
+        for ax, (kind, mat, labels) in zip(axes, panels):
+            im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_yticks(range(len(labels)), labels, fontsize=7)
+            ax.set_xticks(range(n_valid), [str(i) for i in range(n_valid)], fontsize=6)
+            ax.set_ylabel(f"top {kind}s")
+            fig.colorbar(im, ax=ax, fraction=0.03)
+        axes[-1].set_xlabel("frame (after sampling)")
+        axes[0].set_title(title[:90], fontsize=8)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def draw_concept_heatmaps(model, data: SplitData, out_dir: Path, n: int, device: torch.device | str = "cpu",
+                          top_k: int = 8, videos: Sequence[int] | None = None) -> list[Path]:
     idx = list(videos) if videos is not None else pick_videos(data.n_videos, n)
     if not idx:
         return []
@@ -76,22 +98,10 @@ def draw_concept_heatmaps(model, data: SplitData, out_dir: Path, n: int, device:
             labels = [(names[c] if c < len(names) and names[c] else f"{kind}{c}") + (" *" if truth[c] else "")
                       + f" ({vid_p[c]:.2f})" for c in top]
             panels.append((kind, frm_p[:, top].T, labels))
-        fig, axes = plt.subplots(2, 1, figsize=(max(4.0, 0.35 * n_valid + 3.0), 1.2 + 0.32 * 2 * top_k),
-                                 constrained_layout=True)
-        for ax, (kind, mat, labels) in zip(axes, panels):
-            im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-            ax.set_yticks(range(len(labels)), labels, fontsize=7)
-            ax.set_xticks(range(n_valid), [str(i) for i in range(n_valid)], fontsize=6)
-            ax.set_ylabel(f"top {kind}s")
-            fig.colorbar(im, ax=ax, fraction=0.03)
-        axes[-1].set_xlabel("frame (after sampling)")
         caps = data.captions_of(v)
         title = data.keys[v] + (f": {data.captions[caps[0]]}" if caps.size else "")
-        axes[0].set_title(title[:90], fontsize=8)
         path = out_dir / f"{j:02d}_{_safe(data.keys[v])}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=90)
-        plt.close(fig)
+        atomic_write_bytes(path, heatmap_png(panels, n_valid, top_k, title, dpi=90))
         paths.append(path)
     log.info("wrote %d concept heatmaps to %s", len(paths), out_dir)
     return paths

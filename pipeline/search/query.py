@@ -711,31 +711,18 @@ class Searcher:
         """Frame-level confidences of the video's top verb / noun concepts as a PNG (None if not stored)."""
         if "heat/verb_frames" not in self.arrays or not 0 <= row < self.n:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from pipeline.learn.heatmaps import heatmap_png
 
         n_valid = max(1, int(self.videos[row]["n_frames"]))
-        fig, axes = plt.subplots(2, 1, figsize=(max(4.0, 0.35 * n_valid + 3.0), 1.2 + 0.32 * 2 * HEAT_TOP_K),
-                                 constrained_layout=True)
-        for ax, kind in zip(axes, ("verb", "noun")):
+        panels = []
+        for kind in ("verb", "noun"):
             ids = np.asarray(self.arrays[f"heat/{kind}_ids"][row])
             mat = np.asarray(self.arrays[f"heat/{kind}_frames"][row], dtype=np.float32)[:n_valid].T
             probs = np.asarray(self.arrays[f"enc/{kind}_probs"][row], dtype=np.float32)
             names = self.lemmas.get(kind, [])
             labels = [f"{names[c] if c < len(names) and names[c] else kind + str(c)} ({probs[c]:.2f})" for c in ids]
-            im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-            ax.set_yticks(range(len(labels)), labels, fontsize=7)
-            ax.set_xticks(range(n_valid), [str(i) for i in range(n_valid)], fontsize=6)
-            ax.set_ylabel(f"top {kind}s")
-            fig.colorbar(im, ax=ax, fraction=0.03)
-        axes[-1].set_xlabel("frame (after sampling)")
-        axes[0].set_title(self.videos[row]["key"][:90], fontsize=8)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)
-        return buf.getvalue()
+            panels.append((kind, mat, labels))
+        return heatmap_png(panels, n_valid, HEAT_TOP_K, self.videos[row]["key"], dpi=80)
 
     def file_path(self, rel: str) -> Path | None:
         """The path of an index file named by a result (thumbnails) or None: nothing else is served."""
