@@ -20,7 +20,7 @@ from pipeline import build as plan
 from pipeline.config import BuildConfig
 from pipeline.datasets import ingest, sample_data
 from pipeline.text import parse as text_parse
-from pipeline.video import extract
+from pipeline.video import extract, merge
 from storage.atomic import atomic_write_text, clean_stale_tmp
 from storage.lock import exclusive_lock
 
@@ -37,7 +37,7 @@ def _extract_shard(spec: dict, **kwargs):
 
 
 extract_task = _stages.stage_task("extract", _extract_shard)
-merge_task = _stages.stage_task("merge", extract.finalize_features)
+merge_task = _stages.stage_task("merge", merge.finalize_features)
 parse_task = _stages.stage_task("parse", text_parse.run_parse)
 concepts_task = _stages.stage_task("concepts", text_parse.run_concepts)
 vocab_task = _stages.stage_task("vocab", text_parse.run_vocab)

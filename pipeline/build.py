@@ -17,7 +17,7 @@ from pipeline.stage import BuildFailedError, stage_key, too_many_failed
 from pipeline.text import concepts as text_concepts
 from pipeline.text import hgr_json, lemmas, resources, roles, vocab
 from pipeline.text import parse as text_parse
-from pipeline.video import backbones, decode, extract
+from pipeline.video import backbones, decode, extract, merge
 from storage.tables import read_table
 
 EXTRACTORS = ("resnet152", "i3d_r50")
@@ -25,7 +25,7 @@ EXTRACTORS = ("resnet152", "i3d_r50")
 INGEST_MODULES = (ingest,)
 TEXT_MODULES = (text_parse, roles, hgr_json, lemmas, text_concepts, vocab, resources)
 VIDEO_MODULES = (extract, decode, backbones)
-MERGE_MODULES = (extract,)
+MERGE_MODULES = (merge,)
 EXTRACTOR_OF = {"resnet": "resnet152", "i3d": "i3d_r50"}
 STAGES = ("ingest", *EXTRACTORS, *(f"merge-{e}" for e in EXTRACTORS), "import-features", "parse", "concepts",
           "vocab")  # import-features: format hgr-bundle (flows/_bundle.py)

@@ -15,7 +15,7 @@ from pipeline.fingerprint import REPO_ROOT, code_fingerprint, module_closure
 STAGE_ROOTS = {  # the modules pipeline/build.py hashes per stage
     "ingest": ["pipeline.datasets.ingest"],
     "extract": [m.__name__ for m in pb.VIDEO_MODULES],
-    "merge": ["pipeline.video.extract"],
+    "merge": ["pipeline.video.merge"],
     "text": [m.__name__ for m in pb.TEXT_MODULES],
 }
 
@@ -104,7 +104,8 @@ def test_precision_device_type_and_versions_are_in_the_key(planned, monkeypatch)
 
 
 def test_merge_refuses_mixed_provenance(tmp_path):
-    from pipeline.video.extract import finalize_features, shard_outputs
+    from pipeline.video.extract import shard_outputs
+    from pipeline.video.merge import finalize_features
     from storage.features import write_features
     from storage.schemas import SCHEMAS
     from storage.tables import write_table

@@ -36,7 +36,8 @@ import pipeline.video.sampling as sampling
 from pipeline.config import BuildConfig, DecodeConfig, IngestConfig, ResNetConfig
 from pipeline.video.decode import DecodeTimeoutError, TruncatedVideoError
 from pipeline.video.sampling import sample_frames, strided_indices
-from pipeline.video.extract import ShardSpec, deadline_s, extract_shard, finalize_features, plan_shards, shard_outputs
+from pipeline.video.extract import ShardSpec, deadline_s, extract_shard, plan_shards, shard_outputs
+from pipeline.video.merge import finalize_features
 from pipeline.datasets.ingest import run_ingest
 from storage.tables import read_table
 from tests._videos import (VFR_PTS_MS, frame_index_of, make_audio_first, make_audio_only, make_large,
