@@ -93,59 +93,28 @@ def read_all_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {name: r[name] for name in r.keys()}
 
 
-@dataclass(frozen=True)
-class FeatureEntry:
-    """One member of a feature file as found on disk, for checking files that may be broken."""
-
-    name: str
-    is_dataset: bool  # False: a group (a feature file holds (n, D) datasets only)
-    dtype: np.dtype | None = None
-    shape: tuple[int, ...] = ()
-    finite: bool | None = None  # all values finite; read only when asked, for non-empty 2-D float datasets
-
-
-class FeatureFileScan:
-    """A feature file opened read-only WITHOUT the schema check, to report what is wrong with it.
-
-    ``schema_problem`` is the schema-version check :class:`FeatureReader` enforces, as a message
-    (None when the version is right); :meth:`entries` walks every member, one at a time.
-    """
+class _OpenFeatureFile:
+    """A feature file held open read-only; a context manager that closes it."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._f = h5py.File(self.path, "r")
 
-    @property
-    def schema_problem(self) -> str | None:
-        return schema_mismatch(self._f, FEATURE_SCHEMA_VERSION, "feature", "rebuild features")
-
-    def entries(self, read_values: bool = False) -> Iterator[FeatureEntry]:
-        for name, obj in self._f.items():
-            if not isinstance(obj, h5py.Dataset):
-                yield FeatureEntry(name, is_dataset=False)
-                continue
-            shape = tuple(int(x) for x in obj.shape)
-            finite = None
-            if read_values and len(shape) == 2 and all(shape) and obj.dtype.kind == "f":
-                finite = bool(np.isfinite(obj[()]).all())
-            yield FeatureEntry(name, True, obj.dtype, shape, finite)
-
     def close(self) -> None:
         self._f.close()
 
-    def __enter__(self) -> "FeatureFileScan":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-class FeatureReader:
+class FeatureReader(_OpenFeatureFile):
     """Random access to one feature file; keep one per worker process."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._f = h5py.File(self.path, "r")
+        super().__init__(path)
         check_version(self._f, self.path)
 
     def __contains__(self, key: str) -> bool:
@@ -162,11 +131,36 @@ class FeatureReader:
         first = next(iter(self._f.values()), None)
         return int(first.shape[1]) if first is not None else 0
 
-    def close(self) -> None:
-        self._f.close()
 
-    def __enter__(self) -> "FeatureReader":
-        return self
+@dataclass(frozen=True)
+class FeatureEntry:
+    """One member of a feature file as found on disk, for checking files that may be broken."""
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    name: str
+    is_dataset: bool  # False: a group (a feature file holds (n, D) datasets only)
+    dtype: np.dtype | None = None
+    shape: tuple[int, ...] = ()
+    finite: bool | None = None  # all values finite; read only when asked, for non-empty 2-D float datasets
+
+
+class FeatureFileScan(_OpenFeatureFile):
+    """A feature file opened read-only WITHOUT the schema check, to report what is wrong with it.
+
+    ``schema_problem`` is the schema-version check :class:`FeatureReader` enforces, as a message
+    (None when the version is right); :meth:`entries` walks every member, one at a time.
+    """
+
+    @property
+    def schema_problem(self) -> str | None:
+        return schema_mismatch(self._f, FEATURE_SCHEMA_VERSION, "feature", "rebuild features")
+
+    def entries(self, read_values: bool = False) -> Iterator[FeatureEntry]:
+        for name, obj in self._f.items():
+            if not isinstance(obj, h5py.Dataset):
+                yield FeatureEntry(name, is_dataset=False)
+                continue
+            shape = tuple(int(x) for x in obj.shape)
+            finite = None
+            if read_values and len(shape) == 2 and all(shape) and obj.dtype.kind == "f":
+                finite = bool(np.isfinite(obj[()]).all())
+            yield FeatureEntry(name, True, obj.dtype, shape, finite)
