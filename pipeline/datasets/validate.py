@@ -29,7 +29,6 @@ What is checked (see docs/shards.md for the layout):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -40,6 +39,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from pipeline.fingerprint import sha256_file
 from storage.atomic import TMP_MARK, atomic_write_text
 from storage.features import FeatureFileScan, dataset_name
 from storage.manifest import ManifestVersionError, load_manifest_file, manifest_files
@@ -134,14 +134,6 @@ def _walk_files(root: Path) -> Iterable[Path]:
         dirnames.sort()
         for name in sorted(filenames):
             yield Path(dirpath) / name
-
-
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _safe_rel(root: Path, rel: str) -> Path | None:
@@ -463,7 +455,7 @@ def _check_checksums(report: ValidationReport, root: Path) -> None:
             report.add(CHECKSUM, target, "listed in checksums.json but missing")
             continue
         report.checked["checksums"] += 1
-        got = _sha256(target)
+        got = sha256_file(target)
         if got != str(want).lower():
             report.add(CHECKSUM, target, f"sha256 {got[:16]}... != {str(want)[:16]}... in checksums.json")
 
@@ -504,7 +496,7 @@ def write_checksums(root: str | os.PathLike, paths: Iterable[str | os.PathLike] 
     files: dict[str, str] = {}
     for p in targets:
         rel = Path(p).resolve().relative_to(root.resolve()).as_posix()
-        files[rel] = _sha256(Path(p))
+        files[rel] = sha256_file(Path(p))
     doc = {"version": CHECKSUMS_VERSION, "algorithm": "sha256", "files": dict(sorted(files.items()))}
     return atomic_write_text(root / CHECKSUMS_FILE, json.dumps(doc, indent=1) + "\n")
 
