@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import BuildConfig, IngestConfig
-from pipeline.datasets.ingest import load_annotations, run_ingest, safe_relative_path
+from pipeline.datasets.ingest import run_ingest, safe_relative_path
+from pipeline.datasets.annotations import load_annotations
 from storage.tables import read_table, table_metadata
 from tests._videos import make_audio_only, make_text_file, make_video, make_zero_byte
 
@@ -278,7 +279,7 @@ def test_bad_multi_file_annotation_is_a_clear_error(tmp_path, annotation, messag
 
 
 def test_annotation_sources_parse():
-    from pipeline.datasets.ingest import annotation_sources
+    from pipeline.datasets.annotations import annotation_sources
 
     def srcs(a):
         return annotation_sources(IngestConfig(format="vatex", dataset_root=".", annotation=a))

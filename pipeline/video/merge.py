@@ -19,8 +19,6 @@ from storage.tables import read_table, write_table
 
 
 _MUST_AGREE = ("extractor", "weights", "weights_sha256", "config", "sampling", "feature_dim")
-
-
 PROVENANCE_MUST_AGREE = ("device_type", "precision_kind", "torch", "torchvision", "pytorchvideo", "av")
 
 
