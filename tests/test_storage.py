@@ -210,3 +210,56 @@ def test_merge_checks_room_for_the_wanted_videos_only(tmp_path, monkeypatch):
         merge_features(tmp_path / "train.h5", [part], None, {})
     assert err.value.errno == errno.ENOSPC
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part.h5", "test.h5"]
+
+
+def test_read_functions_callers_use_instead_of_opening_files(tmp_path):
+    """The named reads outside callers use (issue 14): frame counts, all features, a scan of an
+    untrusted file (schema problem as a message, not an exception), table stats/schema name,
+    manifests, foreign torch files."""
+    import h5py
+    import numpy as np
+    import torch
+
+    from storage.checkpoints import load_torch_file
+    from storage.features import FeatureFileScan, read_all_features, read_frame_counts, write_features
+    from storage.manifest import (ManifestVersionError, StageManifest, load_manifest_file, manifest_files,
+                                  write_manifest)
+    from storage.tables import table_schema_name, table_stats
+
+    feats = {"a/1": np.ones((3, 4), np.float32), "b": np.zeros((5, 4), np.float32)}
+    path = write_features(tmp_path / "f.h5", feats, {"extractor": "x"})
+    assert read_frame_counts(path) == {"a_1": 3, "b": 5}
+    got = read_all_features(path)
+    assert set(got) == {"a_1", "b"} and np.array_equal(got["a_1"], feats["a/1"])
+    with FeatureFileScan(path) as scan:
+        assert scan.schema_problem is None
+        assert [(e.name, e.shape, e.finite) for e in scan.entries(read_values=True)] == [
+            ("a_1", (3, 4), True), ("b", (5, 4), True)]
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        f.attrs["schema_version"] = 7
+        f.create_dataset("v", data=np.array([np.nan], np.float32).reshape(1, 1))
+    with FeatureFileScan(tmp_path / "bad.h5") as scan:
+        assert "schema_version 7 != 1" in scan.schema_problem
+        assert [e.finite for e in scan.entries(read_values=True)] == [False]
+        assert [e.finite for e in scan.entries()] == [None]
+    with pytest.raises(ValueError, match="schema_version 7 != 1"):
+        read_frame_counts(tmp_path / "bad.h5")
+
+    table = write_table(tmp_path / "c.parquet", "captions", [CAPTION], extra_metadata={"origin": "test"})
+    rows, meta = table_stats(table)
+    assert rows == 1 and meta["origin"] == "test" and meta["schema_name"] == "captions"
+    assert not any(k.startswith("ARROW") for k in meta)
+    assert table_schema_name(table) == "captions"
+
+    write_manifest(tmp_path, StageManifest(stage="s", key="k"))
+    write_manifest(tmp_path, StageManifest(stage="e", shard="0", key="k"))
+    (tmp_path / "_stages" / f"{TMP_MARK}x-s.json").write_text("{}")
+    assert [p.relative_to(tmp_path).as_posix() for p in manifest_files(tmp_path)] == [
+        "_stages/e/0.json", "_stages/s.json"]
+    assert load_manifest_file(tmp_path / "_stages/s.json").key == "k"
+    (tmp_path / "_stages/old.json").write_text('{"schema_version": 0, "stage": "old", "key": "k"}')
+    with pytest.raises(ManifestVersionError):
+        load_manifest_file(tmp_path / "_stages/old.json")
+
+    torch.save({"w": torch.ones(2)}, tmp_path / "w.pt")
+    assert torch.equal(load_torch_file(tmp_path / "w.pt")["w"], torch.ones(2))
