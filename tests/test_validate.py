@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.datasets import checksums
+from pipeline.datasets import problems as P
 from pipeline.datasets import validate as V
 from storage.atomic import TMP_MARK
 from storage.features import dataset_name, write_features
@@ -92,9 +94,9 @@ def test_clean_tree(tree: Path, capsys):
 
 
 def test_checksums_roundtrip(tree: Path):
-    path = V.write_checksums(tree)
+    path = checksums.write_checksums(tree)
     doc = json.loads(path.read_text())
-    assert "videos.parquet" in doc["files"] and V.CHECKSUMS_FILE not in doc["files"]
+    assert "videos.parquet" in doc["files"] and checksums.CHECKSUMS_FILE not in doc["files"]
     assert not any(p.name.startswith(TMP_MARK) for p in tree.rglob("*"))
     report = V.validate_tree(tree)
     assert report.ok, report.format()
@@ -113,7 +115,7 @@ def test_out_root_with_several_datasets(tmp_path: Path, capsys):
 
 def test_missing_root(tmp_path: Path):
     report = V.validate_tree(tmp_path / "nope")
-    assert report.kinds == {V.MISSING_ROOT}
+    assert report.kinds == {P.MISSING_ROOT}
     assert V.main([str(tmp_path / "nope")]) == 1
 
 
@@ -175,14 +177,14 @@ def c_bad_manifest(root: Path) -> None:
 
 
 def c_checksum_mismatch(root: Path) -> None:
-    V.write_checksums(root)
+    checksums.write_checksums(root)
     # a later, valid rewrite of a listed file: only the checksum catches it
     write_manifest(root, StageManifest(stage="ingest", key="k1-changed",
                                        outputs=["videos.parquet", "captions.parquet"]))
 
 
 def c_checksum_missing_file(root: Path) -> None:
-    V.write_checksums(root)
+    checksums.write_checksums(root)
     (root / "_stages" / "concepts.json").unlink()
 
 
@@ -261,32 +263,32 @@ def c_extractor_without_status(root: Path) -> None:
 
 
 CORRUPTIONS: list[tuple[Callable[[Path], None], set[str]]] = [
-    (c_missing_feature, {V.MISSING_FEATURE}),
-    (c_feature_without_any_status, {V.MISSING_FEATURE}),
-    (c_feature_for_error_row, {V.FEATURE_FOR_ERROR}),
-    (c_wrong_table_version, {V.SCHEMA}),
-    (c_wrong_table_name, {V.SCHEMA}),
-    (c_wrong_feature_version, {V.FEATURE_FILE}),
-    (c_stray_temp_file, {V.TMP_FILE}),
-    (c_missing_manifest_output, {V.MISSING_OUTPUT}),
-    (c_manifest_escapes_root, {V.MANIFEST}),
-    (c_bad_manifest, {V.MANIFEST}),
-    (c_checksum_mismatch, {V.CHECKSUM}),
-    (c_checksum_missing_file, {V.CHECKSUM}),
-    (c_float64_dataset, {V.FEATURE_DTYPE}),
-    (c_one_dim_dataset, {V.FEATURE_SHAPE}),
-    (c_inconsistent_width, {V.FEATURE_SHAPE}),
-    (c_nan_feature, {V.FEATURE_VALUES}),
-    (c_unknown_feature, {V.UNKNOWN_VIDEO}),
-    (c_caption_unknown_video, {V.UNKNOWN_VIDEO, V.UNKNOWN_CAPTION}),  # labels now point at gone ids
-    (c_label_unknown_caption, {V.UNKNOWN_CAPTION}),
-    (c_split_mismatch, {V.SPLIT_MISMATCH}),
-    (c_bad_status_value, {V.BAD_STATUS}),
-    (c_n_features_mismatch, {V.FEATURE_SHAPE}),
-    (c_truncated_parquet, {V.SCHEMA}),
-    (c_truncated_h5, {V.FEATURE_FILE, V.MISSING_FEATURE}),  # unreadable file: its videos lack features
-    (c_duplicate_video, {V.DUPLICATE_KEY}),
-    (c_extractor_without_status, {V.MISSING_TABLE, V.MISSING_FEATURE}),
+    (c_missing_feature, {P.MISSING_FEATURE}),
+    (c_feature_without_any_status, {P.MISSING_FEATURE}),
+    (c_feature_for_error_row, {P.FEATURE_FOR_ERROR}),
+    (c_wrong_table_version, {P.SCHEMA}),
+    (c_wrong_table_name, {P.SCHEMA}),
+    (c_wrong_feature_version, {P.FEATURE_FILE}),
+    (c_stray_temp_file, {P.TMP_FILE}),
+    (c_missing_manifest_output, {P.MISSING_OUTPUT}),
+    (c_manifest_escapes_root, {P.MANIFEST}),
+    (c_bad_manifest, {P.MANIFEST}),
+    (c_checksum_mismatch, {P.CHECKSUM}),
+    (c_checksum_missing_file, {P.CHECKSUM}),
+    (c_float64_dataset, {P.FEATURE_DTYPE}),
+    (c_one_dim_dataset, {P.FEATURE_SHAPE}),
+    (c_inconsistent_width, {P.FEATURE_SHAPE}),
+    (c_nan_feature, {P.FEATURE_VALUES}),
+    (c_unknown_feature, {P.UNKNOWN_VIDEO}),
+    (c_caption_unknown_video, {P.UNKNOWN_VIDEO, P.UNKNOWN_CAPTION}),  # labels now point at gone ids
+    (c_label_unknown_caption, {P.UNKNOWN_CAPTION}),
+    (c_split_mismatch, {P.SPLIT_MISMATCH}),
+    (c_bad_status_value, {P.BAD_STATUS}),
+    (c_n_features_mismatch, {P.FEATURE_SHAPE}),
+    (c_truncated_parquet, {P.SCHEMA}),
+    (c_truncated_h5, {P.FEATURE_FILE, P.MISSING_FEATURE}),  # unreadable file: its videos lack features
+    (c_duplicate_video, {P.DUPLICATE_KEY}),
+    (c_extractor_without_status, {P.MISSING_TABLE, P.MISSING_FEATURE}),
 ]
 
 

@@ -33,159 +33,23 @@ import json
 import os
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.fingerprint import sha256_file
-from storage.atomic import TMP_MARK, atomic_write_text
+from pipeline.datasets.checksums import _check_checksums, write_checksums
+from pipeline.datasets.problems import (BAD_STATUS, DUPLICATE_KEY, FEATURE_DTYPE, FEATURE_FILE, FEATURE_FOR_ERROR,
+                                        FEATURE_SHAPE, FEATURE_VALUES, MANIFEST, MISSING_FEATURE, MISSING_OUTPUT,
+                                        MISSING_ROOT, MISSING_STATUS_ROW, MISSING_TABLE, SCHEMA, SPLIT_MISMATCH,
+                                        TMP_FILE, UNKNOWN_CAPTION, UNKNOWN_TABLE, UNKNOWN_VIDEO, ValidationReport,
+                                        _col, _duplicates, _is_tmp, _load_table, _preview, _safe_rel, _walk_files)
 from storage.features import FeatureFileScan, dataset_name
 from storage.manifest import ManifestVersionError, load_manifest_file, manifest_files
 from storage.schemas import SCHEMAS, schema
-from storage.tables import SchemaError, read_table, table_schema, table_schema_name
+from storage.tables import table_schema_name
 
-CHECKSUMS_FILE = "checksums.json"
-CHECKSUMS_VERSION = 1
 FEATURE_STATUSES = ("ok", "error")
-
-# Problem kinds (stable strings: tests and tooling match on them).
-MISSING_ROOT = "missing_root"
-MISSING_TABLE = "missing_table"
-SCHEMA = "schema"                    # wrong schema name/version/columns, or unreadable table
-UNKNOWN_TABLE = "unknown_table"      # a Parquet file under text/ of no known schema
-DUPLICATE_KEY = "duplicate_key"
-UNKNOWN_VIDEO = "unknown_video"      # a row/feature references a key not in videos.parquet
-UNKNOWN_CAPTION = "unknown_caption"
-SPLIT_MISMATCH = "split_mismatch"
-MISSING_FEATURE = "missing_feature"  # no feature dataset and no error row
-FEATURE_FOR_ERROR = "feature_for_error"
-MISSING_STATUS_ROW = "missing_status_row"
-BAD_STATUS = "bad_status"
-FEATURE_FILE = "feature_file"        # unreadable file / wrong schema_version attr
-FEATURE_DTYPE = "feature_dtype"
-FEATURE_SHAPE = "feature_shape"      # not 2-D, empty, inconsistent D, n != n_features
-FEATURE_VALUES = "feature_values"    # NaN/Inf (deep only)
-TMP_FILE = "tmp_file"
-MANIFEST = "manifest"                # unparsable manifest / wrong version / bad output path
-MISSING_OUTPUT = "missing_output"
-CHECKSUM = "checksum"                # unreadable checksums.json, missing file or sha256 mismatch
-
-
-@dataclass(frozen=True)
-class Problem:
-    kind: str
-    path: str  # relative to the dataset root ('.' for the root itself)
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.path}: {self.message}"
-
-
-@dataclass
-class ValidationReport:
-    root: Path
-    problems: list[Problem] = field(default_factory=list)
-    checked: Counter = field(default_factory=Counter)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def __bool__(self) -> bool:  # truthy when clean
-        return self.ok
-
-    @property
-    def kinds(self) -> set[str]:
-        return {p.kind for p in self.problems}
-
-    def add(self, kind: str, path: str | Path, message: str) -> None:
-        self.problems.append(Problem(kind, self._rel(path), message))
-
-    def _rel(self, path: str | Path) -> str:
-        p = Path(path)
-        try:
-            return p.relative_to(self.root).as_posix() or "."
-        except ValueError:
-            return str(path)
-
-    def summary(self) -> str:
-        what = ", ".join(f"{n} {k}" for k, n in sorted(self.checked.items()))
-        state = "clean" if self.ok else f"{len(self.problems)} problem(s)"
-        return f"{self.root}: {state} (checked {what or 'nothing'})"
-
-    def format(self, limit: int | None = None) -> str:
-        lines = [str(p) for p in self.problems[:limit]]
-        if limit is not None and len(self.problems) > limit:
-            lines.append(f"... and {len(self.problems) - limit} more")
-        lines.append(self.summary())
-        return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- helpers
-
-def _is_tmp(path: Path) -> bool:
-    return path.name.startswith(TMP_MARK)
-
-
-def _walk_files(root: Path) -> Iterable[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            yield Path(dirpath) / name
-
-
-def _safe_rel(root: Path, rel: str) -> Path | None:
-    """``root / rel`` when ``rel`` is a relative path that stays inside ``root``."""
-    p = PurePosixPath(rel)
-    if not rel or p.is_absolute() or ".." in p.parts or "\\" in rel:
-        return None
-    return root / Path(*p.parts)
-
-
-def _load_table(report: ValidationReport, path: Path, name: str, columns: list[str] | None = None):
-    """read_table plus a column/type check; records a problem and returns None on failure."""
-    try:
-        table = read_table(path, name, columns=columns)
-    except FileNotFoundError:
-        report.add(MISSING_TABLE, path, f"table '{name}' not found")
-        return None
-    except SchemaError as e:
-        report.add(SCHEMA, path, str(e).split(": ", 1)[-1])
-        return None
-    except Exception as e:  # corrupt Parquet, truncated file, ...
-        report.add(SCHEMA, path, f"cannot read as Parquet table '{name}': {type(e).__name__}: {e}")
-        return None
-    report.checked["tables"] += 1
-    try:
-        on_disk = table_schema(path)
-    except Exception as e:  # pragma: no cover - read_table already read it
-        report.add(SCHEMA, path, f"cannot read schema: {e}")
-        return None
-    expected = schema(name)
-    missing = [f.name for f in expected if f.name not in on_disk.names]
-    wrong = [f"{f.name}: {on_disk.field(f.name).type} != {f.type}" for f in expected
-             if f.name in on_disk.names and not on_disk.field(f.name).type.equals(f.type)]
-    if missing or wrong:
-        report.add(SCHEMA, path, f"columns differ from schema '{name}': "
-                   + "; ".join(([f"missing {missing}"] if missing else []) + wrong))
-        return None
-    return table
-
-
-def _col(table, name: str) -> list:
-    return table.column(name).to_pylist()
-
-
-def _duplicates(values: Iterable[Any]) -> list[Any]:
-    return sorted((v for v, n in Counter(values).items() if n > 1), key=str)
-
-
-def _preview(items: Sequence[Any], n: int = 5) -> str:
-    items = list(items)
-    more = f" (+{len(items) - n} more)" if len(items) > n else ""
-    return ", ".join(map(str, items[:n])) + more
 
 
 # --------------------------------------------------------------------------- checks
@@ -321,9 +185,8 @@ def _scan_feature_file(report: ValidationReport, path: Path, deep: bool) -> dict
     return shapes
 
 
-def _check_extractor(report: ValidationReport, folder: Path, videos: dict[str, str] | None, deep: bool) -> None:
-    ext = folder.name
-    # feature files, one per split
+def _feature_files(report: ValidationReport, folder: Path, deep: bool) -> dict[str, dict[str, tuple[int, int]]]:
+    """split -> {dataset name: (n, D)} of the extractor's feature files (one per split); widths must agree."""
     files: dict[str, dict[str, tuple[int, int]]] = {}
     for path in sorted(folder.glob("*.h5")):
         if _is_tmp(path):
@@ -339,64 +202,77 @@ def _check_extractor(report: ValidationReport, folder: Path, videos: dict[str, s
             if odd:
                 report.add(FEATURE_SHAPE, folder / f"{split}.h5",
                            f"feature width differs from the extractor's D={main_d}: {_preview(odd)}")
+    return files
 
-    # status table
-    status_path = folder / "status.parquet"
-    status: dict[str, dict[str, Any]] = {}
-    if status_path.exists():
-        table = _load_table(report, status_path, "feature_status",
-                            columns=["key", "split", "status", "error_message", "n_features"])
-        if table is not None:
-            rows = table.to_pylist()
-            dups = _duplicates(r["key"] for r in rows)
-            if dups:
-                report.add(DUPLICATE_KEY, status_path, f"{len(dups)} duplicate key(s): {_preview(dups)}")
-            bad = sorted({str(r["status"]) for r in rows if r["status"] not in FEATURE_STATUSES})
-            if bad:
-                report.add(BAD_STATUS, status_path, f"status values {bad} (allowed: {list(FEATURE_STATUSES)})")
-            status = {r["key"]: r for r in rows}
-            if videos is not None:
-                _check_refs(report, status_path, table, videos, f"{ext} status")
-    else:
+
+def _status_rows(report: ValidationReport, folder: Path, videos: dict[str, str] | None) -> dict[str, dict[str, Any]]:
+    """key -> row of the extractor's status.parquet (checked: unique keys, known statuses and videos)."""
+    status_path, ext = folder / "status.parquet", folder.name
+    if not status_path.exists():
         report.add(MISSING_TABLE, status_path, f"extractor '{ext}' has no status.parquet "
                    "(one row per video: ok | error)")
+        return {}
+    table = _load_table(report, status_path, "feature_status",
+                        columns=["key", "split", "status", "error_message", "n_features"])
+    if table is None:
+        return {}
+    rows = table.to_pylist()
+    dups = _duplicates(r["key"] for r in rows)
+    if dups:
+        report.add(DUPLICATE_KEY, status_path, f"{len(dups)} duplicate key(s): {_preview(dups)}")
+    bad = sorted({str(r["status"]) for r in rows if r["status"] not in FEATURE_STATUSES})
+    if bad:
+        report.add(BAD_STATUS, status_path, f"status values {bad} (allowed: {list(FEATURE_STATUSES)})")
+    if videos is not None:
+        _check_refs(report, status_path, table, videos, f"{ext} status")
+    return {r["key"]: r for r in rows}
 
-    if videos is None:
-        return
 
-    # every video: a feature (status ok) xor an error row
-    missing: dict[str, list[str]] = {}
-    for_error: dict[str, list[str]] = {}
-    no_row: dict[str, list[str]] = {}
-    n_mismatch: dict[str, list[str]] = {}
+def _coverage(files: dict[str, dict[str, tuple[int, int]]], status: dict[str, dict[str, Any]],
+              videos: dict[str, str], has_status: bool) -> dict[str, dict[str, list[str]]]:
+    """Per problem kind, split -> the videos breaking 'a feature (status ok) xor an error row'."""
+    out: dict[str, dict[str, list[str]]] = {MISSING_FEATURE: {}, FEATURE_FOR_ERROR: {}, MISSING_STATUS_ROW: {},
+                                             FEATURE_SHAPE: {}}
     for key, split in videos.items():
-        shapes = files.get(split, {})
-        feat = shapes.get(dataset_name(key))
+        feat = files.get(split, {}).get(dataset_name(key))
         row = status.get(key)
         st = row["status"] if row else None
         if feat is None and st != "error":
-            missing.setdefault(split, []).append(key)
+            out[MISSING_FEATURE].setdefault(split, []).append(key)
         elif feat is not None and st == "error":
-            for_error.setdefault(split, []).append(key)
-        elif feat is not None and row is None and status_path.exists():
-            no_row.setdefault(split, []).append(key)
+            out[FEATURE_FOR_ERROR].setdefault(split, []).append(key)
+        elif feat is not None and row is None and has_status:
+            out[MISSING_STATUS_ROW].setdefault(split, []).append(key)
         if feat is not None and feat[1] >= 0 and row is not None and st == "ok" \
                 and row.get("n_features") is not None and int(row["n_features"]) != feat[0]:
-            n_mismatch.setdefault(split, []).append(f"{key} ({feat[0]} rows, status says {row['n_features']})")
-    for split, keys in sorted(missing.items()):
+            out[FEATURE_SHAPE].setdefault(split, []).append(f"{key} ({feat[0]} rows, status says {row['n_features']})")
+    return out
+
+
+def _report_coverage(report: ValidationReport, folder: Path, found: dict[str, dict[str, list[str]]]) -> None:
+    ext, status_path = folder.name, folder / "status.parquet"
+    for split, keys in sorted(found[MISSING_FEATURE].items()):
         report.add(MISSING_FEATURE, folder / f"{split}.h5",
                    f"{len(keys)} video(s) have neither a '{ext}' feature nor an error row in status.parquet: "
                    f"{_preview(keys)}")
-    for split, keys in sorted(for_error.items()):
+    for split, keys in sorted(found[FEATURE_FOR_ERROR].items()):
         report.add(FEATURE_FOR_ERROR, folder / f"{split}.h5",
                    f"{len(keys)} video(s) marked 'error' in status.parquet still have a feature: {_preview(keys)}")
-    for split, keys in sorted(no_row.items()):
+    for split, keys in sorted(found[MISSING_STATUS_ROW].items()):
         report.add(MISSING_STATUS_ROW, status_path,
                    f"{len(keys)} video(s) of split '{split}' have a feature but no status row: {_preview(keys)}")
-    for split, keys in sorted(n_mismatch.items()):
+    for split, keys in sorted(found[FEATURE_SHAPE].items()):
         report.add(FEATURE_SHAPE, folder / f"{split}.h5",
                    f"{len(keys)} feature(s) disagree with status n_features: {_preview(keys)}")
 
+
+def _check_extractor(report: ValidationReport, folder: Path, videos: dict[str, str] | None, deep: bool) -> None:
+    files = _feature_files(report, folder, deep)
+    status = _status_rows(report, folder, videos)
+    if videos is None:
+        return
+    found = _coverage(files, status, videos, (folder / "status.parquet").exists())
+    _report_coverage(report, folder, found)
     # features of unknown videos (or in the wrong split's file)
     by_name = {dataset_name(k): (k, s) for k, s in videos.items()}
     for split, shapes in sorted(files.items()):
@@ -434,32 +310,6 @@ def _check_manifests(report: ValidationReport, root: Path) -> None:
                 report.add(MISSING_OUTPUT, path, f"stage '{m.stage}' lists output '{out}', which does not exist")
 
 
-def _check_checksums(report: ValidationReport, root: Path) -> None:
-    path = root / CHECKSUMS_FILE
-    if not path.exists():
-        return
-    try:
-        data = json.loads(path.read_text())
-        files = data["files"]
-        if data.get("algorithm", "sha256") != "sha256" or not isinstance(files, dict):
-            raise ValueError("expected {'algorithm': 'sha256', 'files': {path: hex}}")
-    except Exception as e:
-        report.add(CHECKSUM, path, f"unreadable checksums file: {type(e).__name__}: {e}")
-        return
-    for rel, want in sorted(files.items()):
-        target = _safe_rel(root, rel)
-        if target is None:
-            report.add(CHECKSUM, path, f"'{rel}' is not a relative path inside the root")
-            continue
-        if not target.is_file():
-            report.add(CHECKSUM, target, "listed in checksums.json but missing")
-            continue
-        report.checked["checksums"] += 1
-        got = sha256_file(target)
-        if got != str(want).lower():
-            report.add(CHECKSUM, target, f"sha256 {got[:16]}... != {str(want)[:16]}... in checksums.json")
-
-
 # --------------------------------------------------------------------------- API
 
 def validate_tree(root: str | os.PathLike, deep: bool = False) -> ValidationReport:
@@ -480,25 +330,6 @@ def validate_tree(root: str | os.PathLike, deep: bool = False) -> ValidationRepo
     _check_manifests(report, root)
     _check_checksums(report, root)
     return report
-
-
-def write_checksums(root: str | os.PathLike, paths: Iterable[str | os.PathLike] | None = None) -> Path:
-    """Atomically write ``<root>/checksums.json`` with the sha256 of ``paths``.
-
-    ``paths`` (relative to ``root`` or absolute inside it) default to every file
-    under the root except checksums.json itself and temporary files.
-    """
-    root = Path(root)
-    if paths is None:
-        targets = [p for p in _walk_files(root) if p.name != CHECKSUMS_FILE and not _is_tmp(p)]
-    else:
-        targets = [p if Path(p).is_absolute() else root / p for p in map(Path, paths)]
-    files: dict[str, str] = {}
-    for p in targets:
-        rel = Path(p).resolve().relative_to(root.resolve()).as_posix()
-        files[rel] = sha256_file(Path(p))
-    doc = {"version": CHECKSUMS_VERSION, "algorithm": "sha256", "files": dict(sorted(files.items()))}
-    return atomic_write_text(root / CHECKSUMS_FILE, json.dumps(doc, indent=1) + "\n")
 
 
 def _dataset_roots(path: Path) -> list[Path]:
