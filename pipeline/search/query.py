@@ -45,6 +45,7 @@ from pipeline.fingerprint import sha256_file, stable_hash
 from pipeline.learn.dataset import (PAD_ID, UNK_ID, FeatureSource, build_graph, concept_lemmas, feature_path,
                               read_vocab)
 from pipeline.learn.evaluate import KeyRecorder
+from pipeline.provenance import data_fingerprint
 from storage import index as store
 from storage.checkpoints import load_checkpoint
 from storage.features import dataset_name, read_frame_counts
@@ -379,7 +380,7 @@ def build_index(checkpoint: str | Path, shards_root: str | Path, index_dir: str 
             "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
             "checkpoint_epoch": ck.get("epoch"), "model_name": ck.get("model_name", tcfg.model),
             "train_config_json": ck["config_json"], "shards_root": str(root), "extractor": extractor,
-            "shards_fingerprint": _shards_fp(root, extractor), "vocabulary_fingerprint": vocabulary_fingerprint(root),
+            "shards_fingerprint": data_fingerprint(root, extractor), "vocabulary_fingerprint": vocabulary_fingerprint(root),
             "vocab_size": n_words, "checkpoint_data_fingerprint": ck.get("data_fingerprint"),
             "text_config": parse_m.config if parse_m else {}, "concept_config": concepts_m.config if concepts_m else {},
             "dataset_root": str(droot) if droot else None, "splits": sorted({r["split"] for r in videos}),
@@ -395,12 +396,6 @@ def build_index(checkpoint: str | Path, shards_root: str | Path, index_dir: str 
         raise
     log.info("indexed %d videos (%d with thumbnails) into %s", len(videos), n_with_thumbs, index_dir)
     return {**meta, "n_videos": len(videos), "index_dir": str(index_dir), "build_dir": str(writer.dir)}
-
-
-def _shards_fp(root: Path, extractor: str) -> str:
-    from pipeline.learn.train import data_fingerprint
-
-    return data_fingerprint(root, extractor)
 
 
 # ----------------------------------------------------------------------------- shortlist
