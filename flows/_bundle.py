@@ -1,16 +1,16 @@
-"""The build-features flow's branch for ``format='hgr-bundle'``: pipeline/datasets/bundle.py's plan as cached tasks.
+"""The build-features flow's branch for ``format='hgr-bundle'``: pipeline/datasets/bundle_plan.py's plan as cached tasks.
 
 No decoding or extraction: ingest (names files + ref_captions) -> one ``import-features``
 task per bundle feature folder, and parse (hgr-json) -> concepts (HANet's labels when
 present) + vocab (the bundle's int2word). Same keys and manifests as
-:func:`pipeline.datasets.bundle.build_bundle`, which runs the same plan without Prefect.
+:func:`pipeline.datasets.bundle_plan.build_bundle`, which runs the same plan without Prefect.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from pipeline.datasets import bundle
+from pipeline.datasets import bundle, bundle_plan
 from pipeline.config import BuildConfig
 from storage.atomic import atomic_write_text, clean_stale_tmp
 
@@ -30,7 +30,7 @@ def bundle_futures(cfg: BuildConfig, root: str, force: set[str]) -> list:
     cfg = bundle.resolve_config(cfg)  # idempotent; raises BundleError naming missing pieces
     by_stage: dict[str, list] = {}
     futures = []
-    for step in bundle.plan(cfg):
+    for step in bundle_plan.plan(cfg):
         wait = [f for s in step.after for f in by_stage.get(s, [])]
         fut = _stages.submit_stage(_task(step.stage, step.fn), root=root, stage=step.stage, key=step.key,
                                    shard=step.shard, force=step.stage in force, code=step.code,
@@ -63,5 +63,5 @@ def run_bundle_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: flo
     executed = sum(r["status"] == "executed" for r in rows)
     logger.info("bundle import of %s done in %.1fs: %d stage runs executed, %d cached; shards in %s",
                 cfg.dataset, time.time() - t0, executed, len(rows) - executed, root)
-    bundle.check_import_failures(Path(root), cfg)
+    bundle_plan.check_import_failures(Path(root), cfg)
     return {"root": root, "stages": rows, "executed": executed, "cached": len(rows) - executed}

@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.datasets.bundle import build_bundle, feature_set_name
+from pipeline.datasets.bundle import feature_set_name
+from pipeline.datasets.bundle_plan import build_bundle
 from pipeline.config import BuildConfig
 from storage.bundle import BundleError
 
