@@ -223,16 +223,8 @@ def build_features(
     that many deterministic sample videos (the bundled sample dataset).
     """
     # parameters, weight files and the runner first: a bad value or a missing engine fails before any work
-    plan.check_force(force)
-    cfg = plan.make_build_config(dataset, dataset_root, annotation, out_root, format, extractors, max_frames,
-                                 frame_stride, batch_size, device, weights, shard_size, overrides,
-                                 resnet_weights=resnet_weights, i3d_weights=i3d_weights,
-                                 max_failed_fraction=max_failed_fraction)
-    if cfg.ingest.format == "hgr-bundle":  # no extractors; annotation/text from the bundle (pipeline/datasets/bundle.py)
-        from pipeline.datasets.bundle import resolve_config
-
-        cfg = resolve_config(cfg)
-    plan.validate_weight_files(cfg)
+    flat = {k: v for k, v in locals().items() if k in plan.FLAT_PARAMS}
+    cfg = plan.checked_config(flat, overrides, force)
     runner_obj = _task_runner(runner, n_workers, dask_address, ray_address, gpu_tasks)
     get_run_logger().info("torch threads: %d (VTR_NUM_THREADS, else the CPUs available)",
                           _stages.configure_threads())
@@ -240,6 +232,5 @@ def build_features(
         sample_data.generate_sample_dataset(Path(dataset_root).parent, n_videos=generate_sample)
     cfg = _resolve_weights(cfg, allow_random_weights)
     summary = build_dag.with_options(task_runner=runner_obj)(cfg, force=list(force), gpu_resource=gpu_tasks)
-    print(f"shards written under {summary['root']} "
-          f"({summary['executed']} stage runs executed, {summary['cached']} cached)")
+    print(f"shards written under {summary['root']} ({summary['executed']} stage runs executed, {summary['cached']} cached)")
     return summary
