@@ -34,6 +34,17 @@ def jaccard_matrix(p: Tensor, q: Tensor, eps: float = 1e-8) -> Tensor:
     return (total - l1) / (total + l1).clamp(min=eps)
 
 
+def _unit_components(v: Tensor, v_mask: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
+    """(unit-length components, their norms); padded ones are zero vectors of norm 0, so c = 0 and f = 0 there."""
+    v_norm = v.norm(dim=-1)  # (Bv, N)
+    vn = v / v_norm.clamp(min=eps).unsqueeze(-1)
+    if v_mask is not None:
+        keep = v_mask.to(v.dtype)
+        vn = vn * keep.unsqueeze(-1)
+        v_norm = v_norm * keep
+    return vn, v_norm
+
+
 def stacked_attention(
     v: Tensor,
     v_mask: Tensor | None,
@@ -73,12 +84,7 @@ def stacked_attention(
         raise ValueError(f"unknown fusion {fusion!r}")
     dtype = v.dtype
     inplace = not (torch.is_grad_enabled() and (v.requires_grad or s.requires_grad))
-    v_norm = v.norm(dim=-1)  # (Bv, N)
-    vn = v / v_norm.clamp(min=eps).unsqueeze(-1)
-    if v_mask is not None:  # padded frames: zero vectors, so c = 0 and f = 0 there
-        keep = v_mask.to(dtype)
-        vn = vn * keep.unsqueeze(-1)
-        v_norm = v_norm * keep
+    vn, v_norm = _unit_components(v, v_mask, eps)  # (Bv, N, D), (Bv, N)
     valid = s_mask.reshape(-1).nonzero().squeeze(1)  # flat (caption, slot) indices of real components
     rows = F.normalize(s.reshape(Bt * P, D).index_select(0, valid), dim=-1, eps=eps)  # (M, D)
     owner = torch.div(valid, P, rounding_mode="floor")  # caption of each row
