@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 
 from .config import TrainConfig
-from .import_reference import (_role_permutation, _split_source, fingerprint, read_reference_words,
-                               remap_word_rows, shard_vocabularies)
+from .import_reference import _role_permutation, _split_source
+from .import_vocab import fingerprint, read_reference_words, remap_word_rows, shard_vocabularies
 from .model_configs import HGRConfig
 
 _RULES: tuple[tuple[str, str], ...] = (

@@ -278,7 +278,7 @@ def test_vocabulary_remap_and_concept_permutation(tmp_path):
     n_missing = sum(w not in ref_words for w in paths["words"][3:])
     assert rep["remap"]["words"]["found_in_reference"] == len(paths["words"]) - 3 - n_missing
     assert rep["remap"]["words"]["coverage"] == pytest.approx(1 - n_missing / (len(paths["words"]) - 3))
-    from models.import_reference import shard_vocabularies
+    from models.import_vocab import shard_vocabularies
 
     build_verbs = shard_vocabularies(root)["verb"]
     w, ref_w = ck["model"]["video.verb_head.conv.weight"], src["video_encoder"]["classifier_verb.0.weight"]
@@ -348,7 +348,7 @@ def test_cli_import_then_evaluate_reproduces_reference_metrics(prefect_server, t
 def test_hanet_frequency_files_are_concept_lists(tmp_path):
     """HANet's {verb,noun}_words_freq.json is {lemma: count}, most frequent first, and lists
     more lemmas than the head holds: ids are file positions, truncated to the head's rows."""
-    from models.import_reference import read_concept_list
+    from models.import_vocab import read_concept_list
 
     root = tmp_path / "golden"
     paths = write_golden_shards(root)

@@ -232,7 +232,7 @@ def check_vocabularies(ck: dict[str, Any], shards_root: Path, checkpoint: Path |
     without a record, or with a None entry, is refused too. A trained checkpoint from before
     this record existed is only checked through its data fingerprint (a warning).
     """
-    from models.import_reference import shard_fingerprints
+    from models.import_vocab import shard_fingerprints
 
     rec = ck.get("vocab")
     imported = ck.get("imported_from") is not None

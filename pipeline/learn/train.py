@@ -158,7 +158,7 @@ def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool =
              else registry.create_model(name, mcfg, emb)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fingerprint = data_fingerprint(shards_root, cfg.features)
-    from models.import_reference import shard_fingerprints  # vocabularies checked by pipeline.learn.evaluate
+    from models.import_vocab import shard_fingerprints  # vocabularies checked by pipeline.learn.evaluate
     vocab_record = shard_fingerprints(shards_root)
     code_ver = training_code_version(model)
     stopper = EarlyStopper(cfg.patience, cfg.min_improvement)
