@@ -4,7 +4,7 @@
 
 Part 1, planted-signal index (pipeline/datasets/planted.py, >= 3,000 videos, 30 verbs / 40 nouns, 2
 events per video): a small HANet (D=64) is trained on the train split, then EVERY video of
-every split is indexed (pipeline.search.query.build_index). Queries = the first caption of test
+every split is indexed (pipeline.search.index.build_index). Queries = the first caption of test
 videos, run through the full search path (spaCy parse + role graph + words -> ids, text
 encoder, stage 1, stage 2). For each query the target is its own video; R@1/5/10 over the
 whole index for two-stage (K=100; the default level-pooled shortlist, and the global-only
@@ -62,7 +62,7 @@ def build_part(args, work: Path) -> None:
     """The offline side: planted shards, training, the index (run in a child process)."""
     from models.config import HANetConfig, TrainConfig
     from pipeline.datasets.planted import make_planted_shards
-    from pipeline.search.query import build_index
+    from pipeline.search.index import build_index
     from pipeline.learn.train import run_train
 
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ def _cmd_index(a: argparse.Namespace) -> int:
     kwargs = dict(checkpoint=a.checkpoint, dataset=a.dataset, out_root=a.out_root, index_dir=a.index or "",
                   splits=a.splits, n_thumbs=a.thumbs, device=a.device, dataset_root=a.dataset_root)
     if a.no_flow:  # the same stage code without Prefect (no API server needed)
-        from pipeline.search.query import build_index
+        from pipeline.search.index import build_index
 
         meta = build_index(a.checkpoint, Path(a.out_root) / a.dataset, a.index or None, splits=a.splits or None,
                            n_thumbs=a.thumbs, device=a.device, dataset_root=a.dataset_root or None)
@@ -40,7 +40,8 @@ def _cmd_index(a: argparse.Namespace) -> int:
 
 
 def _cmd_search(a: argparse.Namespace) -> int:
-    from pipeline.search.query import SearchError, format_results
+    from pipeline.search.query import format_results
+    from pipeline.search.encode import SearchError
 
     try:
         res = _searcher(a).search(a.query, top=a.top, k=a.k, exhaustive=a.exhaustive)
@@ -54,7 +55,7 @@ def _cmd_search(a: argparse.Namespace) -> int:
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    from pipeline.search.query import SearchError
+    from pipeline.search.encode import SearchError
     from pipeline.search.web import serve
 
     try:

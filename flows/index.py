@@ -2,7 +2,7 @@
 
 Deployment (prefect.yaml): build-index/build-index. In-process: ``vtr index --checkpoint ...``.
 The index goes to ``<checkpoint folder>/index`` unless ``index_dir`` is given; see
-pipeline/search/query.py (what is stored) and storage/index.py (the files).
+pipeline/search/index.py (what is stored) and storage/index.py (the files).
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from prefect.artifacts import create_markdown_artifact
 @task(name="index-videos")
 def index_task(checkpoint: str, shards_root: str, index_dir: str | None, splits: list[str] | None,
                n_thumbs: int, device: str, dataset_root: str | None) -> dict:
-    from pipeline.search import query as search
+    from pipeline.search import index as search_index
 
-    return search.build_index(checkpoint, shards_root, index_dir, splits=splits, n_thumbs=n_thumbs,
+    return search_index.build_index(checkpoint, shards_root, index_dir, splits=splits, n_thumbs=n_thumbs,
                               device=device, dataset_root=dataset_root)
 
 

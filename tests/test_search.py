@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.search import query as search
+from pipeline.search import encode
 from pipeline.learn.dataset import load_split
-from pipeline.search.query import SearchError, Searcher, build_index, caption_arrays
+from pipeline.search.query import Searcher
+from pipeline.search.encode import SearchError, caption_arrays
+from pipeline.search.index import build_index
 from storage import index as store
 from storage.tables import read_table, write_table
 from tests._search_index import make_search_fixture
@@ -105,7 +107,7 @@ def test_two_stage_equals_exhaustive_when_k_covers_the_index(searcher, built):
     # a smaller K: the shortlist holds the K best global cosines, results are a re-ranking of them
     small = searcher.search(QUERY, top=5, k=10)
     assert small["shortlist"] == "levels" and searcher.meta["shortlist_levels"] == ["ind_a", "ind_e", "loc_a", "loc_e", "glo"]
-    q = search.pooled_text_levels(te, searcher.meta["shortlist_levels"]).numpy()
+    q = encode.pooled_text_levels(te, searcher.meta["shortlist_levels"]).numpy()
     s1 = np.asarray(searcher.arrays["shortlist_levels"]) @ q
     best10 = set(np.argsort(-s1)[:10].tolist())
     assert {h["row"] for h in small["results"]} <= best10
@@ -114,7 +116,7 @@ def test_two_stage_equals_exhaustive_when_k_covers_the_index(searcher, built):
     # the level-pooled rows: unit mean of each level's valid frames / clips, then the unit global vector
     ve = {k: torch.from_numpy(np.array(v[:4])) for k, v in ((k[4:], v) for k, v in searcher.arrays.items()
                                                              if k.startswith("enc/"))}
-    lv, rows = search.pooled_video_levels(ve, list(ve))
+    lv, rows = encode.pooled_video_levels(ve, list(ve))
     m = ve["mask"].float().unsqueeze(-1)
     mean_a = torch.nn.functional.normalize((ve["ind_a"] * m).sum(1) / m.sum(1), dim=-1)
     D = ve["ind_a"].shape[-1]

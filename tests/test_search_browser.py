@@ -49,7 +49,8 @@ def _free_port() -> int:
 def server(tmp_path_factory):
     import uvicorn
 
-    from pipeline.search.query import Searcher, build_index
+    from pipeline.search.query import Searcher
+    from pipeline.search.index import build_index
     from pipeline.search.web import create_app
 
     _browser_paths()

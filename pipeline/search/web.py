@@ -13,7 +13,8 @@ import json
 import threading
 from typing import Any
 
-from pipeline.search.query import DEFAULT_K, DEFAULT_TOP, MAX_QUERY_CHARS, SearchError, Searcher
+from pipeline.search.encode import DEFAULT_K, DEFAULT_TOP, MAX_QUERY_CHARS, SearchError
+from pipeline.search.query import Searcher
 
 LEVEL_NAMES = {"ind_a": "individual (verbs)", "ind_e": "individual (nouns)", "loc_a": "local (verbs)",
                "loc_e": "local (nouns)", "glo": "global", "c_p": "concepts"}
