@@ -49,7 +49,7 @@ def train_row(results: Path) -> list[str]:
             if "ours-bf16" in med else "")
     cpu_txt = f" (process CPU time: {cpu['baseline'] / cpu['ours']:.1f}×)" if cpu else ""
     load = r["load_avg"][0]
-    return [f"| `bench_train.py` batch 64, default config ({p.name}, load {load:.1f}) | {med['ours']:.2f} s/step; "
+    return [f"| `bench_train.py` batch 64, default config ({p.name}, load at start {load:.1f}) | {med['ours']:.2f} s/step; "
             f"reference-fidelity mode {med['ours-reference']:.2f} s; peak RSS {r['ours_peak_rss_gb']:.2f} GB (ours "
             f"alone) | reference-style baseline {med['baseline']:.2f} s/step (loss verified equal to ours in "
             f"reference mode: {r['baseline_verified']}) | **same run** {r['ratio_same_run']:.1f}×{cpu_txt}; vs ours "
@@ -68,7 +68,7 @@ def eval_rows(results: Path) -> list[str]:
     pr, pr16, nv, t = r["probe"], r["probe_bf16"], r["naive"], r["text"]
     sub = f"{pr['n_videos']} × {pr['n_captions']:,}"
     load = r["load_avg"][0]
-    rows = [f"| `bench_eval.py` {sub} side by side ({p.name}, load {load:.1f}) | {pr['wall_s']:.1f} s "
+    rows = [f"| `bench_eval.py` {sub} side by side ({p.name}, load at start {load:.1f}) | {pr['wall_s']:.1f} s "
             f"(text_bf16: {pr16['wall_s']:.1f} s), peak RSS {pr['peak_rss_mb'] / 1024:.1f} GB | naive "
             f"reference-style loop {nv['wall_s']:.0f} s, {nv['peak_rss_mb'] / 1024:.1f} GB (same metrics: rsum "
             f"{nv['rsum']:.2f} = {pr['rsum']:.2f}) | **same run** {r['side_by_side_ratio']:.1f}× (text_bf16 "
