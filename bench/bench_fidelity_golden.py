@@ -26,7 +26,7 @@ from models.config import FIDELITY_SWITCHES, HANetConfig, TrainConfig  # noqa: E
 from models.hanet import HANet  # noqa: E402
 from models.import_reference import import_reference_checkpoint  # noqa: E402
 from models.metrics import retrieval_metrics  # noqa: E402
-from pipeline.learn.dataset import build_graph  # noqa: E402
+from pipeline.learn.graphs import build_graph  # noqa: E402
 from storage.checkpoints import load_checkpoint  # noqa: E402
 
 

@@ -8,7 +8,7 @@ Data: the MSR-VTT-like shard tree of bench/bench_eval.py (2,990 test videos, 20 
 Each model with its DEFAULT config (D=1024 for HANet/HGR, 512 for HCMI-style; shapes from the
 shards), random init, Adam lr 1e-4.
 
-* train: batch 64 through pipeline.learn.dataset.TrainBatches -> model.loss -> backward -> Adam; the
+* train: batch 64 through pipeline.learn.batches.TrainBatches -> model.loss -> backward -> Adam; the
   models run on the SAME batches, interleaved step by step (the order rotates), so load from
   other jobs hits all alike; the first step of each is a warm-up and not counted.
 * eval: each model in its OWN subprocess (independent peak RSS): pipeline.learn.evaluate.evaluate_model
@@ -77,7 +77,8 @@ def child_eval(root: Path, name: str, caps: int) -> dict:
 def bench_train(root: Path, names: list[str], steps: int, batch: int) -> dict:
     import torch
 
-    from pipeline.learn.dataset import TrainBatches, load_split
+    from pipeline.learn.dataset import load_split
+    from pipeline.learn.batches import TrainBatches
 
     built = {n: build(root, n, train=True) for n in names}
     data = load_split(root, "test", built[names[0]][1])

@@ -5,7 +5,7 @@
 Default HANetConfig (D=1024, 20 frames x 2048-d, 512/1024 concepts, 300-d words) with a
 10,500-word vocabulary (MSR-VTT size), random init, Adam lr 1e-4. Batches come from a
 planted shard tree (written once under --workdir; 15-45 frames per video, so some videos are
-padded) through the production path: pipeline.learn.dataset.TrainBatches -> loss -> backward -> Adam.
+padded) through the production path: pipeline.learn.batches.TrainBatches -> loss -> backward -> Adam.
 
 Three variants, each with its own model (same initial weights) and optimizer, run on the SAME
 batches, interleaved step by step in this one process (the order rotates every step), so load
@@ -55,7 +55,8 @@ def setup(args):
     import torch
 
     from models.config import HANetConfig
-    from pipeline.learn.dataset import TrainBatches, dataset_shapes, load_split
+    from pipeline.learn.dataset import dataset_shapes, load_split
+    from pipeline.learn.batches import TrainBatches
     from pipeline.datasets.planted import make_planted_shards
 
     root = args.workdir / "train-bench"

@@ -10,10 +10,10 @@ import torch
 
 from models.batch import ROLE_IDS, ROOT_ROLE
 from models.config import HANetConfig
-from pipeline.learn.dataset import (
-    PAD_ID, UNK_ID, TrainBatches, build_graph, dataset_shapes, epoch_batches, load_split, load_word_embeddings,
-    sample_frames,
-)
+from pipeline.learn.dataset import PAD_ID, UNK_ID, dataset_shapes, load_split, load_word_embeddings
+from pipeline.learn.features import sample_frames
+from pipeline.learn.batches import TrainBatches, epoch_batches
+from pipeline.learn.graphs import build_graph
 from pipeline.datasets.planted import make_planted_shards
 from storage.features import write_features
 from storage.tables import write_table

@@ -22,7 +22,7 @@ from models.hanet import HANet
 from models.import_reference import (REFERENCE_ROLES, import_reference_checkpoint,
                                      map_reference_state_dict)
 from models.metrics import retrieval_metrics
-from pipeline.learn.dataset import build_graph
+from pipeline.learn.graphs import build_graph
 from storage.checkpoints import load_checkpoint
 
 FIX = Path(__file__).parent / "fixtures" / "hanet_golden"
@@ -164,7 +164,7 @@ def test_training_loss_and_gradients_match_reference(golden, imported):
 
 
 def test_reference_graph_edges_equal_reference_reader(golden):
-    """pipeline.learn.dataset.build_graph(edges_mode='reference') == the reference reader's arrays."""
+    """pipeline.learn.graphs.build_graph(edges_mode='reference') == the reference reader's arrays."""
     g, _, _, caps = golden
     to_ours = np.array([ROLES.index(r) for r in REFERENCE_ROLES])
     for j, c in enumerate(caps["captions"]):

@@ -39,13 +39,15 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from models.batch import ROLE_IDS, ROOT_ROLE, ConceptLabels, TextBatch, VideoBatch, role_id
+from models.batch import ConceptLabels, TextBatch, VideoBatch
 from models.config import HANetConfig
+from pipeline.learn.features import FeatureSource
+from pipeline.learn.graphs import build_graph
 from storage.features import FeatureReader, dataset_name, read_frame_counts
 from storage.tables import read_table
 from storage.text import read_concept_lemmas
@@ -54,7 +56,6 @@ log = logging.getLogger(__name__)
 
 BOS_ID, EOS_ID, UNK_ID = 0, 1, 2
 PAD_ID = EOS_ID
-VERB_ROLE = ROLE_IDS["V"]
 
 
 # ----------------------------------------------------------------------------- paths
@@ -110,96 +111,6 @@ def dataset_shapes(root: str | os.PathLike, extractor: str, split: str = "train"
             raise ValueError(f"{embeddings_path(root)}: {emb.shape[0]} rows for {out['vocab_size']} words")
         out["word_dim"] = int(emb.shape[1])
     return out
-
-
-# ----------------------------------------------------------------------------- frames
-def sample_frames(feats: np.ndarray, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, D) -> ((max_frames, D) float32, (max_frames,) bool mask)."""
-    feats = np.asarray(feats, dtype=np.float32)
-    n, d = feats.shape
-    out = np.zeros((max_frames, d), dtype=np.float32)
-    mask = np.zeros(max_frames, dtype=bool)
-    if n > max_frames:
-        idx = np.round(np.linspace(0, n - 1, max_frames)).astype(np.int64)
-        out[:] = feats[idx]
-        mask[:] = True
-    else:
-        out[:n] = feats
-        mask[:n] = True
-    return out, mask
-
-
-# ----------------------------------------------------------------------------- graphs
-def build_graph(nodes: Sequence[dict] | None, edges: Sequence[dict] | None, n_words: int,
-                max_words: int, max_verbs: int, max_nouns: int, ok: bool = True,
-                edges_mode: str = "improved"):
-    """One caption's role graph -> (span masks (G, max_words) bool, roles (G,) int64,
-    valid (G,) bool, adjacency (G, G) bool) with G = 1 + max_verbs + max_nouns.
-
-    adjacency[i, j] = node i receives from node j. edges_mode (HANetConfig.graph_edges):
-    'improved' = the module docstring's rules; 'reference' = Roc-Ng/HANet's reader
-    (t2vretrieval/readers/rolegraphs.py): argument slots in node order, edges root->verb
-    (the root receives nothing) and verb<->argument for table edges (src verb, dst argument),
-    no self loops, an argument without a kept verb stays unconnected. (The reference
-    row-normalises its matrix; the attention GCN only reads which entries are non-zero.)"""
-    if edges_mode not in ("improved", "reference"):
-        raise ValueError(f"edges_mode must be 'improved' or 'reference', got {edges_mode!r}")
-    ref = edges_mode == "reference"
-    g = 1 + max_verbs + max_nouns
-    masks = np.zeros((g, max_words), dtype=bool)
-    roles = np.zeros(g, dtype=np.int64)
-    valid = np.zeros(g, dtype=bool)
-    adj = np.zeros((g, g), dtype=bool)
-    n_kept = max(1, min(int(n_words), max_words))
-    masks[0, :n_kept] = True
-    roles[0] = ROOT_ROLE
-    valid[0] = True
-    adj[0, 0] = not ref
-    if not ok or not nodes:
-        return masks, roles, valid, adj
-
-    spans = []
-    for nd in nodes:
-        sp = [int(i) for i in (nd.get("spans") or []) if 0 <= int(i) < n_kept]
-        spans.append(sp)
-    is_root = [str(nd.get("role", "")).upper() == "ROOT" for nd in nodes]
-    verbs = [i for i, nd in enumerate(nodes) if nd.get("role") == "V" and spans[i] and not is_root[i]][:max_verbs]
-    verb_set = set(verbs)
-    edge_pairs = [(int(e["src"]), int(e["dst"])) for e in (edges or [])]
-    attached = {d for s, d in edge_pairs if s in verb_set} | {s for s, d in edge_pairs if d in verb_set}
-    args = [i for i, nd in enumerate(nodes)
-            if nd.get("role") != "V" and spans[i] and not is_root[i]]
-    args = (args if ref else sorted(args, key=lambda i: (i not in attached, i)))[:max_nouns]
-
-    slot: dict[int, int] = {}
-    for k, i in enumerate(verbs):
-        slot[i] = 1 + k
-        roles[1 + k] = VERB_ROLE
-    for k, i in enumerate(args):
-        slot[i] = 1 + max_verbs + k
-        roles[1 + max_verbs + k] = role_id(str(nodes[i].get("role", "NOUN")))
-    for i, s in slot.items():
-        masks[s, spans[i]] = True
-        valid[s] = True
-        adj[s, s] = not ref
-    if ref:
-        for i in verbs:
-            adj[slot[i], 0] = True  # root -> verb: the verb receives from the root
-        for s, d in edge_pairs:
-            if s in verb_set and d in slot and d not in verb_set:
-                adj[slot[s], slot[d]] = adj[slot[d], slot[s]] = True
-        return masks, roles, valid, adj
-    for i in verbs:
-        adj[0, slot[i]] = adj[slot[i], 0] = True
-    linked = set()
-    for s, d in edge_pairs:
-        if s in slot and d in slot and s != d and ((s in verb_set) != (d in verb_set)):
-            adj[slot[s], slot[d]] = adj[slot[d], slot[s]] = True
-            linked.add(s if s not in verb_set else d)
-    for i in args:
-        if i not in linked:  # unattached argument: hang it off the sentence root
-            adj[0, slot[i]] = adj[slot[i], 0] = True
-    return masks, roles, valid, adj
 
 
 # ----------------------------------------------------------------------------- CSR helpers
@@ -329,22 +240,16 @@ class SplitData:
             notes={**self.notes, "head_of": self.n_videos}, _features=self._features)
 
 
-def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor: str = "resnet152",
-               preload_features: bool = False) -> SplitData:
-    """Read one split's tables once into a :class:`SplitData`."""
-    root = Path(root)
-    text = root / "text"
+def _split_captions(root: Path, split: str, extractor: str, notes: dict[str, int]) -> tuple[list[dict], list[str]]:
+    """(the split's captions of videos with features, sorted by video then caption_id; the video keys, sorted)."""
     cap = read_table(root / "captions.parquet", "captions").to_pylist()
     cap = [r for r in cap if r["split"] == split]
     if not cap:
         raise ValueError(f"{root}: no captions in split '{split}'")
-    notes: dict[str, int] = {}
-
     fpath = feature_path(root, extractor, split)
     if not fpath.exists():
         raise FileNotFoundError(f"{fpath}: no '{extractor}' features for split '{split}'; run that stage first")
     nframes = read_frame_counts(fpath)
-
     keys_all = sorted({r["key"] for r in cap})
     keys = [k for k in keys_all if nframes.get(dataset_name(k), 0) > 0]
     notes["videos_without_features"] = len(keys_all) - len(keys)
@@ -356,10 +261,12 @@ def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor
     vindex = {k: i for i, k in enumerate(keys)}
     cap = [r for r in cap if r["key"] in vindex]
     cap.sort(key=lambda r: (vindex[r["key"]], r["caption_id"]))
-    cap_ids = np.asarray([r["caption_id"] for r in cap], dtype=np.int64)
-    cap2vid = np.asarray([vindex[r["key"]] for r in cap], dtype=np.int64)
+    return cap, keys
 
-    # role graphs (tokens the spans index into) and tokens table fallback
+
+def _graphs_and_tokens(root: Path, split: str) -> tuple[dict[int, dict], dict[int, list[str]]]:
+    """caption_id -> role graph (with the tokens its spans index into), and -> tokens (the fallback)."""
+    text = root / "text"
     graphs: dict[int, dict] = {}
     gpath = text / "role_graphs.parquet"
     if gpath.exists():
@@ -376,51 +283,61 @@ def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor
                                t.column("tokens").to_pylist()):
             if sp == split:
                 toks[cid] = tk or []
+    return graphs, toks
 
-    vocab = read_vocab(root)
+
+def _word_ids(tokens: Sequence[str], vocab: dict[str, int], max_words: int) -> tuple[list[int], int]:
+    """(ids of the first ``max_words`` tokens, exact word else lower-cased else UNK; [UNK] if none), unknown count."""
+    ids, n_unk = [], 0
+    for w in tokens[:max_words]:
+        i = vocab.get(w)
+        if i is None:
+            i = vocab.get(w.lower(), UNK_ID)
+        n_unk += i == UNK_ID
+        ids.append(i)
+    return ids or [UNK_ID], n_unk
+
+
+def _encode_captions(cap: list[dict], graphs: dict[int, dict], toks: dict[int, list[str]], vocab: dict[str, int],
+                     hcfg: HANetConfig, notes: dict[str, int]) -> dict[str, np.ndarray]:
+    """word_ids, lengths and the role-graph slots (node_masks, node_roles, node_valid, adjacency) of every caption."""
     mw, mv, mn = hcfg.max_words, hcfg.max_verbs, hcfg.max_nouns
     edges_mode = hcfg.deviation("graph_edges")
-    g_slots = 1 + mv + mn
-    C = len(cap)
-    word_ids = np.full((C, mw), PAD_ID, dtype=np.int32)
-    lengths = np.ones(C, dtype=np.int64)
-    node_masks = np.zeros((C, g_slots, mw), dtype=bool)
-    node_roles = np.zeros((C, g_slots), dtype=np.int16)
-    node_valid = np.zeros((C, g_slots), dtype=bool)
-    adjacency = np.zeros((C, g_slots, g_slots), dtype=bool)
+    g_slots, C = 1 + mv + mn, len(cap)
+    out = {"word_ids": np.full((C, mw), PAD_ID, dtype=np.int32), "lengths": np.ones(C, dtype=np.int64),
+           "node_masks": np.zeros((C, g_slots, mw), dtype=bool), "node_roles": np.zeros((C, g_slots), dtype=np.int16),
+           "node_valid": np.zeros((C, g_slots), dtype=bool),
+           "adjacency": np.zeros((C, g_slots, g_slots), dtype=bool)}
     n_unk = n_not_ok = n_trunc = 0
     for j, r in enumerate(cap):
         g = graphs.get(r["caption_id"])
         tokens = (g or {}).get("tokens") or toks.get(r["caption_id"]) or (r["caption"] or "").split()
-        ids = []
-        for w in tokens[:mw]:
-            i = vocab.get(w)
-            if i is None:
-                i = vocab.get(w.lower(), UNK_ID)
-            n_unk += i == UNK_ID
-            ids.append(i)
+        ids, unk = _word_ids(tokens, vocab, mw)
+        n_unk += unk
         n_trunc += len(tokens) > mw
-        if not ids:
-            ids = [UNK_ID]
-        word_ids[j, :len(ids)] = ids
-        lengths[j] = len(ids)
+        out["word_ids"][j, :len(ids)] = ids
+        out["lengths"][j] = len(ids)
         ok = g is not None and g.get("status") == "ok"
         n_not_ok += not ok
-        m, ro, va, ad = build_graph((g or {}).get("nodes"), (g or {}).get("edges"), len(ids), mw, mv, mn, ok,
-                                    edges_mode)
-        node_masks[j], node_roles[j], node_valid[j], adjacency[j] = m, ro, va, ad
-    notes.update(captions=C, videos=len(keys), unk_tokens=int(n_unk), graphs_not_ok=int(n_not_ok),
-                 captions_truncated=int(n_trunc))
+        graph = build_graph((g or {}).get("nodes"), (g or {}).get("edges"), len(ids), mw, mv, mn, ok, edges_mode)
+        for name, value in zip(("node_masks", "node_roles", "node_valid", "adjacency"), graph):
+            out[name][j] = value
+    notes.update(unk_tokens=int(n_unk), graphs_not_ok=int(n_not_ok), captions_truncated=int(n_trunc))
+    return out
 
-    # concept labels
-    # labels have the MODEL's widths (K_a, K_e); the concept table should agree (run_train resolves
-    # the config from it), ids beyond the model's width are dropped with a warning
-    n_verbs, n_nouns = hcfg.n_verb_concepts, hcfg.n_noun_concepts
+
+def _concept_labels(root: Path, split: str, hcfg: HANetConfig, cap_ids: np.ndarray, cap2vid: np.ndarray,
+                    n_videos: int, notes: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Caption and video concept ids as CSR (verb_csr, noun_csr, video_verb_csr, video_noun_csr).
+
+    Labels have the MODEL's widths (K_a, K_e); the concept table should agree (run_train resolves the
+    config from it), ids beyond the model's width are dropped with a warning."""
+    text = root / "text"
     if (text / "concepts.parquet").exists():
         t_verbs, t_nouns = concept_counts(root)
-        if (t_verbs, t_nouns) != (n_verbs, n_nouns):
+        if (t_verbs, t_nouns) != (hcfg.n_verb_concepts, hcfg.n_noun_concepts):
             log.warning("%s: concept table has %d verbs / %d nouns, the model %d / %d", root, t_verbs, t_nouns,
-                        n_verbs, n_nouns)
+                        hcfg.n_verb_concepts, hcfg.n_noun_concepts)
     lab: dict[int, tuple[list[int], list[int]]] = {}
     lpath = text / "caption_labels.parquet"
     if lpath.exists():
@@ -434,163 +351,35 @@ def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor
     notes["captions_without_labels"] = int(sum(c not in lab for c in cap_ids.tolist()))
     cverbs = [lab.get(c, ([], []))[0] for c in cap_ids.tolist()]
     cnouns = [lab.get(c, ([], []))[1] for c in cap_ids.tolist()]
-    vverbs: list[set[int]] = [set() for _ in keys]
-    vnouns: list[set[int]] = [set() for _ in keys]
+    vverbs: list[set[int]] = [set() for _ in range(n_videos)]
+    vnouns: list[set[int]] = [set() for _ in range(n_videos)]
     for v, a, b in zip(cap2vid.tolist(), cverbs, cnouns):
         vverbs[v].update(a)
         vnouns[v].update(b)
+    return {"verb_csr": _csr(cverbs), "noun_csr": _csr(cnouns),
+            "video_verb_csr": _csr([sorted(s) for s in vverbs]), "video_noun_csr": _csr([sorted(s) for s in vnouns])}
 
+
+def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor: str = "resnet152",
+               preload_features: bool = False) -> SplitData:
+    """Read one split's tables once into a :class:`SplitData`."""
+    root = Path(root)
+    notes: dict[str, int] = {}
+    cap, keys = _split_captions(root, split, extractor, notes)
+    vindex = {k: i for i, k in enumerate(keys)}
+    cap_ids = np.asarray([r["caption_id"] for r in cap], dtype=np.int64)
+    cap2vid = np.asarray([vindex[r["key"]] for r in cap], dtype=np.int64)
+    graphs, toks = _graphs_and_tokens(root, split)
+    notes.update(captions=len(cap), videos=len(keys))
+    arrays = _encode_captions(cap, graphs, toks, read_vocab(root), hcfg, notes)
+    labels = _concept_labels(root, split, hcfg, cap_ids, cap2vid, len(keys), notes)
     data = SplitData(
         root=root, split=split, extractor=extractor, hcfg=hcfg, keys=keys, cap2vid=cap2vid,
-        caption_ids=cap_ids, captions=[r["caption"] for r in cap], word_ids=word_ids, lengths=lengths,
-        node_masks=node_masks, node_roles=node_roles, node_valid=node_valid, adjacency=adjacency,
-        verb_csr=_csr(cverbs), noun_csr=_csr(cnouns),
-        video_verb_csr=_csr([sorted(s) for s in vverbs]), video_noun_csr=_csr([sorted(s) for s in vnouns]),
-        n_verbs=n_verbs, n_nouns=n_nouns, notes=notes,
+        caption_ids=cap_ids, captions=[r["caption"] for r in cap], **arrays, **labels,
+        n_verbs=hcfg.n_verb_concepts, n_nouns=hcfg.n_noun_concepts, notes=notes,
     )
     if preload_features:
         data.features.preload(keys)
-    log.info("%s/%s: %d videos, %d captions (%s)", root.name, split, len(keys), C,
+    log.info("%s/%s: %d videos, %d captions (%s)", root.name, split, len(keys), len(cap),
              ", ".join(f"{k}={v}" for k, v in notes.items() if v and k not in ("captions", "videos")))
     return data
-
-
-# ----------------------------------------------------------------------------- features
-class FeatureSource:
-    """Fixed-size frame features by video key: one HDF5 handle per process, optional preload."""
-
-    def __init__(self, path: Path, max_frames: int):
-        self.path = Path(path)
-        self.max_frames = max_frames
-        self._reader: FeatureReader | None = None
-        self._pid: int | None = None
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def _r(self) -> FeatureReader:
-        if self._reader is None or self._pid != os.getpid():
-            self._reader = FeatureReader(self.path)  # never share an h5py handle across fork
-            self._pid = os.getpid()
-        return self._reader
-
-    def get(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        return sample_frames(self._r()[key], self.max_frames)
-
-    def preload(self, keys: Sequence[str]) -> None:
-        for k in keys:
-            self._cache[k] = self.get(k)
-
-    def close(self) -> None:
-        if self._reader is not None and self._pid == os.getpid():
-            self._reader.close()
-        self._reader = None
-
-    def __getstate__(self):  # picklable for DataLoader workers: no open handle travels
-        d = dict(self.__dict__)
-        d["_reader"] = None
-        d["_pid"] = None
-        return d
-
-
-# ----------------------------------------------------------------------------- training batches
-def epoch_batches(cap2vid: np.ndarray, batch_size: int, seed: int, epoch: int, unique_videos: bool = True,
-                  min_batch: int = 2) -> list[np.ndarray]:
-    """Caption-index batches of one epoch; every caption once; deterministic in (seed, epoch).
-
-    With ``unique_videos`` a caption whose video is already in the forming batch waits
-    for the next batch (greedy, FIFO), so no batch holds one video twice. Only the last
-    few batches can be short (when few videos are left); batches below ``min_batch``
-    items are dropped (a hinge loss needs a negative).
-    """
-    rng = np.random.default_rng([int(seed), int(epoch)])
-    order = rng.permutation(cap2vid.size)
-    if not unique_videos:
-        batches = [order[i:i + batch_size] for i in range(0, order.size, batch_size)]
-        return [b for b in batches if b.size >= min_batch]
-    batches: list[np.ndarray] = []
-    waiting: list[int] = []      # captions deferred because their video was taken
-    cur: list[int] = []
-    used: set[int] = set()
-    it = iter(order.tolist())
-
-    def close_batch():
-        nonlocal cur, used
-        batches.append(np.asarray(cur, dtype=np.int64))
-        cur, used = [], set()
-
-    exhausted = False
-    while True:
-        # first the deferred captions, then fresh ones
-        still: list[int] = []
-        for c in waiting:
-            v = int(cap2vid[c])
-            if len(cur) < batch_size and v not in used:
-                cur.append(c)
-                used.add(v)
-            else:
-                still.append(c)
-        waiting = still
-        while len(cur) < batch_size and not exhausted:
-            c = next(it, None)
-            if c is None:
-                exhausted = True
-                break
-            v = int(cap2vid[c])
-            if v in used:
-                waiting.append(c)
-            else:
-                cur.append(c)
-                used.add(v)
-        if not cur:
-            break
-        close_batch()
-        if exhausted and not waiting:
-            break
-    return [b for b in batches if b.size >= min_batch]
-
-
-class TrainBatches:
-    """An iterable of (VideoBatch, TextBatch, ConceptLabels) for one epoch."""
-
-    def __init__(self, data: SplitData, batch_size: int, seed: int, epoch: int, unique_videos: bool = True,
-                 max_steps: int = 0, num_workers: int = 0):
-        self.data = data
-        self.batches = epoch_batches(data.cap2vid, batch_size, seed, epoch, unique_videos)
-        if max_steps:
-            self.batches = self.batches[:max_steps]
-        self.num_workers = num_workers
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def _make(self, idx: np.ndarray):
-        d = self.data
-        return d.video_batch(d.cap2vid[idx]), d.text_batch(idx), d.labels(idx)
-
-    def __iter__(self) -> Iterator[tuple[VideoBatch, TextBatch, ConceptLabels]]:
-        if self.num_workers <= 0:
-            for b in self.batches:
-                yield self._make(b)
-            return
-        # own generator: creating worker seeds must not consume the global torch RNG (dropout),
-        # so num_workers does not change the training trajectory. forkserver, not fork: the
-        # parent runs threads (Prefect, decode pools) and forked workers inherited broken state
-        # (seen as workers exiting with code 1 in the full test session).
-        loader = torch.utils.data.DataLoader(
-            _BatchList(self.batches, self._make), batch_size=None, shuffle=False,
-            num_workers=self.num_workers, persistent_workers=False, generator=torch.Generator().manual_seed(0),
-            multiprocessing_context="forkserver")
-        yield from loader
-
-
-class _BatchList(torch.utils.data.Dataset):
-    def __init__(self, batches, make):
-        self.batches, self.make = batches, make
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getitem__(self, i):
-        return self.make(self.batches[i])

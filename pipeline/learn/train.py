@@ -33,7 +33,8 @@ from models import registry
 from models.config import EvalConfig, TrainConfig
 from models.metrics import format_metrics
 from pipeline.fingerprint import code_version
-from pipeline.learn.dataset import TrainBatches, dataset_shapes, load_split, load_word_embeddings
+from pipeline.learn.dataset import dataset_shapes, load_split, load_word_embeddings
+from pipeline.learn.batches import TrainBatches
 from pipeline.devices import resolve_device
 from pipeline.learn.evaluate import evaluate_model
 from pipeline.provenance import data_fingerprint  # noqa: F401  (re-exported: pipeline.learn.train.data_fingerprint)

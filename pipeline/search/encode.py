@@ -13,7 +13,8 @@ import torch
 from models.batch import TextBatch
 from models.config import HANetConfig, TrainConfig
 from pipeline.fingerprint import stable_hash
-from pipeline.learn.dataset import UNK_ID, build_graph, concept_lemmas, read_vocab
+from pipeline.learn.dataset import UNK_ID, concept_lemmas, read_vocab
+from pipeline.learn.graphs import build_graph
 from storage.checkpoints import load_checkpoint
 
 
@@ -46,7 +47,7 @@ def caption_arrays(tokens: Sequence[str], nodes, edges, graph_ok: bool, vocab: d
                    hcfg: HANetConfig) -> dict[str, np.ndarray]:
     """One caption's model inputs, as :func:`pipeline.learn.dataset.load_split` builds them:
     word -> id (exact, then lower-cased, else UNK), truncated to max_words, [UNK] when empty;
-    role graph -> fixed slots by :func:`pipeline.learn.dataset.build_graph`."""
+    role graph -> fixed slots by :func:`pipeline.learn.graphs.build_graph`."""
     ids = []
     for w in list(tokens)[:hcfg.max_words]:
         i = vocab.get(w)

@@ -21,7 +21,8 @@ import torch
 from models.batch import VideoBatch
 from models.config import HANetConfig, TrainConfig
 from pipeline.fingerprint import sha256_file
-from pipeline.learn.dataset import FeatureSource, feature_path, read_vocab
+from pipeline.learn.dataset import feature_path, read_vocab
+from pipeline.learn.features import FeatureSource
 from pipeline.learn.evaluate import KeyRecorder
 from pipeline.provenance import data_fingerprint
 from pipeline.search.encode import (HEAT_TOP_K, SearchError, _ALWAYS_KEEP, _dummy_text, data_config, load_model,
