@@ -23,6 +23,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -126,18 +127,39 @@ def _to(batch, device):
 
 
 # ----------------------------------------------------------------------------- the loop
-def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool = True, *,
-              model_factory: ModelFactory | None = None, model_name: str | None = None,
-              on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train on ``shards_root``'s train split, validate on ``cfg.val_split``; see module docstring.
+@dataclass
+class _Run:
+    """Everything one training run holds while its epochs go by."""
 
-    The model is ``models.registry.create_model(cfg.model, <its config field>)``;
-    ``model_factory``/``model_name`` override the registry (e.g. toy models in tests; the factory
-    gets ``cfg.hanet``). Checkpoints record the model name.
-    Returns a summary: best_epoch, best_rsum, best_metrics, epochs_run, stopped_early,
-    resumed_from_epoch, paths (best/last checkpoint, config, history).
-    """
-    shards_root, run_dir = Path(shards_root), Path(run_dir)
+    name: str
+    cfg: TrainConfig
+    device: torch.device
+    run_dir: Path
+    shards_root: Path
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    stopper: EarlyStopper
+    train_data: Any
+    val_data: Any
+    fingerprint: str
+    code_ver: str
+    vocab_record: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    resumed_from: int | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.pt"
+
+
+def _setup(shards_root: Path, run_dir: Path, cfg: TrainConfig, model_factory: ModelFactory | None,
+           model_name: str | None) -> _Run:
+    """Resolve the model and its config from the shards, seed, read the splits, build model and optimiser."""
     run_dir.mkdir(parents=True, exist_ok=True)
     name = model_name or (cfg.model if model_factory is None else getattr(model_factory, "__name__", "custom"))
     if model_factory is None:
@@ -145,7 +167,6 @@ def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool =
         if name != cfg.model:
             cfg = cfg.model_copy(update={"model": name})
     device = resolve_device(cfg.device)
-
     # a custom factory (tests) is handed cfg.hanet; registered models their own config field
     spec_name = cfg.model if model_factory is None else "hanet"
     cfg = resolve_config(shards_root, cfg, spec_name)
@@ -160,114 +181,151 @@ def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool =
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fingerprint = data_fingerprint(shards_root, cfg.features)
     from models.import_vocab import shard_fingerprints  # vocabularies checked by pipeline.learn.evaluate
-    vocab_record = shard_fingerprints(shards_root)
-    code_ver = training_code_version(model)
-    stopper = EarlyStopper(cfg.patience, cfg.min_improvement)
-    history: list[dict[str, Any]] = []
-    start_epoch, resumed_from = 0, None
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    return _Run(name, cfg, device, run_dir, shards_root, model, opt, EarlyStopper(cfg.patience, cfg.min_improvement),
+                train_data, val_data, fingerprint, training_code_version(model), shard_fingerprints(shards_root))
 
-    if resume and last_path.exists():
-        ck = load_checkpoint(last_path)
-        old = TrainConfig.model_validate_json(ck["config_json"])
-        if _comparable(old) != _comparable(cfg):
-            raise ValueError(f"{last_path}: config differs from the run being resumed; "
-                             "use resume=False or a new run_dir")
-        if ck.get("data_fingerprint") != fingerprint:
-            raise ValueError(f"{last_path}: shards changed since this run started "
-                             f"({ck.get('data_fingerprint')} -> {fingerprint}); use resume=False or a new run_dir "
-                             "(the train flow without run_name keys run directories by config + shards)")
-        if ck.get("model_name") != name:
-            raise ValueError(f"{last_path}: trained model '{ck.get('model_name')}', asked for '{name}'")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        stopper.load_state_dict(ck["stopper"])
-        stopper.patience = cfg.patience
-        history = json.loads(ck["history_json"])
-        set_rng_state(ck["rng"])
-        start_epoch = resumed_from = int(ck["epoch"]) + 1
-        log.info("resuming %s from epoch %d (best rsum %.2f at epoch %d)", run_dir, start_epoch,
-                 stopper.best, stopper.best_epoch)
-    elif last_path.exists():
-        log.warning("%s: resume=False, starting over (existing checkpoints will be replaced)", run_dir)
 
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    atomic_write_text(run_dir / "config.json", json.dumps({
-        "model_name": name, "train_config": cfg.model_dump(mode="json"), "data_fingerprint": fingerprint,
-        "code_version": code_ver, "shards_root": str(shards_root), "trainable_parameters": n_params,
-        "train": train_data.notes, "val": val_data.notes,
+def _resume(run: _Run) -> None:
+    """Continue from ``last.pt``: same config (but RESUMABLE_CHANGES), same shards, same model."""
+    ck = load_checkpoint(run.last_path)
+    old = TrainConfig.model_validate_json(ck["config_json"])
+    if _comparable(old) != _comparable(run.cfg):
+        raise ValueError(f"{run.last_path}: config differs from the run being resumed; "
+                         "use resume=False or a new run_dir")
+    if ck.get("data_fingerprint") != run.fingerprint:
+        raise ValueError(f"{run.last_path}: shards changed since this run started "
+                         f"({ck.get('data_fingerprint')} -> {run.fingerprint}); use resume=False or a new run_dir "
+                         "(the train flow without run_name keys run directories by config + shards)")
+    if ck.get("model_name") != run.name:
+        raise ValueError(f"{run.last_path}: trained model '{ck.get('model_name')}', asked for '{run.name}'")
+    run.model.load_state_dict(ck["model"])
+    run.opt.load_state_dict(ck["optimizer"])
+    run.stopper.load_state_dict(ck["stopper"])
+    run.stopper.patience = run.cfg.patience
+    run.history = json.loads(ck["history_json"])
+    set_rng_state(ck["rng"])
+    run.start_epoch = run.resumed_from = int(ck["epoch"]) + 1
+    log.info("resuming %s from epoch %d (best rsum %.2f at epoch %d)", run.run_dir, run.start_epoch,
+             run.stopper.best, run.stopper.best_epoch)
+
+
+def _write_config(run: _Run) -> None:
+    """config.json of the run (what it trains, on what, with which code) and the opening log line."""
+    n_params = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    atomic_write_text(run.run_dir / "config.json", json.dumps({
+        "model_name": run.name, "train_config": run.cfg.model_dump(mode="json"), "data_fingerprint": run.fingerprint,
+        "code_version": run.code_ver, "shards_root": str(run.shards_root), "trainable_parameters": n_params,
+        "train": run.train_data.notes, "val": run.val_data.notes,
     }, indent=2))
     log.info("training %s (%d parameters) on %s: %d train captions / %d videos, val %d videos; device %s",
-             name, n_params, shards_root, train_data.n_captions, train_data.n_videos, val_data.n_videos, device)
-    eval_cfg = EvalConfig(split=cfg.val_split, device=str(device), n_heatmaps=0)
+             run.name, n_params, run.shards_root, run.train_data.n_captions, run.train_data.n_videos,
+             run.val_data.n_videos, run.device)
 
-    def payload(epoch: int, val: dict[str, Any], with_optimizer: bool) -> dict[str, Any]:
-        p = {
-            "model_name": name, "config_json": cfg.model_dump_json(), "epoch": epoch,
-            "best_rsum": stopper.best, "best_epoch": stopper.best_epoch,
-            "val_metrics": {k: float(v) for k, v in val.items()},
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "stopper": stopper.state_dict(), "rng": rng_state(), "history_json": json.dumps(history),
-            "data_fingerprint": fingerprint, "code_version": code_ver, "vocab": vocab_record,
-        }
-        if with_optimizer:
-            p["optimizer"] = opt.state_dict()
-        return p
 
-    for epoch in range(start_epoch, cfg.epochs):
-        if stopper.should_stop:
+def _payload(run: _Run, epoch: int, val: dict[str, Any], with_optimizer: bool) -> dict[str, Any]:
+    p = {
+        "model_name": run.name, "config_json": run.cfg.model_dump_json(), "epoch": epoch,
+        "best_rsum": run.stopper.best, "best_epoch": run.stopper.best_epoch,
+        "val_metrics": {k: float(v) for k, v in val.items()},
+        "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+        "stopper": run.stopper.state_dict(), "rng": rng_state(), "history_json": json.dumps(run.history),
+        "data_fingerprint": run.fingerprint, "code_version": run.code_ver, "vocab": run.vocab_record,
+    }
+    if with_optimizer:
+        p["optimizer"] = run.opt.state_dict()
+    return p
+
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[int, dict[str, float], float]:
+    """One epoch of optimiser steps: (steps, summed scalar loss parts, seconds)."""
+    cfg, model, opt = run.cfg, run.model, run.opt
+    seed_everything(epoch_seed(cfg.seed, epoch))
+    model.train()
+    batches = TrainBatches(run.train_data, cfg.batch_size, cfg.seed, epoch, cfg.unique_videos_per_batch,
+                           cfg.max_steps_per_epoch, cfg.num_workers)
+    t0 = time.perf_counter()
+    sums: dict[str, float] = {}
+    n_steps = 0
+    for step, (vb, tb, lb) in enumerate(batches):
+        vb, tb, lb = _to(vb, run.device), _to(tb, run.device), _to(lb, run.device)
+        opt.zero_grad(set_to_none=True)
+        parts = model.loss(vb, tb, lb)
+        loss = parts["total"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {step}")
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        for k, v in parts.items():
+            if torch.is_tensor(v) and v.numel() == 1:
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+        n_steps += 1
+        if cfg.log_every and (step + 1) % cfg.log_every == 0:
+            log.info("epoch %d step %d/%d loss %.4f (%.2f s/step)", epoch, step + 1, len(batches),
+                     sums["total"] / n_steps, (time.perf_counter() - t0) / n_steps)
+    return n_steps, sums, time.perf_counter() - t0
+
+
+def _end_epoch(run: _Run, epoch: int, n_steps: int, sums: dict[str, float], train_s: float,
+               eval_cfg: EvalConfig) -> dict[str, Any]:
+    """Validate, record the epoch in the history, write best.pt (when improved), last.pt and history.json."""
+    val = evaluate_model(run.model, run.val_data, eval_cfg, run.device)
+    stopper = run.stopper
+    improved = stopper.update(epoch, val["rsum"])
+    record = {"epoch": epoch, "steps": n_steps, "train_seconds": train_s,
+              "loss": {k: v / max(n_steps, 1) for k, v in sums.items()},
+              "val": {k: float(v) for k, v in val.items()}, "improved": improved,
+              "best_rsum": stopper.best, "best_epoch": stopper.best_epoch}
+    run.history.append(record)
+    log.info("epoch %d: loss %.4f, val %s%s", epoch, record["loss"].get("total", float("nan")),
+             format_metrics(val), " (best)" if improved else f" (no gain for {stopper.bad_epochs})")
+    if improved:
+        save_checkpoint(run.best_path, _payload(run, epoch, val, with_optimizer=False))
+    save_checkpoint(run.last_path, _payload(run, epoch, val, with_optimizer=True))
+    atomic_write_text(run.run_dir / "history.json", json.dumps(run.history, indent=1))
+    return record
+
+
+def _summary(run: _Run) -> dict[str, Any]:
+    best_rec = next((r for r in run.history if r["epoch"] == run.stopper.best_epoch), None)
+    return {
+        "run_dir": str(run.run_dir), "model_name": run.name,
+        "best_checkpoint": str(run.best_path) if run.best_path.exists() else None,
+        "last_checkpoint": str(run.last_path) if run.last_path.exists() else None,
+        "config_path": str(run.run_dir / "config.json"), "history_path": str(run.run_dir / "history.json"),
+        "best_epoch": run.stopper.best_epoch, "best_rsum": run.stopper.best,
+        "best_metrics": best_rec["val"] if best_rec else None,
+        "epochs_run": len(run.history), "stopped_early": run.stopper.should_stop,
+        "resumed_from_epoch": run.resumed_from,
+    }
+
+
+def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool = True, *,
+              model_factory: ModelFactory | None = None, model_name: str | None = None,
+              on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train on ``shards_root``'s train split, validate on ``cfg.val_split``; see module docstring.
+
+    The model is ``models.registry.create_model(cfg.model, <its config field>)``;
+    ``model_factory``/``model_name`` override the registry (e.g. toy models in tests; the factory
+    gets ``cfg.hanet``). Checkpoints record the model name.
+    Returns a summary: best_epoch, best_rsum, best_metrics, epochs_run, stopped_early,
+    resumed_from_epoch, paths (best/last checkpoint, config, history).
+    """
+    run = _setup(Path(shards_root), Path(run_dir), cfg, model_factory, model_name)
+    if resume and run.last_path.exists():
+        _resume(run)
+    elif run.last_path.exists():
+        log.warning("%s: resume=False, starting over (existing checkpoints will be replaced)", run.run_dir)
+    _write_config(run)
+    eval_cfg = EvalConfig(split=run.cfg.val_split, device=str(run.device), n_heatmaps=0)
+    for epoch in range(run.start_epoch, run.cfg.epochs):
+        if run.stopper.should_stop:
             break
-        seed_everything(epoch_seed(cfg.seed, epoch))
-        model.train()
-        batches = TrainBatches(train_data, cfg.batch_size, cfg.seed, epoch, cfg.unique_videos_per_batch,
-                               cfg.max_steps_per_epoch, cfg.num_workers)
-        t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        n_steps = 0
-        for step, (vb, tb, lb) in enumerate(batches):
-            vb, tb, lb = _to(vb, device), _to(tb, device), _to(lb, device)
-            opt.zero_grad(set_to_none=True)
-            parts = model.loss(vb, tb, lb)
-            loss = parts["total"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {step}")
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            for k, v in parts.items():
-                if torch.is_tensor(v) and v.numel() == 1:
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n_steps += 1
-            if cfg.log_every and (step + 1) % cfg.log_every == 0:
-                log.info("epoch %d step %d/%d loss %.4f (%.2f s/step)", epoch, step + 1, len(batches),
-                         sums["total"] / n_steps, (time.perf_counter() - t0) / n_steps)
-        train_s = time.perf_counter() - t0
-        val = evaluate_model(model, val_data, eval_cfg, device)
-        improved = stopper.update(epoch, val["rsum"])
-        record = {"epoch": epoch, "steps": n_steps, "train_seconds": train_s,
-                  "loss": {k: v / max(n_steps, 1) for k, v in sums.items()},
-                  "val": {k: float(v) for k, v in val.items()}, "improved": improved,
-                  "best_rsum": stopper.best, "best_epoch": stopper.best_epoch}
-        history.append(record)
-        log.info("epoch %d: loss %.4f, val %s%s", epoch, record["loss"].get("total", float("nan")),
-                 format_metrics(val), " (best)" if improved else f" (no gain for {stopper.bad_epochs})")
-        if improved:
-            save_checkpoint(best_path, payload(epoch, val, with_optimizer=False))
-        save_checkpoint(last_path, payload(epoch, val, with_optimizer=True))
-        atomic_write_text(run_dir / "history.json", json.dumps(history, indent=1))
+        n_steps, sums, train_s = _train_epoch(run, epoch)
+        record = _end_epoch(run, epoch, n_steps, sums, train_s, eval_cfg)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
-        if stopper.should_stop:
-            log.info("early stop after epoch %d: no val rsum gain for %d epochs", epoch, stopper.bad_epochs)
-
-    best_rec = next((r for r in history if r["epoch"] == stopper.best_epoch), None)
-    return {
-        "run_dir": str(run_dir), "model_name": name,
-        "best_checkpoint": str(best_path) if best_path.exists() else None,
-        "last_checkpoint": str(last_path) if last_path.exists() else None,
-        "config_path": str(run_dir / "config.json"), "history_path": str(run_dir / "history.json"),
-        "best_epoch": stopper.best_epoch, "best_rsum": stopper.best,
-        "best_metrics": best_rec["val"] if best_rec else None,
-        "epochs_run": len(history), "stopped_early": stopper.should_stop, "resumed_from_epoch": resumed_from,
-    }
+        if run.stopper.should_stop:
+            log.info("early stop after epoch %d: no val rsum gain for %d epochs", epoch, run.stopper.bad_epochs)
+    return _summary(run)
