@@ -182,13 +182,19 @@ def evaluate_model(model, data: SplitData, cfg: EvalConfig, device: torch.device
             metrics: dict[str, Any] = acc.metrics()
     finally:
         model.train(was_training)
-    seconds = time.perf_counter() - t0
-    held = sum(v.numel() * v.element_size() for d in cache if d for v in d.values() if torch.is_tensor(v))
-    metrics.update(n_videos=V, n_captions=C, seconds=seconds, video_encode_seconds=t_video,
-                   text_encode_seconds=t_text, score_seconds=t_score, rank_seconds=t_rank,
-                   pairs_per_s=V * C / max(seconds, 1e-9), held_score_mb_peak=acc.peak_held_bytes / 2 ** 20,
-                   video_cache_mb=held / 2 ** 20)
+    metrics.update(_run_stats(V, C, time.perf_counter() - t0, (t_video, t_text, t_score, t_rank), acc, cache))
     return metrics
+
+
+def _run_stats(V: int, C: int, seconds: float, times: tuple[float, float, float, float], acc: RankAccumulator,
+               cache: list) -> dict[str, Any]:
+    """Sizes, timings and memory of one evaluation (added to its metrics)."""
+    t_video, t_text, t_score, t_rank = times
+    held = sum(v.numel() * v.element_size() for d in cache if d for v in d.values() if torch.is_tensor(v))
+    return dict(n_videos=V, n_captions=C, seconds=seconds, video_encode_seconds=t_video,
+                text_encode_seconds=t_text, score_seconds=t_score, rank_seconds=t_rank,
+                pairs_per_s=V * C / max(seconds, 1e-9), held_score_mb_peak=acc.peak_held_bytes / 2 ** 20,
+                video_cache_mb=held / 2 ** 20)
 
 
 # ----------------------------------------------------------------------------- checkpoints -> models
