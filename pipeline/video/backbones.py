@@ -35,16 +35,16 @@ import torch
 import torchvision
 from torch import nn
 
-from pipeline.fingerprint import sha256_file
 from pipeline.config import I3DConfig, ResNetConfig
 from pipeline.devices import bf16_is_fast, resolve_device  # noqa: F401  (tests patch backbones.bf16_is_fast)
+from pipeline.fingerprint import sha256_file
+from pipeline.video.fold import fold_batchnorm
 from storage.checkpoints import load_torch_file
 
 log = logging.getLogger(__name__)
 
 EXTRACTORS = ("resnet152", "i3d_r50")
 FEATURE_DIM = 2048
-FOLD_TOLERANCE = 1e-4  # max relative error allowed for BatchNorm folding (probe input vs unfused)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 I3D_KINETICS_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth"
@@ -329,43 +329,6 @@ def build_i3d_r50(cfg: I3DConfig) -> tuple[nn.Module, dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ public
-
-_CONVS = (nn.Conv2d, nn.Conv3d)
-_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def _fold_children(parent: nn.Module) -> int:
-    """Fold each BatchNorm into the convolution defined right before it in ``parent``."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    folded, children = 0, list(parent.named_children())
-    for (name_c, conv), (name_n, norm) in zip(children, children[1:]):
-        if isinstance(conv, _CONVS) and isinstance(norm, _NORMS) and conv.out_channels == norm.num_features:
-            setattr(parent, name_c, fuse_conv_bn_eval(conv, norm))
-            setattr(parent, name_n, nn.Identity())
-            folded += 1
-    return folded
-
-
-def fold_batchnorm(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module, bool]:
-    """Conv+BatchNorm pairs folded into single convolutions (eval only); (model, done).
-
-    Eager module surgery (no torch.fx tracing, which patches ``nn.Module.__call__``
-    process-wide and breaks models running in other threads). Pairs are taken in
-    definition order, so the result is checked on ``probe`` against the unfused
-    model; any disagreement keeps the unfused model.
-    """
-    import copy
-
-    fused = copy.deepcopy(model).eval()
-    n = sum(_fold_children(m) for m in list(fused.modules()))
-    with torch.inference_mode():
-        want, got = model(probe), fused(probe)
-    err = float((want - got).abs().max() / want.abs().max().clamp_min(1e-12))
-    if n == 0 or err > FOLD_TOLERANCE:
-        log.warning("BatchNorm folding skipped (%d pairs, relative error %.2e)", n, err)
-        return model, False
-    return fused, True
 
 
 def load_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:
