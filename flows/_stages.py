@@ -111,69 +111,13 @@ def _ray_task_runner():
     return RayTaskRunner
 
 
-def visible_gpus() -> int:
-    """CUDA devices this process can use (0 without CUDA)."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def shard_devices(device: str, n_shards: int) -> list[str | None]:
-    """Local runner: one device per concurrent shard task, round-robin over the visible GPUs.
-
-    ``device`` 'auto' / 'cuda' with GPUs visible -> cuda:0, cuda:1, ... by shard index; an
-    explicit device ('cpu', 'cuda:N') or no GPU -> None (the configured device is used).
-    """
-    n = visible_gpus()
-    if device not in ("auto", "cuda") or n == 0:
-        return [None] * n_shards
-    return [f"cuda:{i % n}" for i in range(n_shards)]
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: ``VTR_NUM_THREADS`` if set, else the CPU affinity mask capped
-    by a cgroup v2 CPU quota (containers), at least 1."""
-    import math
-    import os
-
-    env = os.environ.get("VTR_NUM_THREADS", "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"VTR_NUM_THREADS={env!r}: expected a positive integer")
-        return int(env)
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
-        if quota != "max":
-            n = min(n, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
-
-
-def configure_threads() -> int:
-    """torch intra-op threads = :func:`available_cpus` (run time, per process; replaces a fixed
-    OMP_NUM_THREADS in prefect.yaml). An explicit OMP_NUM_THREADS (without VTR_NUM_THREADS) is
-    left to torch, which already honours it. Returns the count in effect."""
-    import os
-
-    import torch
-
-    if os.environ.get("OMP_NUM_THREADS") and not os.environ.get("VTR_NUM_THREADS"):
-        return torch.get_num_threads()
-    n = available_cpus()
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
-
-
 def make_task_runner(runner: str, n_workers: int, dask_address: str | None = None,
                      local_gpus: int = 0, ray_address: str | None = None):
     """'local' threads, Dask (a LocalCluster, or an existing scheduler's address) or Ray
     (a local Ray with ``n_workers`` CPUs and no dashboard, or an existing cluster's address).
 
     ``local_gpus``: the GPUs a local engine advertises for GPU tasks, one per device that
-    exists (:func:`visible_gpus`): a Dask LocalCluster gets at most that many workers, each
+    exists (:func:`pipeline.devices.visible_gpus`): a Dask LocalCluster gets at most that many workers, each
     with ``GPU=1`` (its tasks use cuda:<worker index>); the local Ray node ``num_gpus`` of them.
     """
     if runner == "local":

@@ -17,6 +17,7 @@ from prefect.logging import get_run_logger
 
 from flows import _stages
 from pipeline import build as plan
+from pipeline import devices
 from pipeline.config import BuildConfig
 from pipeline.datasets import ingest, sample_data
 from pipeline.text import parse as text_parse
@@ -67,16 +68,6 @@ def _text_chain(root: str, cfg: BuildConfig, force: set[str], wait_for) -> list:
     return futures
 
 
-def _shard_devices(planned: list[plan.ShardKey], cfg: BuildConfig, spread_gpus: bool) -> dict:
-    """(extractor, shard id) -> device: cuda:(i mod visible GPUs) when spreading, else None (the worker picks)."""
-    devices = {}
-    for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)):
-        ids = [s.spec.id for s in planned if s.extractor == name]
-        picks = _stages.shard_devices(sub.device, len(ids)) if spread_gpus else [None] * len(ids)
-        devices.update({(name, sid): d for sid, d in zip(ids, picks)})
-    return devices
-
-
 def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bool = False,
                  spread_gpus: bool = False) -> list:
     """Extraction task per (extractor, shard) + one merge per extractor.
@@ -86,11 +77,11 @@ def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bo
     """
     futures, by_extractor = [], {}
     planned = plan.video_stage_keys(Path(root), cfg)
-    devices = _shard_devices(planned, cfg, spread_gpus)
+    shard_device = plan.shard_device_map(planned, cfg, spread_gpus)
     for name, spec, key, sub, code, inputs in planned:
         kwargs = {"root": Path(root), "spec": spec.model_dump(), "extractor": name, "decode_cfg": cfg.decode,
                   "model_cfg": sub, "dataset_root": Path(cfg.ingest.dataset_root),
-                  "device": devices[(name, spec.id)]}
+                  "device": shard_device[(name, spec.id)]}
         with _stages.gpu_resource(gpu):  # extraction tasks ask the engine for a GPU
             f = _stages.submit_stage(extract_task, root=root, stage=name, key=key, shard=spec.id,
                                      force=name in force, code=code, config=sub, inputs=inputs,
@@ -166,7 +157,7 @@ def _task_runner(runner: str, n_workers: int, dask_address: str | None, ray_addr
             raise ValueError(f"{name} is set but runner={runner!r}: use runner={needs!r}")
     local_gpus = 0
     if gpu_tasks and not (dask_address or ray_address):
-        local_gpus = _stages.visible_gpus()
+        local_gpus = devices.visible_gpus()
         if not local_gpus:
             raise ValueError("gpu_tasks=True with a local Dask/Ray engine, but no GPU is visible here: "
                              "drop gpu_tasks (CPU run) or point dask_address / ray_address at a cluster with GPUs")
@@ -227,7 +218,7 @@ def build_features(
     cfg = plan.checked_config(flat, overrides, force)
     runner_obj = _task_runner(runner, n_workers, dask_address, ray_address, gpu_tasks)
     get_run_logger().info("torch threads: %d (VTR_NUM_THREADS, else the CPUs available)",
-                          _stages.configure_threads())
+                          devices.configure_threads())
     if generate_sample and not Path(annotation).exists():
         sample_data.generate_sample_dataset(Path(dataset_root).parent, n_videos=generate_sample)
     cfg = _resolve_weights(cfg, allow_random_weights)

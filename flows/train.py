@@ -11,9 +11,9 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
-from flows._stages import configure_threads
 from models.config import EvalConfig, TrainConfig
 from models.metrics import format_metrics
+from pipeline.devices import configure_threads
 from pipeline.learn import evaluate as evaluate_mod
 from pipeline.learn import runs
 from pipeline.learn import train as train_mod

@@ -12,6 +12,7 @@ from typing import Any, Iterable, NamedTuple
 
 from pipeline.config import BuildConfig, I3DConfig, ResNetConfig
 from pipeline.datasets import ingest
+from pipeline.devices import shard_devices
 from pipeline.fingerprint import code_version, file_fingerprint, sha256_file
 from pipeline.stage import BuildFailedError, stage_key, too_many_failed
 from pipeline.text import concepts as text_concepts
@@ -214,6 +215,16 @@ def video_stage_keys(root: Path, cfg: BuildConfig) -> list[ShardKey]:
             key = stage_key(name, {"decode": cfg.decode, "model": model_key}, code, inputs)
             out.append(ShardKey(name, spec, key, sub, code, inputs))
     return out
+
+
+def shard_device_map(planned: list[ShardKey], cfg: BuildConfig, spread_gpus: bool) -> dict:
+    """(extractor, shard id) -> device: cuda:(i mod visible GPUs) when spreading, else None (the worker picks)."""
+    picked = {}
+    for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)):
+        ids = [s.spec.id for s in planned if s.extractor == name]
+        picks = shard_devices(sub.device, len(ids)) if spread_gpus else [None] * len(ids)
+        picked.update({(name, sid): d for sid, d in zip(ids, picks)})
+    return picked
 
 
 def merge_stage_key(extractor: str, shard_keys: list[str]) -> StageKey:

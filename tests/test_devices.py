@@ -12,6 +12,7 @@ import yaml
 from flows import _stages
 from flows import build as fb
 from pipeline import build as pb
+from pipeline import devices
 from pipeline.video import backbones
 
 
@@ -28,14 +29,14 @@ def no_gpu(monkeypatch):
 
 
 def test_local_runner_spreads_shards_round_robin_over_visible_gpus(two_gpus):
-    assert _stages.shard_devices("auto", 5) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
-    assert _stages.shard_devices("cuda", 2) == ["cuda:0", "cuda:1"]
-    assert _stages.shard_devices("cuda:1", 2) == [None, None]  # explicit: as configured
-    assert _stages.shard_devices("cpu", 2) == [None, None]
+    assert devices.shard_devices("auto", 5) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert devices.shard_devices("cuda", 2) == ["cuda:0", "cuda:1"]
+    assert devices.shard_devices("cuda:1", 2) == [None, None]  # explicit: as configured
+    assert devices.shard_devices("cpu", 2) == [None, None]
 
 
 def test_no_gpu_no_spreading(no_gpu):
-    assert _stages.shard_devices("auto", 3) == [None] * 3
+    assert devices.shard_devices("auto", 3) == [None] * 3
     assert backbones.resolve_device("auto") == torch.device("cpu")
 
 
@@ -72,7 +73,7 @@ def test_dask_worker_uses_the_gpu_of_its_index(two_gpus, monkeypatch):
 
 
 def test_dask_local_cluster_advertises_only_gpus_that_exist(two_gpus):
-    runner = _stages.make_task_runner("dask", 4, local_gpus=_stages.visible_gpus())
+    runner = _stages.make_task_runner("dask", 4, local_gpus=devices.visible_gpus())
     assert runner.cluster_kwargs["n_workers"] == 2 and runner.cluster_kwargs["resources"] == {"GPU": 1}
     runner = _stages.make_task_runner("dask", 4)
     assert runner.cluster_kwargs["n_workers"] == 4 and "resources" not in runner.cluster_kwargs
@@ -80,7 +81,7 @@ def test_dask_local_cluster_advertises_only_gpus_that_exist(two_gpus):
 
 def test_ray_local_node_advertises_every_visible_gpu(two_gpus):
     pytest.importorskip("prefect_ray")
-    runner = _stages.make_task_runner("ray", 4, local_gpus=_stages.visible_gpus())
+    runner = _stages.make_task_runner("ray", 4, local_gpus=devices.visible_gpus())
     assert runner.init_kwargs["num_gpus"] == 2
 
 
@@ -120,18 +121,18 @@ def test_thread_count_comes_from_the_cpus_available_or_the_env(monkeypatch):
 
     monkeypatch.delenv("VTR_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
-    assert 1 <= _stages.available_cpus() <= 3
+    assert 1 <= devices.available_cpus() <= 3
     monkeypatch.setenv("VTR_NUM_THREADS", "5")
-    assert _stages.available_cpus() == 5
+    assert devices.available_cpus() == 5
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv("VTR_NUM_THREADS", "1")
-        assert _stages.configure_threads() == 1 and torch.get_num_threads() == 1
+        assert devices.configure_threads() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
     monkeypatch.delenv("VTR_NUM_THREADS")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # an explicit OpenMP setting is torch's to honour
-    assert _stages.configure_threads() == torch.get_num_threads() == before
+    assert devices.configure_threads() == torch.get_num_threads() == before
     monkeypatch.setenv("VTR_NUM_THREADS", "zero")
     with pytest.raises(ValueError, match="VTR_NUM_THREADS"):
-        _stages.available_cpus()
+        devices.available_cpus()
