@@ -29,11 +29,8 @@ def build_index(checkpoint: str = "runs/hanet/demo/best.pt", dataset: str = "sam
     the model's video encodings, global embeddings for the shortlist, concept scores and thumbnails."""
     meta = index_task(checkpoint, str(Path(out_root) / dataset), index_dir or None, list(splits) or None,
                       n_thumbs, device, dataset_root or None)
-    msg = (f"indexed {meta['n_videos']} videos ({meta['n_with_thumbnails']} with thumbnails) of "
-           f"{meta['shards_root']} with {meta['checkpoint']} into {meta['index_dir']} in {meta['seconds']:.1f} s")
-    print(msg)
-    create_markdown_artifact(f"### Search index\n{msg}\n\nvocabulary `{meta['vocabulary_fingerprint']}`, "
-                             f"shards `{meta['shards_fingerprint']}`, "
-                             f"checkpoint sha256 `{meta['checkpoint_sha256'][:16]}`",
-                             description="build-index")
+    from pipeline.search.index import index_report, index_summary
+
+    print(index_summary(meta))
+    create_markdown_artifact(index_report(meta), description="build-index")
     return {k: v for k, v in meta.items() if k not in ("train_config_json", "arrays")}

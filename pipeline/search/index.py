@@ -264,3 +264,15 @@ def build_index(checkpoint: str | Path, shards_root: str | Path, index_dir: str 
         raise
     log.info("indexed %d videos (%d with thumbnails) into %s", len(videos), n_with_thumbs, index_dir)
     return {**meta, "n_videos": len(videos), "index_dir": str(index_dir), "build_dir": str(writer.dir)}
+
+
+def index_summary(meta: dict[str, Any]) -> str:
+    """One line on a built index (what :func:`build_index` returned)."""
+    return (f"indexed {meta['n_videos']} videos ({meta['n_with_thumbnails']} with thumbnails) of "
+            f"{meta['shards_root']} with {meta['checkpoint']} into {meta['index_dir']} in {meta['seconds']:.1f} s")
+
+
+def index_report(meta: dict[str, Any]) -> str:
+    """Markdown on a built index: the summary line and the fingerprints it is valid for."""
+    return (f"### Search index\n{index_summary(meta)}\n\nvocabulary `{meta['vocabulary_fingerprint']}`, "
+            f"shards `{meta['shards_fingerprint']}`, checkpoint sha256 `{meta['checkpoint_sha256'][:16]}`")
