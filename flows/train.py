@@ -37,10 +37,9 @@ def evaluate_task(checkpoint: str, shards_root: str, cfg: EvalConfig, out_dir: s
 def publish_report(report: dict, title: str) -> None:
     """Table artifact of the metrics + markdown with the heatmap paths; also printed."""
     create_table_artifact(runs.metrics_rows(report), key=None, description=title)
-    heatmaps = report.get("heatmaps", [])
-    if heatmaps:
-        md = "\n".join(f"- `{p}`" for p in heatmaps)
-        create_markdown_artifact(f"### Concept heatmaps\n{md}", description=title)
+    md = runs.heatmaps_markdown(report)
+    if md:
+        create_markdown_artifact(md, description=title)
     print(f"{title}\n{format_metrics(report['metrics'], table=True)}")
 
 

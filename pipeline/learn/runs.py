@@ -45,6 +45,12 @@ def metrics_rows(report: dict) -> list[dict]:
     return rows
 
 
+def heatmaps_markdown(report: dict) -> str:
+    """Markdown listing the report's concept heatmap files ('' when it has none)."""
+    heatmaps = report.get("heatmaps", [])
+    return "### Concept heatmaps\n" + "\n".join(f"- `{p}`" for p in heatmaps) if heatmaps else ""
+
+
 def retrain_marker(runs_root: Path, dataset: str, model: str) -> Path:
     """The file recording which shards ``model`` was last retrained on (one per dataset and model)."""
     return Path(runs_root) / "retrain" / (f"{dataset}.json" if model == "hanet" else f"{dataset}-{model}.json")
