@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +145,13 @@ def test_run_evaluate_report_and_heatmaps(shards, hcfg, tmp_path):
     for p in rep["heatmaps"]:
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # the demo's closing summary reads this very report (scripts/demo_summary.py)
+    import runpy
+
+    demo_summary = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "demo_summary.py"))
+    text = demo_summary["summary"](Path(shards), path)
+    assert f"{on_disk['metrics']['rsum']:7.2f}" in text and rep["heatmaps"][0] in text
+    assert "videos.parquet" in text
     out = tmp_path / "elsewhere"
     rep2 = run_evaluate(tmp_path / "run" / "best.pt", shards, EvalConfig(n_heatmaps=0, split="val"), out,
                         model_factory=toy_factory)
