@@ -16,7 +16,8 @@ from typing import Any, Callable
 from prefect import task
 from prefect.logging import get_run_logger
 
-from pipeline.stage import StageResult, run_stage
+from pipeline.fingerprint import stable_hash
+from pipeline.stage import StagePlan, StageResult, run_stage, run_stages
 from storage.manifest import is_committed
 
 IO_RETRIES = 2
@@ -67,6 +68,46 @@ def submit_stage(task_fn, *, root: str, stage: str, key: str, shard: str | None 
     run_name = f"{stage}-{shard}" if shard else stage
     t = task_fn.with_options(refresh_cache=refresh, task_run_name=run_name)
     return t.submit(root=root, stage=stage, key=key, shard=shard, force=force,
+                    wait_for=wait_for or [], **params)
+
+
+def multi_stage_task(name: str, fn: Callable[..., dict[str, StageResult]]):
+    """A Prefect task named ``name`` that computes several stages of one shard in one call of
+    ``fn(stages=[...], **kwargs)`` (``pipeline.stage.run_stages``): only those not committed under
+    their own key (or forced) run, each gets its own manifest. Returns one manifest dict per stage.
+
+    Its Prefect cache key (:func:`multi_stage_key`) is the tuple of the per-stage keys, so a cached
+    result is only ever served when every stage it reports has the same key as now.
+    """
+
+    @task(name=name, cache_key_fn=_cache_key, persist_result=True, retries=IO_RETRIES,
+          retry_delay_seconds=IO_RETRY_DELAY_S, retry_condition_fn=_retry_on_io)
+    def _task(root: str, key: str, plans: list[dict], shard: str | None = None,
+              kwargs: dict | None = None) -> list[dict]:
+        logger = get_run_logger()
+        done = run_stages(root, [StagePlan(**p) for p in plans],
+                          lambda stages: fn(stages=stages, **(kwargs or {})), shard=shard)
+        out = []
+        for manifest, executed in done:
+            logger.info("%s/%s %s: %s", manifest.stage, shard, "done" if executed else "already committed",
+                        manifest.counts)
+            out.append({**manifest.model_dump(mode="json"), "executed": executed})
+        return out
+
+    return _task
+
+
+def multi_stage_key(shard: str | None, plans: list[dict]) -> str:
+    """Prefect cache key of a combined task: its shard and every (stage, key) it must produce."""
+    return stable_hash({"shard": shard, "stages": [[p["stage"], p["key"]] for p in plans]})
+
+
+def submit_stages(task_fn, *, root: str, plans: list[dict], shard: str | None = None, wait_for=None, **params):
+    """Submit a :func:`multi_stage_task`; bypass Prefect's cache when any stage is forced or not committed."""
+    refresh = any(p.get("force") or not is_committed(root, p["stage"], p["key"], shard) for p in plans)
+    names = "+".join(p["stage"] for p in plans)
+    t = task_fn.with_options(refresh_cache=refresh, task_run_name=f"{names}-{shard}" if shard else names)
+    return t.submit(root=root, key=multi_stage_key(shard, plans), plans=plans, shard=shard,
                     wait_for=wait_for or [], **params)
 
 

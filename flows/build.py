@@ -32,12 +32,18 @@ RUN_PARAMS = ("allow_random_weights", "generate_sample", "force", "runner", "n_w
 ingest_task = _stages.stage_task("ingest", ingest.run_ingest)
 
 
-def _extract_shard(spec: dict, **kwargs):
-    """ShardSpec travels as a plain dict (Prefect walks task parameters as collections)."""
-    return extract.extract_shard(spec=extract.ShardSpec.model_validate(spec), **kwargs)
+def _extract_shard_stages(spec: dict, stages: list[str], models: dict, **kwargs):
+    """The extractors ``stages`` of one shard from ONE decode pass per video (extract_shards_multi).
+    ShardSpec travels as a plain dict (Prefect walks task parameters as collections)."""
+    return extract.extract_shards_multi(spec=extract.ShardSpec.model_validate(spec),
+                                        models={name: models[name] for name in stages}, **kwargs)
 
 
-extract_task = _stages.stage_task("extract", _extract_shard)
+extract_task = _stages.multi_stage_task("extract", _extract_shard_stages)
+# True: one extraction task per shard runs every extractor of it that is not committed (one decode per
+# video); False: one task per (extractor, shard), each decoding the videos again (the old path, kept for
+# bench/bench_build.py). Outputs, manifests and cache keys are the same either way.
+DECODE_ONCE = True
 merge_task = _stages.stage_task("merge", merge.finalize_features)
 parse_task = _stages.stage_task("parse", text_parse.run_parse)
 concepts_task = _stages.stage_task("concepts", text_parse.run_concepts)
@@ -70,31 +76,44 @@ def _text_chain(root: str, cfg: BuildConfig, force: set[str], wait_for) -> list:
 
 def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bool = False,
                  spread_gpus: bool = False) -> list:
-    """Extraction task per (extractor, shard) + one merge per extractor.
+    """One extraction task per shard (every extractor of it, one decode pass) + one merge per extractor.
 
+    Each extractor keeps its own key and ``_stages/<extractor>/<shard>.json`` manifest; the shard
+    task computes only the extractors not committed under their key (or forced).
     ``spread_gpus`` (local runner): shard i runs on cuda:(i mod visible GPUs) when the device is
     'auto'/'cuda', so concurrent shard tasks use one GPU each (Dask/Ray pick per worker instead).
     """
-    futures, by_extractor = [], {}
+    futures, by_extractor, groups = [], {}, {}
     planned = plan.video_stage_keys(Path(root), cfg)
     shard_device = plan.shard_device_map(planned, cfg, spread_gpus)
     for name, spec, key, sub, code, inputs in planned:
-        kwargs = {"root": Path(root), "spec": spec.model_dump(), "extractor": name, "decode_cfg": cfg.decode,
-                  "model_cfg": sub, "dataset_root": Path(cfg.ingest.dataset_root),
-                  "device": shard_device[(name, spec.id)]}
+        group = spec.id if DECODE_ONCE else (name, spec.id)
+        g = groups.setdefault(group, {"spec": spec, "plans": [], "models": {}, "device": {}})
+        g["plans"].append({"stage": name, "key": key, "config": sub, "inputs": inputs, "code": code,
+                           "force": name in force})
+        g["models"][name] = sub
+        g["device"][name] = shard_device[(name, spec.id)]
+    shard_future = {}
+    for g in groups.values():
+        spec, devs = g["spec"], g["device"]
+        device = next(iter(devs.values())) if len(set(devs.values())) == 1 else devs
+        kwargs = {"root": Path(root), "spec": spec.model_dump(), "decode_cfg": cfg.decode, "models": g["models"],
+                  "dataset_root": Path(cfg.ingest.dataset_root), "device": device}
         with _stages.gpu_resource(gpu):  # extraction tasks ask the engine for a GPU
-            f = _stages.submit_stage(extract_task, root=root, stage=name, key=key, shard=spec.id,
-                                     force=name in force, code=code, config=sub, inputs=inputs,
-                                     kwargs=kwargs, wait_for=wait_for)
-        by_extractor.setdefault(name, []).append((spec.id, key, f))
+            f = _stages.submit_stages(extract_task, root=root, plans=g["plans"], shard=spec.id, kwargs=kwargs,
+                                      wait_for=wait_for)
+        futures.append(f)
+        for p in g["plans"]:
+            shard_future[(p["stage"], spec.id)] = f
+    for name, spec, key, *_ in planned:
+        by_extractor.setdefault(name, []).append((spec.id, key, shard_future[(name, spec.id)]))
     for name, shards in by_extractor.items():
         stage = f"merge-{name}"
         k = plan.merge_stage_key(name, [key for _, key, _ in shards])
-        futures += [f for _, _, f in shards]
         futures.append(_stages.submit_stage(
             merge_task, root=root, stage=stage, key=k.key, force=stage in force, code=k.code, inputs=k.inputs,
             kwargs={"root": Path(root), "extractor": name, "shard_ids": [s for s, _, _ in shards]},
-            wait_for=[f for _, _, f in shards]))
+            wait_for=list({id(f): f for _, _, f in shards}.values())))
     return futures
 
 
@@ -105,7 +124,8 @@ def _summary(futures: list, progress_id, started_at: float) -> list[dict]:
         done += 1
         if progress_id is not None:
             update_progress_artifact(progress_id, progress=100.0 * done / len(futures))
-        rows.append(plan.summary_row(fut.result(), started_at))
+        result = fut.result()  # one manifest, or one per extractor of a shard task
+        rows += [plan.summary_row(m, started_at) for m in (result if isinstance(result, list) else [result])]
     return plan.sort_summary(rows)
 
 

@@ -55,6 +55,51 @@ def run_stage(root: str | os.PathLike, stage: str, key: str, fn: Callable[[], St
     return manifest, True
 
 
+@dataclass
+class StagePlan:
+    """One stage/shard of a combined run (:func:`run_stages`): its own key, config, inputs and code."""
+
+    stage: str
+    key: str
+    config: Any = None
+    inputs: dict | None = None
+    code: str = ""
+    force: bool = False
+
+
+def run_stages(root: str | os.PathLike, plans: list[StagePlan],
+               fn: Callable[[list[str]], dict[str, StageResult]],
+               shard: str | None = None) -> list[tuple[StageManifest, bool]]:
+    """Several stages of one shard computed by ONE call of ``fn`` (e.g. every extractor of a shard
+    from one decode pass), each committed exactly as :func:`run_stage` would commit it alone.
+
+    ``fn(stages)`` computes only the stages that are forced or not committed under their own key
+    and returns a StageResult per stage; each manifest is then written last, one per stage, so
+    caching, resume and forcing stay per stage. Returns (manifest, executed) per plan, in order.
+    """
+    todo = [p.stage for p in plans if p.force or commit_status(root, p.stage, p.key, shard) != "committed"]
+    results: dict[str, StageResult] = {}
+    t0 = time.perf_counter()
+    if todo:
+        log.info("running %s%s", ", ".join(todo), f"/{shard}" if shard else "")
+        results = fn(todo)
+    total = round(time.perf_counter() - t0, 3)
+    out = []
+    for p in plans:
+        if p.stage not in todo:
+            out.append((read_manifest(root, p.stage, shard), False))
+            continue
+        result = results[p.stage]
+        cfg = p.config.model_dump(mode="json") if isinstance(p.config, BaseModel) else (p.config or {})
+        manifest = StageManifest(
+            stage=p.stage, key=p.key, shard=shard, config=cfg, code_version=p.code, inputs=p.inputs or {},
+            outputs=result.outputs, counts=result.counts, timings_s={**result.timings_s, "total": total},
+        )
+        write_manifest(root, manifest)
+        out.append((manifest, True))
+    return out
+
+
 class BuildFailedError(RuntimeError):
     """Too many videos of a build have no features: the build did not do its job."""
 

@@ -53,13 +53,14 @@ def test_video_chain_gives_each_shard_task_its_gpu(two_gpus, monkeypatch, tmp_pa
     monkeypatch.setattr(backbones, "bf16_is_fast", lambda device: True)  # no CUDA query on this machine
     submitted = []
     monkeypatch.setattr(_stages, "submit_stage", lambda task, **kw: submitted.append(kw) or kw)
+    monkeypatch.setattr(_stages, "submit_stages", lambda task, **kw: submitted.append(kw) or kw)
     fb._video_chain(str(tmp_path), cfg, set(), [], spread_gpus=True)
-    shards = [kw for kw in submitted if kw["stage"] == "resnet152"]
+    shards = [kw for kw in submitted if "plans" in kw]  # one extraction task per shard
     assert [kw["kwargs"]["device"] for kw in shards] == ["cuda:0", "cuda:1", "cuda:0"]
-    assert len({kw["key"] for kw in shards}) == 3  # the device index is not in the key: shards differ by videos
+    assert len({kw["plans"][0]["key"] for kw in shards}) == 3  # the device index is not in the key: shards differ by videos
     submitted.clear()
     fb._video_chain(str(tmp_path), cfg, set(), [], spread_gpus=False)  # Dask / Ray: the worker picks
-    assert {kw["kwargs"]["device"] for kw in submitted if kw["stage"] == "resnet152"} == {None}
+    assert {kw["kwargs"]["device"] for kw in submitted if "plans" in kw} == {None}
 
 
 def test_dask_worker_uses_the_gpu_of_its_index(two_gpus, monkeypatch):

@@ -96,7 +96,9 @@ def test_killed_build_resumes_to_same_outputs(built, sample, tmp_path):
     """SIGKILL the build process mid-way; a rerun finishes only what is missing, same bytes of features."""
     _, reference = built
     out = tmp_path / "out"
-    proc = popen(build_cmd(sample, out), tmp_path / "build.log")
+    # one video per shard: one task per shard commits both extractors of it together, so with 2 shards
+    # of 3 the window between the first shard's commit and the merges is too short to kill in
+    proc = popen(build_cmd(sample, out, "--shard-size", "1"), tmp_path / "build.log")
     first_shard = out / "tiny" / "_stages" / "resnet152" / "shard-00000.json"
     deadline = time.time() + 240
     while not first_shard.exists() and proc.poll() is None and time.time() < deadline:
@@ -108,7 +110,7 @@ def test_killed_build_resumes_to_same_outputs(built, sample, tmp_path):
     assert not (out / "tiny" / "_stages" / "merge-i3d_r50.json").exists(), "killed too late to test resume"
     kept = out / "tiny" / "features" / "resnet152" / "shards" / "shard-00000.h5"
     kept_bytes = kept.read_bytes()
-    resumed = _build(sample, out)
+    resumed = _build(sample, out, shard_size=1)
     assert ("resnet152", "shard-00000") not in _executed(resumed)  # committed work kept...
     assert kept.read_bytes() == kept_bytes  # ...untouched
     # the killed run was another process (other torch thread setup): equal up to fp32 rounding

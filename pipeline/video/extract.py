@@ -321,17 +321,19 @@ def _check_request(models: dict[str, ModelConfig], spec: ShardSpec, dataset_root
 
 def extract_shards_multi(root: str | Path, spec: ShardSpec, models: dict[str, ModelConfig],
                          decode_cfg: DecodeConfig, dataset_root: str | Path | None = None,
-                         device: str | None = None) -> dict[str, StageResult]:
+                         device: str | dict[str, str | None] | None = None) -> dict[str, StageResult]:
     """Run several extractors on one shard with ONE decode pass per video.
 
     ``models`` maps 'resnet152' -> ResNetConfig and/or 'i3d_r50' -> I3DConfig.
     ``device``: run on this device instead of the configs' (the flow spreads shards over GPUs;
-    the recorded config keeps the configured device, the provenance the one used).
+    the recorded config keeps the configured device, the provenance the one used); a dict gives
+    one per extractor (None: as configured).
     Returns one StageResult per extractor (outputs relative to ``root``).
     """
     root, t0 = Path(root), time.perf_counter()
     _check_request(models, spec, dataset_root)
-    backbones = {name: get_backbone(name, cfg.model_copy(update={"device": device}) if device else cfg)
+    devs = device if isinstance(device, dict) else dict.fromkeys(models, device)
+    backbones = {name: get_backbone(name, cfg.model_copy(update={"device": devs.get(name)}) if devs.get(name) else cfg)
                  for name, cfg in models.items()}
     t_load = time.perf_counter() - t0
     batchers = {name: _Batcher(backbones[name], cfg.batch_size) for name, cfg in models.items()}
