@@ -19,7 +19,7 @@ from flows import _stages
 from pipeline import build as plan
 from pipeline import devices
 from pipeline.config import BuildConfig
-from pipeline.datasets import ingest, sample_data
+from pipeline.datasets import bundle, bundle_plan, ingest, sample_data
 from pipeline.text import parse as text_parse
 from pipeline.video import extract, merge
 from storage.atomic import atomic_write_text, clean_stale_tmp
@@ -140,31 +140,39 @@ def build_dag(cfg: BuildConfig, force: list[str] | None = None, gpu_resource: bo
 
 
 def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float, gpu: bool) -> dict:
-    if cfg.ingest.format == "hgr-bundle":  # released data: features imported, no decoding (pipeline/datasets/bundle.py)
-        from flows._bundle import run_bundle_dag
-
-        return run_bundle_dag(cfg, root, force, logger, t0)
+    bundle_format = cfg.ingest.format == "hgr-bundle"
+    if bundle_format:  # released data: features imported, no decoding (pipeline/datasets/bundle.py)
+        cfg = bundle.resolve_config(cfg)  # idempotent; raises BundleError naming missing pieces
     removed = clean_stale_tmp(root)
     if removed:
         logger.info("removed %d temporary files left by an interrupted run", removed)
     atomic_write_text(Path(root) / "build_config.json", cfg.model_dump_json(indent=2))
+    if bundle_format:
+        from flows._bundle import bundle_futures
+
+        futures = bundle_futures(cfg, root, force)
+        what = f"Import of the HGR bundle {cfg.ingest.dataset_root}"
+    else:
+        futures, what = _feature_futures(cfg, root, force, gpu), f"Build of {cfg.dataset}"
+    progress = create_progress_artifact(progress=0.0, key=None, description=f"{cfg.dataset}: stages done")
+    rows = _summary(futures, progress, t0)
+    create_table_artifact(rows, key=f"build-{plan.slug(cfg.dataset)}", description=f"{what} into {root}")
+    executed = sum(r["status"] == "executed" for r in rows)
+    logger.info("%s done in %.1fs: %d stage runs executed, %d cached; shards in %s",
+                what, time.time() - t0, executed, len(rows) - executed, root)
+    (bundle_plan.check_import_failures if bundle_format else plan.check_failures)(Path(root), cfg)
+    return {"root": root, "stages": rows, "executed": executed, "cached": len(rows) - executed}
+
+
+def _feature_futures(cfg: BuildConfig, root: str, force: set[str], gpu: bool) -> list:
+    """Ingest (waited for: nothing downstream runs without it), then the video and text chains."""
     ik = plan.ingest_stage_key(cfg)
     ing = _stages.submit_stage(ingest_task, root=root, stage="ingest", key=ik.key, force="ingest" in force,
                                code=ik.code, config=cfg.ingest, inputs=ik.inputs, kwargs={"cfg": cfg})
     ing.wait()
-    ing.result()  # raise now if ingest failed: nothing downstream can run
+    ing.result()  # raise now if ingest failed
     spread = type(FlowRunContext.get().task_runner).__name__ == "ThreadPoolTaskRunner"
-    futures = ([ing] + _video_chain(root, cfg, force, [ing], gpu, spread_gpus=spread)
-               + _text_chain(root, cfg, force, [ing]))
-    progress = create_progress_artifact(progress=0.0, key=None, description=f"{cfg.dataset}: stages done")
-    rows = _summary(futures, progress, t0)
-    create_table_artifact(rows, key=f"build-{plan.slug(cfg.dataset)}",
-                          description=f"Build of {cfg.dataset} into {root}")
-    executed = sum(r["status"] == "executed" for r in rows)
-    logger.info("build of %s done in %.1fs: %d stage runs executed, %d cached; shards in %s",
-                cfg.dataset, time.time() - t0, executed, len(rows) - executed, root)
-    plan.check_failures(Path(root), cfg)
-    return {"root": root, "stages": rows, "executed": executed, "cached": len(rows) - executed}
+    return [ing] + _video_chain(root, cfg, force, [ing], gpu, spread_gpus=spread) + _text_chain(root, cfg, force, [ing])
 
 
 def _task_runner(runner: str, n_workers: int, dask_address: str | None, ray_address: str | None,

@@ -90,6 +90,34 @@ def crop_text(t: TextBatch, i: int) -> TextBatch:
                      t.node_roles[i:i + 1], t.node_valid[i:i + 1], t.adjacency[i:i + 1])
 
 
+
+def _same_item(alone: torch.Tensor, batched: torch.Tensor) -> torch.Tensor:
+    """``batched`` (one row of a padded batch) cut to ``alone``'s length along dim 1 when that
+    is a per-frame / per-word dimension."""
+    if alone.dim() >= 2 and batched.dim() >= 2 and alone.shape[1] != batched.shape[1]:
+        return batched[:, :alone.shape[1]]
+    return batched
+
+
+def assert_alone_equals_batched(model, v: VideoBatch, t: TextBatch, part_keys, atol: float = 1e-5) -> dict:
+    """Every item encoded alone (no padding) equals the same item in the batch with longer mates:
+    each video and text output, and every score part in both directions. Returns the batch's parts."""
+    with torch.no_grad():
+        ve, te = model.encode_videos(v), model.encode_texts(t)
+        full = model.similarity_parts(ve, te)
+        for i in range(v.feats.shape[0]):
+            vi, ti = model.encode_videos(crop_video(v, i)), model.encode_texts(crop_text(t, i))
+            for enc, batched in ((vi, ve), (ti, te)):
+                for k, x in enc.items():
+                    if torch.is_tensor(x):
+                        y = _same_item(x, batched[k][i:i + 1])
+                        assert torch.allclose(x.float(), y.float(), atol=atol), (k, i)
+            alone_v, alone_t = model.similarity_parts(vi, te), model.similarity_parts(ve, ti)
+            for k in part_keys:
+                assert torch.allclose(alone_v[k], full[k][i:i + 1], atol=atol), (k, i)
+                assert torch.allclose(alone_t[k], full[k][:, i:i + 1], atol=atol), (k, i)
+    return full
+
 ABLATIONS = {
     "full": {},
     "sim_fusion": dict(attn_fusion="sim"),
@@ -153,25 +181,7 @@ def test_padding_invariance_eval(name):
     randomise_bn(model)
     model.eval()
     v, t, _ = make_batch(cfg, 4, seed=3, n_frames=[12, 3, 7, 1], lengths=[10, 4, 2, 7])
-    with torch.no_grad():
-        ve, te = model.encode_videos(v), model.encode_texts(t)
-        full = model.similarity_parts(ve, te)
-        for i in range(4):
-            vi, ti = model.encode_videos(crop_video(v, i)), model.encode_texts(crop_text(t, i))
-            n = int(v.mask[i].sum())
-            for k, x in vi.items():
-                y = ve[k][i:i + 1]
-                if x.dim() >= 2 and x.shape[1] != y.shape[1]:  # per-frame tensors: real frames only
-                    y = y[:, :n]
-                assert torch.allclose(x.float(), y.float(), atol=1e-5), (k, i)
-            for k, x in ti.items():
-                assert torch.allclose(x.float(), te[k][i:i + 1].float(), atol=1e-5), (k, i)
-            alone = model.similarity_parts(vi, te)
-            for k in PART_KEYS:
-                assert torch.allclose(alone[k], full[k][i:i + 1], atol=1e-5), (k, i)
-            alone_t = model.similarity_parts(ve, ti)
-            for k in PART_KEYS:
-                assert torch.allclose(alone_t[k], full[k][:, i:i + 1], atol=1e-5), (k, i)
+    assert_alone_equals_batched(model, v, t, PART_KEYS)
 
 
 def test_padding_invariance_train_mode_statistics():

@@ -22,7 +22,7 @@ from models.blocks import max_mean_similarity, symmetric_info_nce
 from models.hcmi import HCMI, PART_KEYS, segment_weights
 from models.model_configs import HCMIConfig
 from tests._planted_learning import planted, train_and_test, train_cfg, untrained_test_metrics
-from tests.test_hanet import crop_text, crop_video, make_batch
+from tests.test_hanet import assert_alone_equals_batched, make_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ABLATION_TOLERANCE = 12.0   # rsum points: run-to-run noise (as tests/test_learning.py)
@@ -69,28 +69,11 @@ def test_padding_invariance_and_batch_independence(flags):
     torch.manual_seed(0)
     model = HCMI(cfg).eval()
     v, t, _ = make_batch(cfg, 4, seed=3, n_frames=[12, 3, 7, 1], lengths=[10, 4, 2, 7])
-    with torch.no_grad():
-        ve, te = model.encode_videos(v), model.encode_texts(t)
-        full = model.similarity_parts(ve, te)
-        for i in range(4):
-            vi, ti = model.encode_videos(crop_video(v, i)), model.encode_texts(crop_text(t, i))
-            n = int(v.mask[i].sum())
-            for k in ("frames", "clips", "video", "assign"):
-                y = ve[k][i:i + 1]
-                y = y[:, :n] if k in ("frames", "assign") else y
-                assert torch.allclose(vi[k], y, atol=1e-5), (k, i)
-            L = int(t.lengths[i])
-            for k, x in ti.items():
-                y = te[k][i:i + 1, :L] if k in ("words", "word_mask") else te[k][i:i + 1]
-                assert torch.allclose(x.float(), y.float(), atol=1e-5), (k, i)
-            alone_v, alone_t = model.similarity_parts(vi, te), model.similarity_parts(ve, ti)
-            for k in PART_KEYS:
-                assert torch.allclose(alone_v[k], full[k][i:i + 1], atol=1e-5), (k, i)
-                assert torch.allclose(alone_t[k], full[k][:, i:i + 1], atol=1e-5), (k, i)
+    full = assert_alone_equals_batched(model, v, t, PART_KEYS)
     # garbage in the padded frames changes nothing either
     noisy = VideoBatch(v.feats + 100 * torch.randn_like(v.feats) * (~v.mask)[..., None], v.mask)
     with torch.no_grad():
-        assert torch.allclose(model.similarity(model.encode_videos(noisy), te), full["fused"], atol=1e-5)
+        assert torch.allclose(model.similarity(model.encode_videos(noisy), model.encode_texts(t)), full["fused"], atol=1e-5)
 
 
 def test_max_mean_similarity_matches_a_loop_and_is_chunked():

@@ -23,7 +23,7 @@ from models.losses import hardest_negative_hinge
 from models.model_configs import HGRConfig
 from models.similarity import cosine_matrix, stacked_attention
 from tests._planted_learning import planted, train_and_test, train_cfg, untrained_test_metrics
-from tests.test_hanet import crop_text, crop_video, make_batch
+from tests.test_hanet import assert_alone_equals_batched, make_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -54,22 +54,7 @@ def test_padding_invariance_and_batch_independence(flags):
     torch.manual_seed(0)
     model = HGR(cfg).eval()
     v, t, _ = make_batch(cfg, 4, seed=3, n_frames=[12, 3, 7, 1], lengths=[10, 4, 2, 7])
-    with torch.no_grad():
-        ve, te = model.encode_videos(v), model.encode_texts(t)
-        full = model.similarity_parts(ve, te)
-        for i in range(4):
-            vi, ti = model.encode_videos(crop_video(v, i)), model.encode_texts(crop_text(t, i))
-            n = int(v.mask[i].sum())
-            for k in ("glo", "action", "entity"):
-                y = ve[k][i:i + 1]
-                y = y[:, :n] if y.dim() == 3 else y
-                assert torch.allclose(vi[k], y, atol=1e-5), (k, i)
-            for k, x in ti.items():
-                assert torch.allclose(x.float(), te[k][i:i + 1].float(), atol=1e-5), (k, i)
-            alone_v, alone_t = model.similarity_parts(vi, te), model.similarity_parts(ve, ti)
-            for k in PART_KEYS:
-                assert torch.allclose(alone_v[k], full[k][i:i + 1], atol=1e-5), (k, i)
-                assert torch.allclose(alone_t[k], full[k][:, i:i + 1], atol=1e-5), (k, i)
+    assert_alone_equals_batched(model, v, t, PART_KEYS)
 
 
 def test_scores_are_the_reference_levels_and_mean_fusion():
