@@ -5,20 +5,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .model_configs import HCMIConfig, HGRConfig
+from .model_configs import HCMIConfig, HGRConfig, _ModelConfig
 
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class HANetConfig(_Config):
-    # shapes (set from the shards at train time)
-    feat_dim: int = Field(2048, description="frame feature size D_feat")
-    vocab_size: int = Field(0, description="0 = read from the shards' words table")
-    word_dim: int = Field(300, description="word embedding size (read from the embeddings file)")
-    n_verb_concepts: int = Field(512, description="K_a")
-    n_noun_concepts: int = Field(1024, description="K_e")
+class HANetConfig(_ModelConfig):
+    # shapes (feat_dim, vocab_size, word_dim, n_verb_concepts = K_a, n_noun_concepts = K_e) and the
+    # loader's caps (max_words/verbs/nouns/frames, frame_norm) come from _ModelConfig
     # widths
     joint_dim: int = Field(1024, description="D_v = D_s")
     gcn_attn_dim: int = Field(512, description="query/key size of the attention GCN")
@@ -49,14 +45,6 @@ class HANetConfig(_Config):
     eta: float = Field(0.1, description="weight of the concept (Jaccard) ranking loss")
     mu: float = Field(0.01, description="weight of the concept BCE losses")
     mask_other_caption_concepts: bool = Field(True, description="reference BCE masking; False = plain BCE")
-    # text graph caps (applied by the data loader)
-    max_words: int = 30
-    max_verbs: int = 4
-    max_nouns: int = 6
-    max_frames: int = Field(20, description="frames per video (20 MSR-VTT, 30 VATEX)")
-    frame_norm: Literal["none", "l2"] = Field(
-        "none", description="'l2' normalises each frame feature first (the reference: none); useful for "
-        "features of randomly initialised backbones, whose scale reaches ~1e6")
     # reference fidelity (README "Reference fidelity"): one switch, each deviation overridable
     fidelity: Literal["reference", "improved"] = Field(
         "improved", description="'reference' = behave exactly as Roc-Ng/HANet e679703 (imported checkpoints); "
