@@ -17,6 +17,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 
+# Prefect configures its console log handler when prefect.main is first imported (lazily, e.g. by
+# `from prefect import flow`), bound to the sys.stderr of that moment. Do it at collection time (pytest's session-long capture stream), never first
+# inside a test using capsys, whose stream is closed after that test ("I/O operation on closed
+# file" in every later flow test when tests/test_cli.py ran first on its own).
+import prefect.main  # noqa: E402, F401
+
 
 @pytest.fixture(scope="session")
 def prefect_server():

@@ -328,7 +328,7 @@ def test_evaluation_refuses_unmapped_or_foreign_vocabularies(tmp_path):
     assert "word vocabulary" not in str(err.value)
 
 
-def test_cli_import_then_evaluate_reproduces_reference_metrics(prefect_server, tmp_path, capsys):
+def test_cli_import_then_evaluate_reproduces_reference_metrics(prefect_server, tmp_path):
     """`vtr import-checkpoint` + `vtr evaluate` end to end on shards equal to the golden inputs."""
     from flows.cli import main as vtr
 
