@@ -89,8 +89,14 @@ def test_second_build_into_same_root_is_refused(tiny_sample, reference, tmp_path
     deadline = time.time() + 300
     while not (lock.exists() and lock.read_text().strip()) and time.time() < deadline:
         time.sleep(0.1)
-    with pytest.raises(OutputRootBusyError, match="another build"):
-        build(tiny_sample, out)
+    # pause the first build while it holds the lock: the second one reaches the lock only after
+    # its own set-up (seconds), by which time a tiny first build could otherwise have finished
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(OutputRootBusyError, match="another build"):
+            build(tiny_sample, out)
+    finally:
+        proc.send_signal(signal.SIGCONT)
     assert proc.wait(timeout=600) == 0, (tmp_path / "build.log").read_text()[-2000:]
     _assert_same(out / "tiny", reference)
 
