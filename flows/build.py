@@ -14,6 +14,7 @@ from prefect.context import FlowRunContext
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from flows import _stages
 from pipeline import build as plan
@@ -21,7 +22,7 @@ from pipeline import devices
 from pipeline.config import BuildConfig
 from pipeline.datasets import bundle, bundle_plan, ingest, sample_data
 from pipeline.text import parse as text_parse
-from pipeline.video import extract, merge
+from pipeline.video import merge, shards
 from storage.atomic import atomic_write_text, clean_stale_tmp
 from storage.lock import exclusive_lock
 
@@ -34,8 +35,14 @@ ingest_task = _stages.stage_task("ingest", ingest.run_ingest)
 
 def _extract_shard_stages(spec: dict, stages: list[str], models: dict, **kwargs):
     """The extractors ``stages`` of one shard from ONE decode pass per video (extract_shards_multi).
-    ShardSpec travels as a plain dict (Prefect walks task parameters as collections)."""
-    return extract.extract_shards_multi(spec=extract.ShardSpec.model_validate(spec),
+    ShardSpec travels as a plain dict (Prefect walks task parameters as collections). torch is
+    imported here, where a backbone runs (a cached build never does), with its threads sized to
+    this worker's CPUs."""
+    from pipeline.video import extract
+
+    threads = devices.configure_threads()
+    get_run_logger().info("torch threads: %d (VTR_NUM_THREADS, else the CPUs available)", threads)
+    return extract.extract_shards_multi(spec=shards.ShardSpec.model_validate(spec),
                                         models={name: models[name] for name in stages}, **kwargs)
 
 
@@ -192,6 +199,19 @@ def _task_runner(runner: str, n_workers: int, dask_address: str | None, ray_addr
     return _stages.make_task_runner(runner, n_workers, dask_address, local_gpus=local_gpus, ray_address=ray_address)
 
 
+def _build(cfg: BuildConfig, force: list[str], allow_random: bool, runner, gpu_tasks: bool) -> dict:
+    """Weights resolved when some extraction will run (a fully cached build loads none and imports no
+    torch), then the DAG as a subflow on ``runner``.
+
+    The subflow sends no heartbeats of its own: it runs in this flow's process and thread, whose
+    heartbeats already detect a crash, and Prefect joins a flow's heartbeat thread at exit, which
+    sleeps in 1 s steps (each flow end waited up to 1 s: build walls landed on whole seconds)."""
+    if plan.backbones_needed(cfg, force):
+        cfg = _resolve_weights(cfg, allow_random)
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return build_dag.with_options(task_runner=runner)(cfg, force=force, gpu_resource=gpu_tasks)
+
+
 @flow(name="build-features", log_prints=True)
 def build_features(
     dataset: str = "sample",
@@ -245,11 +265,8 @@ def build_features(
     flat = {k: v for k, v in locals().items() if k in plan.FLAT_PARAMS}
     cfg = plan.checked_config(flat, overrides, force)
     runner_obj = _task_runner(runner, n_workers, dask_address, ray_address, gpu_tasks)
-    get_run_logger().info("torch threads: %d (VTR_NUM_THREADS, else the CPUs available)",
-                          devices.configure_threads())
     if generate_sample and not Path(annotation).exists():
         sample_data.generate_sample_dataset(Path(dataset_root).parent, n_videos=generate_sample)
-    cfg = _resolve_weights(cfg, allow_random_weights)
-    summary = build_dag.with_options(task_runner=runner_obj)(cfg, force=list(force), gpu_resource=gpu_tasks)
+    summary = _build(cfg, list(force), allow_random_weights, runner_obj, gpu_tasks)
     print(f"shards written under {summary['root']} ({summary['executed']} stage runs executed, {summary['cached']} cached)")
     return summary

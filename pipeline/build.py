@@ -12,21 +12,25 @@ from typing import Any, Iterable, NamedTuple
 
 from pipeline.config import BuildConfig, I3DConfig, ResNetConfig
 from pipeline.datasets import ingest
+from pipeline.datasets.annotations import annotation_sources
+from pipeline import runtime
 from pipeline.devices import shard_devices
 from pipeline.fingerprint import code_version, file_fingerprint, sha256_file
 from pipeline.stage import BuildFailedError, stage_key, too_many_failed
 from pipeline.text import concepts as text_concepts
 from pipeline.text import hgr_json, lemmas, resources, roles, vocab
 from pipeline.text import parse as text_parse
-from pipeline.video import backbones, decode, extract, merge
+from pipeline.video import shards
+from storage.manifest import is_committed
 from storage.tables import read_table
 
 EXTRACTORS = ("resnet152", "i3d_r50")
-# the modules each stage runs: their import closure is the stage's code fingerprint (pipeline/fingerprint.py)
+# the modules each stage runs: their import closure is the stage's code fingerprint (pipeline/fingerprint.py).
+# Video modules by NAME: planning a build (keys, cached or not) must not import torch (pipeline/runtime.py).
 INGEST_MODULES = (ingest,)
 TEXT_MODULES = (text_parse, roles, hgr_json, lemmas, text_concepts, vocab, resources)
-VIDEO_MODULES = (extract, decode, backbones)
-MERGE_MODULES = (merge,)
+VIDEO_MODULES = ("pipeline.video.extract", "pipeline.video.decode", "pipeline.video.backbones")
+MERGE_MODULES = ("pipeline.video.merge",)
 EXTRACTOR_OF = {"resnet": "resnet152", "i3d": "i3d_r50"}
 STAGES = ("ingest", *EXTRACTORS, *(f"merge-{e}" for e in EXTRACTORS), "import-features", "parse", "concepts",
           "vocab")  # import-features: format hgr-bundle (flows/_bundle.py)
@@ -122,15 +126,33 @@ def check_force(force: Iterable[str]) -> None:
 
 def checked_config(flat: dict[str, Any], overrides: dict | None, force: Iterable[str] = ()) -> BuildConfig:
     """The build-features flow's parameters -> the BuildConfig to build, checked before any work: ``force``
-    names stages, a bundle's pieces are found (format hgr-bundle), local weight files fit their backbone."""
+    names stages, a bundle's pieces are found (format hgr-bundle), local weight files fit their backbone
+    (when some extraction will run: a committed shard's key already holds its weight file's fingerprint)."""
     check_force(force)
     cfg = make_build_config(**flat, overrides=overrides)
     if cfg.ingest.format == "hgr-bundle":  # no extractors; annotation/text from the bundle (pipeline/datasets/bundle.py)
         from pipeline.datasets.bundle import resolve_config
 
         cfg = resolve_config(cfg)
-    validate_weight_files(cfg)
+    if backbones_needed(cfg, force):
+        validate_weight_files(cfg)
     return cfg
+
+
+def backbones_needed(cfg: BuildConfig, force: Iterable[str] = ()) -> bool:
+    """Whether any extraction shard of ``cfg`` will run: an extractor or ingest forced, ingest not
+    committed under its key (the videos may change), or a shard not committed under its key. When
+    False the build loads no backbone and imports no torch (a cached rerun; pipeline/runtime.py)."""
+    enabled = [name for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)) if sub.enabled]
+    if cfg.ingest.format == "hgr-bundle" or not enabled:
+        return False
+    root = Path(cfg.out_root) / cfg.dataset
+    annotations_present = all(Path(p).exists() for _, p in annotation_sources(cfg.ingest))
+    if set(force) & {"ingest", *enabled} or not annotations_present:
+        return True
+    if not is_committed(root, "ingest", ingest_stage_key(cfg).key):
+        return True
+    return any(not is_committed(root, k.extractor, k.key, k.spec.id) for k in video_stage_keys(root, cfg))
 
 
 # ---- weights ---------------------------------------------------------------------------------------------
@@ -140,6 +162,8 @@ def validate_weight_files(cfg: BuildConfig) -> None:
     for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)):
         if not sub.enabled or sub.weights in NAMED_WEIGHTS[name]:
             continue
+        from pipeline.video import backbones  # torch: only when a local weights file is in play
+
         param = {"resnet152": "resnet_weights", "i3d_r50": "i3d_weights"}[name]
         if not Path(sub.weights).is_file():
             raise FileNotFoundError(f"{param}={sub.weights!r}: no such file (expected 'pretrained', 'random' or "
@@ -154,6 +178,8 @@ def resolve_weights(cfg: BuildConfig, allow_random: bool) -> tuple[BuildConfig, 
     ``allow_random`` fall back to ``weights=random``: returns the config to build with and, per
     backbone that fell back ('resnet' / 'i3d'), the error, for the caller to report LOUDLY.
     """
+    from pipeline.video import backbones  # torch: only when some extraction will run (flows/build.py)
+
     updates: dict[str, ResNetConfig | I3DConfig] = {}
     fallbacks: dict[str, Exception] = {}
     for name, sub in (("resnet", cfg.resnet), ("i3d", cfg.i3d)):
@@ -183,7 +209,7 @@ class ShardKey(NamedTuple):
     """(extractor, spec, key, model_cfg, code, inputs) of one feature shard."""
 
     extractor: str
-    spec: extract.ShardSpec
+    spec: shards.ShardSpec
     key: str
     model_cfg: ResNetConfig | I3DConfig
     code: str
@@ -200,7 +226,7 @@ def ingest_stage_key(cfg: BuildConfig) -> StageKey:
 def video_stage_keys(root: Path, cfg: BuildConfig) -> list[ShardKey]:
     """One :class:`ShardKey` per enabled extractor and shard of ``root``'s videos table."""
     code = code_version(*VIDEO_MODULES)
-    specs = extract.plan_shards(root, cfg.shard_size, cfg.ingest.dataset_root)
+    specs = shards.plan_shards(root, cfg.shard_size, cfg.ingest.dataset_root)
     out = []
     for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)):
         if not sub.enabled:
@@ -208,10 +234,10 @@ def video_stage_keys(root: Path, cfg: BuildConfig) -> list[ShardKey]:
         wfp = file_fingerprint(sub.weights) if Path(sub.weights).is_file() else sub.weights
         # resolved device TYPE and precision + library versions: bf16 and fp32 (or cpu and cuda)
         # features never share a key; the device index (round-robin over GPUs) does not count
-        runtime = backbones.runtime_fingerprint(sub)
+        rt = runtime.runtime_fingerprint(sub.device, sub.bf16)
         model_key = sub.model_dump(mode="json", exclude={"device"})
         for spec in specs:
-            inputs = {"videos": spec.fingerprint(), "weights": wfp, "runtime": runtime}
+            inputs = {"videos": spec.fingerprint(), "weights": wfp, "runtime": rt}
             key = stage_key(name, {"decode": cfg.decode, "model": model_key}, code, inputs)
             out.append(ShardKey(name, spec, key, sub, code, inputs))
     return out

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
 
-import torch
+from pipeline import runtime
+
+if TYPE_CHECKING:  # torch is imported where a device is used, not to plan a (cached) build
+    import torch
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -15,6 +19,8 @@ def bf16_is_fast(device: torch.device) -> bool:
     On other CPUs (e.g. AVX2-only) PyTorch emulates it and convolutions run
     5-20x SLOWER than fp32, so there ``cfg.bf16`` falls back to fp32.
     """
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -34,6 +40,8 @@ def _worker_slot() -> int | None:
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' = a GPU when present, else the CPU; 'auto' / 'cuda' in Dask LocalCluster worker i
     = cuda:(i mod visible GPUs) (one device per worker); explicit devices as given."""
+    import torch
+
     if device in ("auto", "cuda") and torch.cuda.is_available():
         slot = _worker_slot()
         return torch.device(f"cuda:{slot % torch.cuda.device_count()}" if slot is not None else "cuda")
@@ -43,7 +51,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def visible_gpus() -> int:
-    """CUDA devices this process can use (0 without CUDA)."""
+    """CUDA devices this process can use (0 without CUDA), asked of torch (see runtime.visible_gpus)."""
+    import torch
+
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -52,8 +62,9 @@ def shard_devices(device: str, n_shards: int) -> list[str | None]:
 
     ``device`` 'auto' / 'cuda' with GPUs visible -> cuda:0, cuda:1, ... by shard index; an
     explicit device ('cpu', 'cuda:N') or no GPU -> None (the configured device is used).
+    Planning only: the GPU count comes from :func:`pipeline.runtime.probe` (no torch import).
     """
-    n = visible_gpus()
+    n = runtime.visible_gpus()
     if device not in ("auto", "cuda") or n == 0:
         return [None] * n_shards
     return [f"cuda:{i % n}" for i in range(n_shards)]
@@ -81,6 +92,8 @@ def configure_threads() -> int:
     """torch intra-op threads = :func:`available_cpus` (run time, per process; replaces a fixed
     OMP_NUM_THREADS in prefect.yaml). An explicit OMP_NUM_THREADS (without VTR_NUM_THREADS) is
     left to torch, which already honours it. Returns the count in effect."""
+    import torch
+
     if os.environ.get("OMP_NUM_THREADS") and not os.environ.get("VTR_NUM_THREADS"):
         return torch.get_num_threads()
     n = available_cpus()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import inspect
 import json
@@ -59,7 +60,15 @@ def _module_file(name: str, root: Path) -> Path | None:
 
 
 def _imported_names(name: str, path: Path) -> set[str]:
-    """Every module name an ``import`` anywhere in ``path`` may load (functions' bodies included)."""
+    """Every module name an ``import`` anywhere in ``path`` may load (functions' bodies included);
+    parsed once per process and file version (a build computes a dozen stage keys)."""
+    st = path.stat()
+    return set(_parsed_imports(name, str(path), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_imports(name: str, file: str, mtime_ns: int, size: int) -> frozenset[str]:
+    path = Path(file)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -77,7 +86,7 @@ def _imported_names(name: str, path: Path) -> set[str]:
     for mod in out:
         parts = mod.split(".")
         with_parents.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # packages' __init__ run too
-    return with_parents
+    return frozenset(with_parents)
 
 
 def module_closure(names: Iterable[str], root: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -112,10 +121,11 @@ def code_fingerprint(names: Iterable[str], root: str | os.PathLike | None = None
     return stable_hash([(name, path.read_text()) for name, path in files.items()], n=12)
 
 
-def code_version(*modules: ModuleType) -> str:
-    """Code fingerprint of the modules a stage runs, computed over their import closure:
-    editing any project module they (transitively) import invalidates their caches."""
-    names = [m.__name__ for m in modules]
+def code_version(*modules: ModuleType | str) -> str:
+    """Code fingerprint of the modules a stage runs (module objects or dotted names: a name is not
+    imported), computed over their import closure: editing any project module they
+    (transitively) import invalidates their caches."""
+    names = [m if isinstance(m, str) else m.__name__ for m in modules]
     outside = [n for n in names if _module_file(n, REPO_ROOT) is None]
     extra = [inspect.getsource(sys.modules[n]) for n in outside]  # e.g. a test module: hash its source
     return stable_hash([code_fingerprint(names), extra], n=12) if extra else code_fingerprint(names)

@@ -14,6 +14,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # decode threads and torch share 2 cores: spinning OpenMP workers get descheduled (measured 3x slower)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# the runtime probe cache (pipeline/runtime.py) of this test session, not the user's ~/.cache/vtr
+os.environ["VTR_CACHE_DIR"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vtr-test-cache-{os.getpid()}")
 
 import pytest  # noqa: E402
 

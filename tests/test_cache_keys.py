@@ -4,17 +4,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from flows import build as fb
 from pipeline import build as pb
+from pipeline import runtime
 from pipeline.video import backbones
 from pipeline.fingerprint import REPO_ROOT, code_fingerprint, module_closure
 
 STAGE_ROOTS = {  # the modules pipeline/build.py hashes per stage
     "ingest": ["pipeline.datasets.ingest"],
-    "extract": [m.__name__ for m in pb.VIDEO_MODULES],
+    "extract": list(pb.VIDEO_MODULES),  # by name: planning imports no torch
     "merge": ["pipeline.video.merge"],
     "text": [m.__name__ for m in pb.TEXT_MODULES],
 }
@@ -49,9 +52,10 @@ def test_editing_a_storage_schema_invalidates_the_stages_that_use_it(project_cop
 
 
 @pytest.mark.parametrize("edited, must_change", [
-    ("pipeline/config.py", {"ingest", "extract", "merge", "text"}),
+    ("pipeline/config.py", {"ingest", "extract", "text"}),  # merge reads shards, not configs
     ("pipeline/stage.py", {"ingest", "extract", "merge", "text"}),
-    ("pipeline/video/backbones.py", {"extract", "merge"}),
+    ("pipeline/video/backbones.py", {"extract"}),  # merge: through the shard keys it is keyed by
+    ("pipeline/video/shards.py", {"extract", "merge"}),
     ("pipeline/text/roles.py", {"text"}),
     ("models/hanet.py", set()),
 ])
@@ -88,19 +92,28 @@ def _video_keys(root: Path, **changes) -> set[str]:
     return {k for _, _, k, *_ in pb.video_stage_keys(root, cfg)}
 
 
+def _machine(monkeypatch, **changes) -> None:
+    """This machine's runtime probe with ``changes`` (what another machine would answer)."""
+    real = runtime.live_probe()
+    monkeypatch.setattr(runtime, "probe", lambda: dataclasses.replace(real, **changes))
+
+
 def test_precision_device_type_and_versions_are_in_the_key(planned, monkeypatch):
     base = _video_keys(planned, device="cpu")
     assert len(base) == 4  # 2 extractors x 2 shards
-    monkeypatch.setattr(backbones, "bf16_is_fast", lambda device: False)
+    _machine(monkeypatch, cpu_bf16=False)
     fp32 = _video_keys(planned, device="cpu")
-    monkeypatch.setattr(backbones, "bf16_is_fast", lambda device: True)
+    _machine(monkeypatch, cpu_bf16=True)
     bf16 = _video_keys(planned, device="cpu")
     assert fp32.isdisjoint(bf16)
     assert _video_keys(planned, device="cuda:0") == _video_keys(planned, device="cuda:1")  # index: no
     assert _video_keys(planned, device="cuda").isdisjoint(bf16)  # type: yes
-    versions = backbones.library_versions()
-    monkeypatch.setattr(backbones, "library_versions", lambda: {**versions, "av": "0.0.1"})
+    _machine(monkeypatch, cpu_bf16=True, versions={**backbones.library_versions(), "av": "0.0.1"})
     assert _video_keys(planned, device="cpu").isdisjoint(bf16)
+    _machine(monkeypatch, cpu_bf16=True, cuda_available=True, cuda_count=1, cuda_bf16=True)
+    assert _video_keys(planned, device="auto") == _video_keys(planned, device="cuda")  # auto -> the GPU
+    _machine(monkeypatch, cpu_bf16=True, cuda_available=False, cuda_count=0)
+    assert _video_keys(planned, device="auto") == bf16  # auto -> the CPU
 
 
 def test_merge_refuses_mixed_provenance(tmp_path):

@@ -12,20 +12,26 @@ import yaml
 from flows import _stages
 from flows import build as fb
 from pipeline import build as pb
-from pipeline import devices
+from pipeline import devices, runtime
 from pipeline.video import backbones
+
+
+def _gpus(monkeypatch, n: int) -> None:
+    """torch (running a stage) and the runtime probe (planning it) both see ``n`` GPUs."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+    probe = runtime.Probe(cuda_available=n > 0, cuda_count=n, cuda_bf16=n > 0, cpu_bf16=True, versions={})
+    monkeypatch.setattr(runtime, "probe", lambda: probe)
 
 
 @pytest.fixture()
 def two_gpus(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    _gpus(monkeypatch, 2)
 
 
 @pytest.fixture()
 def no_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    _gpus(monkeypatch, 0)
 
 
 def test_local_runner_spreads_shards_round_robin_over_visible_gpus(two_gpus):
@@ -50,7 +56,6 @@ def test_video_chain_gives_each_shard_task_its_gpu(two_gpus, monkeypatch, tmp_pa
     flat = {k: p.default for k, p in inspect.signature(fb.build_features.fn).parameters.items() if k in pb.FLAT_PARAMS}
     cfg = pb.make_build_config(**{**flat, "weights": "random", "shard_size": 2, "dataset_root": str(tmp_path),
                                   "extractors": ["resnet152"]}, overrides={})
-    monkeypatch.setattr(backbones, "bf16_is_fast", lambda device: True)  # no CUDA query on this machine
     submitted = []
     monkeypatch.setattr(_stages, "submit_stage", lambda task, **kw: submitted.append(kw) or kw)
     monkeypatch.setattr(_stages, "submit_stages", lambda task, **kw: submitted.append(kw) or kw)

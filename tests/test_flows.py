@@ -60,6 +60,21 @@ def test_rerun_recomputes_nothing(built, sample):
     assert _executed(again) == set() and again["executed"] == 0, again["stages"]
 
 
+def test_cached_rerun_in_a_new_process_imports_no_torch(built, sample, tmp_path):
+    """`vtr build` of a finished tree: every stage cached, and neither torch nor a backbone loaded
+    (the keys' runtime answers come from the probe cache, pipeline/runtime.py). ``-X importtime``
+    lists every module the process imported."""
+    out, _ = built
+    log = tmp_path / "rerun.log"
+    proc = popen([build_cmd(sample, out)[0], "-X", "importtime", *build_cmd(sample, out)[1:]], log)
+    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "(0 stage runs executed" in text, text[-3000:]
+    imported = {ln.rsplit("|", 1)[1].strip() for ln in text.splitlines() if ln.startswith("import time:")}
+    assert "prefect" in imported and "pipeline.build" in imported  # the trace is there
+    assert not {"torch", "torchvision", "pytorchvideo"} & imported
+
+
 def test_changed_i3d_config_reruns_only_i3d(built, sample):
     out, _ = built
     summary = _build(sample, out, overrides=_deep(TINY, {"i3d": {"clip_len": 6}}))

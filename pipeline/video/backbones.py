@@ -143,14 +143,6 @@ def precision_kind(requested_bf16: bool, device: torch.device) -> str:
     return "bf16" if bf16_is_fast(device) else "fp32"
 
 
-def runtime_fingerprint(cfg: ResNetConfig | I3DConfig) -> dict[str, Any]:
-    """What a feature stage's numbers depend on beyond its config: resolved device type,
-    resolved precision, library versions. Part of every extraction stage's cache key."""
-    device = resolve_device(cfg.device)
-    return {"device_type": device.type, "precision": precision_kind(cfg.bf16, device),
-            "versions": library_versions()}
-
-
 def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

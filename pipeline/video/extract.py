@@ -20,7 +20,6 @@ time-out). Feature counts: one row per sampled frame (ResNet) or clip (I3D).
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -33,63 +32,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from pipeline.config import DecodeConfig, I3DConfig, ResNetConfig
-from pipeline.fingerprint import file_fingerprint, stable_hash
 from pipeline.stage import StageResult
 from pipeline.video.backbones import EXTRACTORS, Backbone, get_backbone
 from pipeline.video.decode import DecodeError, DecodeTimeoutError, VideoMeta
 from pipeline.video.sampling import decode_products
+from pipeline.video.shards import ShardSpec, plan_shards, shard_id, shard_outputs  # noqa: F401  (public here too)
 from storage.features import write_features
-from storage.tables import read_table, table_metadata, write_table
+from storage.tables import write_table
 
 HARD_TIMEOUT_FACTOR = 2.0  # a decode not back after this many times its limit is abandoned
 ModelConfig = ResNetConfig | I3DConfig
-
-
-# ------------------------------------------------------------------ planning
-
-class ShardSpec(BaseModel):
-    """One shard's videos, in key order; ``paths`` are absolute."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    keys: list[str]
-    paths: list[str]
-    splits: list[str | None]
-    statuses: list[str]
-    errors: list[str | None]
-
-    def fingerprint(self) -> str:
-        """Changes when a video file (path, size, mtime) or an ingest status changes."""
-        files = [file_fingerprint(p) for p in self.paths]
-        return stable_hash({"id": self.id, "keys": self.keys, "statuses": self.statuses, "files": files})
-
-
-def shard_id(i: int) -> str:
-    return f"shard-{i:05d}"
-
-
-def _spec(i: int, rows: list[dict], base: Path) -> ShardSpec:
-    return ShardSpec(id=shard_id(i), keys=[r["key"] for r in rows], paths=[str(base / r["path"]) for r in rows],
-                     splits=[r["split"] for r in rows], statuses=[r["status"] for r in rows],
-                     errors=[r["error_message"] for r in rows])
-
-
-def plan_shards(root: str | Path, shard_size: int, dataset_root: str | Path | None = None) -> list[ShardSpec]:
-    """Split ``videos.parquet`` (sorted by key) into shards of ``shard_size`` videos.
-
-    Paths are made absolute with ``dataset_root``, by default the one ingest
-    recorded in the table's metadata.
-    """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    path = Path(root) / "videos.parquet"
-    rows = sorted(read_table(path, "videos").to_pylist(), key=lambda r: r["key"])
-    base = Path(dataset_root or table_metadata(path)["dataset_root"])
-    return [_spec(i, rows[s:s + shard_size], base) for i, s in enumerate(range(0, len(rows), shard_size))]
 
 
 # ------------------------------------------------------------------ prefetch
@@ -282,12 +236,6 @@ def _status_row(rec: _Record, shard: str, batcher: _Batcher) -> dict[str, Any]:
             "duration_s": m.duration_s if m else None,
             "seconds": round(m.seconds + batcher.model_s.get(v.key, 0.0), 4) if m else None,
             "warning": "; ".join(m.warnings) if m and m.warnings else None}
-
-
-def shard_outputs(extractor: str, shard: str) -> tuple[str, str]:
-    """(features, status) paths of one shard, relative to the shard root."""
-    base = f"features/{extractor}/shards/{shard}"
-    return f"{base}.h5", f"{base}.status.parquet"
 
 
 def _write_shard(root: Path, spec: ShardSpec, extractor: str, batcher: _Batcher, records: list[_Record],

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.stage import StageResult
-from pipeline.video.extract import shard_outputs
+from pipeline.video.shards import shard_outputs
 from storage.features import merge_features, read_attrs
 from storage.tables import read_table, write_table
 
