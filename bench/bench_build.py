@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     dec = decode_breakdown(ann, overrides)
     print(f"[same run] one decode pass, s/video: ResNet frames only {dec['frames']}, I3D clip frames only "
           f"{dec['clips']}, both {dec['both']} -> shared decode saves at most "
-          f"{(dec['frames'] + dec['clips']) / dec['both']:.2f}x of the decode work (I3D converts and resizes "
-          f"EVERY decoded frame, ResNet one in frame_stride)")
+          f"{(dec['frames'] + dec['clips']) / dec['both']:.2f}x of the decode work (every frame is decoded; "
+          f"I3D converts only its clip grid's frames, ResNet one in frame_stride)")
     print(f"[same run, process CPU time] per-extractor {cpu['per-extractor']:.2f} s / decode-once "
           f"{cpu['decode-once']:.2f} s = {cpu['per-extractor'] / cpu['decode-once']:.2f}x")
     report = {"runs": runs, "median_cpu_s": cpu, "decode_s_per_video": dec, "median_wall_s": med, "ratio_same_run": ratio, "geometry": args.geometry,

@@ -53,10 +53,15 @@ Choices (the PyAV traps behind them are listed in the install notes):
   mirror flips in the matrix are not. The turn is done on the resized frame,
   before the centre crop: resizing the short side commutes with a quarter
   turn, and turning the small image is cheaper than the full-size one.
+* Only the frames a request keeps are converted to RGB. I3D's clip grid depends on the decoded
+  count, known at the end: the first pass converts the grid predicted from the stated count, and a
+  second pass converts what a wrong prediction missed (``VideoMeta.decode_passes``; the rules and
+  the conversion itself are in pipeline/video/_frames.py). The deadline covers both passes.
 """
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -65,6 +70,8 @@ import av
 import numpy as np
 
 from pipeline.config import DecodeConfig
+from pipeline.video._frames import (ClipGrid, Selector, first_pass_selectors, keep_frame,  # noqa: F401 (re-exported)
+                                    missing_clip_frames, quarter_turns, resized_size, to_rgb_crop)
 
 
 class DecodeError(Exception):
@@ -98,16 +105,20 @@ class DecodeTimeoutError(DecodeError):
 FROM_COUNT = "container frame count"
 FROM_DURATION = "duration x fps"
 FROM_NOTHING = "unknown"
-QUARTER_TURN = 90  # degrees of one np.rot90 step
 
 
 @dataclass(frozen=True)
 class FrameRequest:
-    """Keep decoded frames whose index is a multiple of ``every``, resized and cropped."""
+    """Keep decoded frames whose index is a multiple of ``every``, resized and cropped.
+
+    With ``clips``, keep the frames of that clip grid for the decoded count instead (``every`` unused):
+    only those frames are converted (planned from the stated count, completed by a second pass).
+    """
 
     short_side: int
     crop: int
     every: int = 1
+    clips: ClipGrid | None = None
 
 
 @dataclass
@@ -131,6 +142,7 @@ class VideoMeta:
     corrupt_packets: int = 0  # packets the demuxer flagged corrupt (short read at end of file)
     last_packet_end: int | None = None  # byte offset just past the furthest video packet (None: unknown)
     warnings: list[str] = field(default_factory=list)  # non-fatal findings (e.g. header overstates count)
+    decode_passes: int = 1  # 2: a clip grid needed frames the first pass did not convert (pipeline/video/_frames.py)
 
 
 @dataclass
@@ -256,46 +268,6 @@ def _decode_packet(packet, meta: VideoMeta, cfg: DecodeConfig) -> list[av.VideoF
         return []
 
 
-def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(w, h) with the short side scaled to ``short_side``, aspect ratio kept."""
-    scale = short_side / min(width, height)
-    return max(short_side, round(width * scale)), max(short_side, round(height * scale))
-
-
-def quarter_turns(rotation: int) -> int | None:
-    """``np.rot90``'s k that shows a frame upright, given its counter-clockwise display rotation in degrees.
-
-    None when the rotation is not a multiple of 90 degrees (not applied).
-    """
-    if rotation % QUARTER_TURN:
-        return None
-    return (rotation // QUARTER_TURN) % 4
-
-
-def to_rgb_crop(frame: av.VideoFrame, short_side: int, crop: int, interpolation: str,
-                turns: int = 0) -> np.ndarray:
-    """Resize the short side to ``short_side`` (swscale), turn ``turns`` quarters counter-clockwise,
-    then centre-crop ``crop`` x ``crop``."""
-    w, h = resized_size(frame.width, frame.height, short_side)
-    rgb = np.rot90(frame.reformat(width=w, height=h, format="rgb24", interpolation=interpolation).to_ndarray(), turns)
-    h, w = rgb.shape[:2]
-    top, left = (h - crop) // 2, (w - crop) // 2
-    return np.ascontiguousarray(rgb[top:top + crop, left:left + crop])
-
-
-def _keep(frame: av.VideoFrame, index: int, requests: Mapping[str, FrameRequest],
-          kept: dict[str, KeptFrames], interpolation: str, turns: int) -> None:
-    converted: dict[tuple[int, int], np.ndarray] = {}
-    for name, req in requests.items():
-        if index % req.every:
-            continue
-        geom = (req.short_side, req.crop)
-        if geom not in converted:
-            converted[geom] = to_rgb_crop(frame, req.short_side, req.crop, interpolation, turns)
-        kept[name].indices.append(index)
-        kept[name].frames.append(converted[geom])
-
-
 def _set_rotation(meta: VideoMeta, frame: av.VideoFrame, cfg: DecodeConfig) -> None:
     meta.rotation = int(getattr(frame, "rotation", 0) or 0)
     applicable = cfg.apply_rotation and quarter_turns(meta.rotation) is not None
@@ -361,25 +333,63 @@ def _validate(requests: Mapping[str, FrameRequest]) -> None:
             raise ValueError(f"request {name!r}: crop {req.crop} larger than short_side {req.short_side}")
 
 
-def decode_video(path: str | Path, requests: Mapping[str, FrameRequest],
-                 cfg: DecodeConfig = DecodeConfig()) -> tuple[VideoMeta, dict[str, KeptFrames]]:
-    """Decode every frame of ``path`` once and keep what each request asks for.
+def _decode_pass(path: str | Path, requests: Mapping[str, FrameRequest], selectors: Mapping[str, Selector] | None,
+                 cfg: DecodeConfig, t0: float, stop_after: int | None = None):
+    """One pass: (meta, kept frames, last decoded frame unconverted).
 
-    Raises a :class:`DecodeError` subclass for anything that cannot give frames.
+    ``selectors`` None: the first pass (planned from the stated count); ``stop_after``: stop once that
+    decode index is reached (a second pass, which only converts).
     """
-    _validate(requests)
-    t0 = time.monotonic()
     with open_video(path, cfg.timeout_s) as container:
         stream = pick_video_stream(container)
         stream.thread_type, stream.thread_count = "SLICE", cfg.threads
         meta = _new_meta(Path(path), stream, container)
-        kept = {name: KeptFrames([], []) for name in requests}
-        for frame in _decoded_frames(container, stream, meta, cfg, t0):
-            if meta.n_decoded == 0:
-                _set_rotation(meta, frame, cfg)
-            _track_time(meta, frame)
-            _keep(frame, meta.n_decoded, requests, kept, cfg.interpolation, quarter_turns(meta.rotation_applied))
-            meta.n_decoded += 1
+        if selectors is None:
+            selectors = first_pass_selectors(requests, meta.n_expected)
+        kept, last = {name: KeptFrames([], []) for name in requests}, None
+        with closing(_decoded_frames(container, stream, meta, cfg, t0)) as frames:
+            for last in frames:
+                if meta.n_decoded == 0:
+                    _set_rotation(meta, last, cfg)
+                _track_time(meta, last)
+                keep_frame(last, meta.n_decoded, requests, selectors, kept, cfg.interpolation,
+                           quarter_turns(meta.rotation_applied))
+                meta.n_decoded += 1
+                if stop_after is not None and meta.n_decoded > stop_after:
+                    break
+    return meta, kept, last
+
+
+def _second_pass(path: str | Path, requests: Mapping[str, FrameRequest], missing: dict[str, frozenset[int]],
+                 meta: VideoMeta, kept: dict[str, KeptFrames], cfg: DecodeConfig, t0: float) -> None:
+    """Decode again and convert exactly the clip frames the first pass missed (into ``kept``)."""
+    again = {name: requests[name] for name in missing}
+    _, extra, _ = _decode_pass(path, again, missing, cfg, t0, stop_after=max(max(m) for m in missing.values()))
+    for name, need in missing.items():
+        if set(extra[name].indices) != need:
+            lost = sorted(need - set(extra[name].indices))[:5]
+            raise CorruptVideoError(f"second decode pass did not give frames {lost} of the {meta.n_decoded} "
+                                    "the first pass decoded")
+        kept[name].indices.extend(extra[name].indices)
+        kept[name].frames.extend(extra[name].frames)
+    meta.decode_passes = 2
+
+
+def decode_video(path: str | Path, requests: Mapping[str, FrameRequest],
+                 cfg: DecodeConfig = DecodeConfig()) -> tuple[VideoMeta, dict[str, KeptFrames]]:
+    """Decode every frame of ``path`` once and keep what each request asks for.
+
+    A clip request whose predicted grid missed frames gets them from a second pass (module notes).
+    Raises a :class:`DecodeError` subclass for anything that cannot give frames.
+    """
+    _validate(requests)
+    t0 = time.monotonic()
+    meta, kept, last = _decode_pass(path, requests, None, cfg, t0)
     _check_complete(meta, cfg)
+    missing = missing_clip_frames(requests, kept, meta.n_decoded, last, cfg.interpolation,
+                                  quarter_turns(meta.rotation_applied))
+    del last
+    if missing:
+        _second_pass(path, requests, missing, meta, kept, cfg, t0)
     meta.seconds = time.monotonic() - t0
     return meta, kept

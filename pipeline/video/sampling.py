@@ -1,7 +1,9 @@
 """Which decoded frames the extractors keep (ResNet152 frames, I3D clip stacks), and the wrappers returning them.
 
 :func:`sample_frames` (ResNet, MSR-VTT convention) and :func:`clip_stacks` (I3D) decode one video
-for one extractor; :func:`decode_products` gives both from ONE pass (pipeline/video/decode.py)."""
+for one extractor; :func:`decode_products` gives both from ONE pass (pipeline/video/decode.py). The clip
+request converts only its grid's frames (a second pass when the stated frame count mispredicts the
+grid: pipeline/video/_frames.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import DecodeConfig, I3DConfig
+from pipeline.video._frames import ClipGrid, clip_indices  # noqa: F401 (clip_indices: re-exported, tests use it here)
 from pipeline.video.decode import DecodedClips, DecodedVideo, FrameRequest, KeptFrames, VideoMeta, decode_video
 
 
@@ -28,26 +31,13 @@ def strided_indices(n_decoded: int, stride: int, max_frames: int) -> list[int]:
     return candidates
 
 
-def clip_indices(n_decoded: int, clip_len: int, clip_step: int, max_clips: int) -> np.ndarray:
-    """(n_clips, clip_len) decode indices of uniformly placed stacks.
-
-    As many non-overlapping stacks as fit (at least 1, at most ``max_clips``),
-    spread from the first to the last frame; slots past the end repeat the last
-    frame.
-    """
-    span = (clip_len - 1) * clip_step + 1
-    n_clips = min(max_clips, max(1, n_decoded // span))
-    starts = np.round(np.linspace(0, max(n_decoded - span, 0), n_clips)).astype(np.int64)
-    grid = starts[:, None] + clip_step * np.arange(clip_len)[None, :]
-    return np.minimum(grid, n_decoded - 1)
-
-
 def frames_request(cfg: DecodeConfig) -> FrameRequest:
     return FrameRequest(short_side=cfg.short_side, crop=cfg.crop, every=cfg.frame_stride)
 
 
 def clips_request(cfg: I3DConfig) -> FrameRequest:
-    return FrameRequest(short_side=cfg.short_side, crop=cfg.crop, every=1)
+    return FrameRequest(short_side=cfg.short_side, crop=cfg.crop,
+                        clips=ClipGrid(clip_len=cfg.clip_len, clip_step=cfg.clip_step, max_clips=cfg.max_clips))
 
 
 def pick_frames(kept: KeptFrames, meta: VideoMeta, cfg: DecodeConfig) -> DecodedVideo:
@@ -59,9 +49,11 @@ def pick_frames(kept: KeptFrames, meta: VideoMeta, cfg: DecodeConfig) -> Decoded
 
 def pick_clips(kept: KeptFrames, meta: VideoMeta, cfg: I3DConfig) -> DecodedClips:
     grid = clip_indices(meta.n_decoded, cfg.clip_len, cfg.clip_step, cfg.max_clips)
-    frames = np.stack(kept.frames)  # every frame was kept (every=1)
+    used = np.unique(grid)  # sorted; kept holds at least these (in any order, maybe more)
+    position = {idx: i for i, idx in enumerate(kept.indices)}
+    frames = np.stack([kept.frames[position[i]] for i in used.tolist()])
     n_padded = int(np.sum(grid[:, 1:] == grid[:, :-1]))
-    return DecodedClips(clips=frames[grid], indices=grid, n_padded=n_padded, meta=meta)
+    return DecodedClips(clips=frames[np.searchsorted(used, grid)], indices=grid, n_padded=n_padded, meta=meta)
 
 
 def sample_frames(path: str | Path, cfg: DecodeConfig = DecodeConfig()) -> DecodedVideo:
