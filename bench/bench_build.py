@@ -1,20 +1,28 @@
-"""End-to-end sample build with both extractors: one decode per video (one task per shard) vs one
-extraction task per (extractor, shard) that each decode the videos again (the old flow).
+"""End-to-end sample build with both extractors, before and after issue 11's decode work, same run.
 
-    .venv/bin/python bench/bench_build.py [--n-videos 12] [--rounds 2] [--geometry tiny|production]
+    .venv/bin/python bench/bench_build.py [--n-videos 24] [--rounds 2] [--geometry tiny|production]
         [--size 256] [--n-frames 240] [--workdir DIR]
 
-Both variants are the real ``build-features`` flow (in process, local thread runner, a temporary
-Prefect server), into a fresh output root each time, on the same generated sample videos, run
-interleaved (old, new, old, new, ...) in ONE process: the ratio is a same-run ratio. The old path is
-``flows.build.DECODE_ONCE = False`` (same tasks, one extractor each). Weights are RANDOM (offline
-machine): the features are meaningless, the speed is representative. End to end = the whole flow
-(ingest, extraction, merges, text stages).
+Three variants of the real ``build-features`` flow (in process, local thread runner, a temporary
+Prefect server), each into a fresh output root, on the same generated sample videos, interleaved
+round by round in ONE process (same-run ratios):
+
+* ``before``: the flow as it was: one extraction task per (extractor, shard), each decoding the
+  videos again (``flows.build.DECODE_ONCE = False``), and I3D converting EVERY decoded frame (the old
+  clip request, ``FrameRequest(every=1)``, recreated here by replacing ``sampling.clips_request``);
+* ``per-extractor``: the same separate decodes, with today's sparse I3D conversion (ablation);
+* ``after``: today's flow: one task per shard, ONE decode per video for both extractors, I3D
+  converting only its clip grid's frames (pipeline/video/_frames.py).
+
+Weights are RANDOM (offline machine): the features are meaningless, the speed is representative.
+End to end = the whole flow (ingest, extraction, merges, text stages). Flow heartbeats are off in
+this bench: Prefect joins a flow's heartbeat thread at exit, which sleeps in 1 s steps, so every
+wall would land on whole seconds (a constant <= 1 s per build that this bench does not measure).
 
 Default workload: 20 s videos (240 frames, 256x256) with tests/_flowutil.py's small crops (64 px):
-decoding the whole stream dominates and the models are cheap, the regime of a GPU build, where
-the backbones are fast and decode is the bottleneck. ``--geometry production`` (224 crops) on a
-2-core CPU is the opposite regime: the models dominate and one decode saves little.
+decoding dominates and the models are cheap, the regime of a GPU build, where the backbones are
+fast and decode is the bottleneck. ``--geometry production`` (224 crops) on a 2-core CPU is the
+opposite regime: the models dominate and decoding once saves little.
 """
 from __future__ import annotations
 
@@ -30,20 +38,38 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pipeline.video.sampling import clips_request as SPARSE_CLIPS_REQUEST  # noqa: E402
 
 TARGET_RATIO = 1.3
 TINY = {"decode": {"crop": 64, "short_side": 72},  # tests/_flowutil.py's geometry
         "i3d": {"clip_len": 4, "clip_step": 2, "max_clips": 1, "crop": 64, "short_side": 72}}
 
 
-def one_build(flows_build, decode_once: bool, ann: Path, out: Path, overrides: dict) -> dict:
-    flows_build.DECODE_ONCE = decode_once
+VARIANTS = {"before": (False, True), "per-extractor": (False, False), "after": (True, False)}  # (once, dense)
+
+
+def _dense_clips_request(cfg):
+    """The clip request before issue 11: keep (convert) every decoded frame."""
+    from pipeline.video.decode import FrameRequest
+
+    return FrameRequest(short_side=cfg.short_side, crop=cfg.crop, every=1)
+
+
+def one_build(flows_build, variant: str, ann: Path, out: Path, overrides: dict) -> dict:
+    from pipeline.video import sampling
+
+    once, dense = VARIANTS[variant]
+    flows_build.DECODE_ONCE = once
+    sampling.clips_request = _dense_clips_request if dense else SPARSE_CLIPS_REQUEST
     t0, c0 = time.perf_counter(), time.process_time()
-    summary = flows_build.build_features(
-        dataset="bench", dataset_root=str(ann.parent / "videos"), annotation=str(ann), out_root=str(out),
-        weights="random", shard_size=4, overrides=overrides)
+    try:
+        summary = flows_build.build_features(
+            dataset="bench", dataset_root=str(ann.parent / "videos"), annotation=str(ann), out_root=str(out),
+            weights="random", shard_size=4, overrides=overrides)
+    finally:
+        flows_build.DECODE_ONCE, sampling.clips_request = True, SPARSE_CLIPS_REQUEST
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "executed": summary["executed"]}
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 2), "executed": summary["executed"]}
 
 
 def decode_breakdown(ann: Path, overrides: dict, n: int = 6) -> dict[str, float]:
@@ -64,9 +90,33 @@ def decode_breakdown(ann: Path, overrides: dict, n: int = 6) -> dict[str, float]
     return out
 
 
+def summarize(args, runs: dict, dec: dict, load0) -> dict:
+    """Print the same-run ratios (before / after is the target's) and return the RESULTS dict."""
+    med = {k: statistics.median(x["wall_s"] for x in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(x["cpu_s"] for x in v) for k, v in runs.items()}
+    ratio = med["before"] / med["after"]
+    per_round = [a["wall_s"] / b["wall_s"] for a, b in zip(runs["before"], runs["after"])]
+    print(f"bench_build: {args.n_videos} sample videos ({args.size}x{args.size}, {args.n_frames} frames), shard_size 4, "
+          f"geometry {args.geometry}, both extractors, {args.rounds} rounds interleaved, flow heartbeats off; "
+          f"load average {load0[0]:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machine)")
+    print("median end-to-end wall: " + ", ".join(f"{k} {v:.2f} s" for k, v in med.items()))
+    print(f"[same run] before / after end to end: {ratio:.2f}x (per round {', '.join(f'{x:.2f}x' for x in per_round)}); "
+          f"TARGET >= {TARGET_RATIO}x: {'MET' if ratio >= TARGET_RATIO else 'MISSED'}")
+    print(f"[same run] of which sparse I3D conversion (before / per-extractor) {med['before'] / med['per-extractor']:.2f}x, "
+          f"one decode for both (per-extractor / after) {med['per-extractor'] / med['after']:.2f}x")
+    print(f"[same run, process CPU time] before {cpu['before']:.2f} s / after {cpu['after']:.2f} s = "
+          f"{cpu['before'] / cpu['after']:.2f}x")
+    print(f"[same run] one decode pass, s/video: ResNet frames only {dec['frames']}, I3D clip frames only "
+          f"{dec['clips']}, both {dec['both']} (every frame is decoded; I3D converts only its clip grid's frames)")
+    return {"runs": runs, "median_cpu_s": cpu, "decode_s_per_video": dec, "median_wall_s": med, "ratio_same_run": ratio,
+            "ratio_sparse": med["before"] / med["per-extractor"], "ratio_decode_once": med["per-extractor"] / med["after"],
+            "geometry": args.geometry, "n_videos": args.n_videos, "size": args.size, "n_frames": args.n_frames,
+            "load_avg": [load0[0], os.getloadavg()[0]]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-videos", type=int, default=12)
+    ap.add_argument("--n-videos", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--size", type=int, default=256, help="video side in pixels (sample_data)")
     ap.add_argument("--n-frames", type=int, default=240, help="frames per video (20 s at 12 fps)")
@@ -74,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     from flows import build as flows_build
@@ -84,35 +135,16 @@ def main(argv: list[str] | None = None) -> dict:
                                   n_frames=args.n_frames)
     overrides = TINY if args.geometry == "tiny" else {}
     load0 = os.getloadavg()
-    runs = {"per-extractor": [], "decode-once": []}
-    with prefect_test_harness(server_startup_timeout=180):
-        one_build(flows_build, True, ann, work / "warm", overrides)  # warm-up: imports, model code, spaCy
+    runs = {v: [] for v in VARIANTS}
+    with prefect_test_harness(server_startup_timeout=180), \
+            temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        one_build(flows_build, "after", ann, work / "warm", overrides)  # warm-up: imports, model code, spaCy
         for r in range(args.rounds):
-            for name, once in (("per-extractor", False), ("decode-once", True)):
-                res = one_build(flows_build, once, ann, work / f"{name}-{r}", overrides)
+            for name in VARIANTS:
+                res = one_build(flows_build, name, ann, work / f"{name}-{r}", overrides)
                 runs[name].append(res)
                 print(f"round {r}: {name}: {res}", flush=True)
-    flows_build.DECODE_ONCE = True
-    med = {k: statistics.median(x["wall_s"] for x in v) for k, v in runs.items()}
-    ratio = med["per-extractor"] / med["decode-once"]
-    cpu = {k: statistics.median(x["cpu_s"] for x in v) for k, v in runs.items()}
-    per_round = [a["wall_s"] / b["wall_s"] for a, b in zip(runs["per-extractor"], runs["decode-once"])]
-    print(f"bench_build: {args.n_videos} sample videos ({args.size}x{args.size}, {args.n_frames} frames), shard_size 4, geometry {args.geometry}, both extractors, "
-          f"{args.rounds} rounds interleaved; torch threads {os.environ.get('VTR_NUM_THREADS', 'default')}; "
-          f"load average {load0[0]:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machine)")
-    print(f"median end-to-end wall: per-extractor tasks {med['per-extractor']:.2f} s, decode-once {med['decode-once']:.2f} s")
-    print(f"[same run] per-extractor / decode-once end to end: {ratio:.2f}x (per round "
-          f"{', '.join(f'{x:.2f}x' for x in per_round)}); TARGET >= {TARGET_RATIO}x: "
-          f"{'MET' if ratio >= TARGET_RATIO else 'MISSED'}")
-    dec = decode_breakdown(ann, overrides)
-    print(f"[same run] one decode pass, s/video: ResNet frames only {dec['frames']}, I3D clip frames only "
-          f"{dec['clips']}, both {dec['both']} -> shared decode saves at most "
-          f"{(dec['frames'] + dec['clips']) / dec['both']:.2f}x of the decode work (every frame is decoded; "
-          f"I3D converts only its clip grid's frames, ResNet one in frame_stride)")
-    print(f"[same run, process CPU time] per-extractor {cpu['per-extractor']:.2f} s / decode-once "
-          f"{cpu['decode-once']:.2f} s = {cpu['per-extractor'] / cpu['decode-once']:.2f}x")
-    report = {"runs": runs, "median_cpu_s": cpu, "decode_s_per_video": dec, "median_wall_s": med, "ratio_same_run": ratio, "geometry": args.geometry,
-              "n_videos": args.n_videos, "size": args.size, "n_frames": args.n_frames, "load_avg": [load0[0], os.getloadavg()[0]]}
+    report = summarize(args, runs, decode_breakdown(ann, overrides), load0)
     print("RESULTS " + json.dumps(report))
     return report
 
