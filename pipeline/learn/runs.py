@@ -28,11 +28,21 @@ def run_dir_for(runs_root: Path, dataset: str, cfg: TrainConfig, shards_root: Pa
     base = runs_root / cfg.model
     if run_name:
         return base / run_name, None
-    prefix = f"{dataset}-{stable_hash(registry.active_config_dump(cfg), 8)}"  # other models' configs excluded
+    prefix = f"{dataset}-{stable_hash(run_identity(cfg), 8)}"
     run_dir = base / f"{prefix}-{data_fingerprint(shards_root, cfg.features)[:8]}"
     earlier = sorted((p for p in base.glob(f"{prefix}-*") if p != run_dir and (p / "last.pt").exists()),
                      key=lambda p: p.stat().st_mtime)
     return run_dir, (earlier[-1] if earlier and not run_dir.exists() else None)
+
+
+def run_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """The config data a run directory is keyed by: other models' configs excluded
+    (registry.active_config_dump), and ``precision`` left out at its default 'fp32', so runs
+    keyed before the field existed keep their directories (a bf16 run gets its own)."""
+    d = registry.active_config_dump(cfg)
+    if d.get("precision") == "fp32":
+        d.pop("precision")
+    return d
 
 
 def metrics_rows(report: dict) -> list[dict]:

@@ -9,6 +9,12 @@
 * ``best.pt``      - whenever val rsum improved: weights + metrics (no optimizer);
 * ``history.json`` - one record per epoch (losses, val metrics, seconds).
 
+Precision: ``cfg.precision`` 'fp32' (default) or 'bf16' = bf16 autocast around the forward pass
+where the device has native bf16, the loss maths and all weights/gradients/optimiser state in fp32
+(pipeline/learn/precision.py); the precision really used ('fp32', 'bf16 autocast' or the
+fallback 'fp32 (bf16 requested; no native bf16 on cpu)') is recorded in config.json, every
+history record, both checkpoints and the summary, next to the device.
+
 Determinism: the sampler's shuffle is seeded by (seed, epoch) and the torch/numpy/python
 RNGs are re-seeded from (seed, epoch) at the start of every epoch, so a run resumed
 from ``last.pt`` after a kill gives the same weights as an uninterrupted one (bit-exact
@@ -38,6 +44,7 @@ from pipeline.learn.dataset import dataset_shapes, load_split, load_word_embeddi
 from pipeline.learn.batches import TrainBatches
 from pipeline.devices import resolve_device
 from pipeline.learn.evaluate import evaluate_model
+from pipeline.learn.precision import bf16_forward, resolve_precision
 from pipeline.provenance import data_fingerprint  # noqa: F401  (re-exported: pipeline.learn.train.data_fingerprint)
 from storage.atomic import atomic_write_text
 from storage.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -54,8 +61,10 @@ def training_code_version(model: torch.nn.Module) -> str:
     import models.metrics
     import pipeline.learn.dataset
     import pipeline.learn.evaluate
+    import pipeline.learn.precision
 
-    mods = [sys.modules[__name__], pipeline.learn.dataset, pipeline.learn.evaluate, models.metrics]
+    mods = [sys.modules[__name__], pipeline.learn.dataset, pipeline.learn.evaluate, pipeline.learn.precision,
+            models.metrics]
     mod = sys.modules.get(type(model).__module__)
     if mod is not None:
         mods.append(mod)
@@ -147,6 +156,8 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     resumed_from: int | None = None
+    bf16: bool = False  # bf16 autocast in effect (cfg.precision resolved on this device)
+    precision: str = "fp32"  # what the run really computes in, as recorded
 
     @property
     def last_path(self) -> Path:
@@ -181,8 +192,10 @@ def _setup(shards_root: Path, run_dir: Path, cfg: TrainConfig, model_factory: Mo
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fingerprint = data_fingerprint(shards_root, cfg.features)
     from models.import_vocab import shard_fingerprints  # vocabularies checked by pipeline.learn.evaluate
+    bf16, precision = resolve_precision(cfg.precision, device)
     return _Run(name, cfg, device, run_dir, shards_root, model, opt, EarlyStopper(cfg.patience, cfg.min_improvement),
-                train_data, val_data, fingerprint, training_code_version(model), shard_fingerprints(shards_root))
+                train_data, val_data, fingerprint, training_code_version(model), shard_fingerprints(shards_root),
+                bf16=bf16, precision=precision)
 
 
 def _resume(run: _Run) -> None:
@@ -215,11 +228,11 @@ def _write_config(run: _Run) -> None:
     atomic_write_text(run.run_dir / "config.json", json.dumps({
         "model_name": run.name, "train_config": run.cfg.model_dump(mode="json"), "data_fingerprint": run.fingerprint,
         "code_version": run.code_ver, "shards_root": str(run.shards_root), "trainable_parameters": n_params,
-        "train": run.train_data.notes, "val": run.val_data.notes,
+        "train": run.train_data.notes, "val": run.val_data.notes, "device": str(run.device), "precision": run.precision,
     }, indent=2))
-    log.info("training %s (%d parameters) on %s: %d train captions / %d videos, val %d videos; device %s",
+    log.info("training %s (%d parameters) on %s: %d train captions / %d videos, val %d videos; device %s, %s",
              run.name, n_params, run.shards_root, run.train_data.n_captions, run.train_data.n_videos,
-             run.val_data.n_videos, run.device)
+             run.val_data.n_videos, run.device, run.precision)
 
 
 def _payload(run: _Run, epoch: int, val: dict[str, Any], with_optimizer: bool) -> dict[str, Any]:
@@ -230,10 +243,30 @@ def _payload(run: _Run, epoch: int, val: dict[str, Any], with_optimizer: bool) -
         "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
         "stopper": run.stopper.state_dict(), "rng": rng_state(), "history_json": json.dumps(run.history),
         "data_fingerprint": run.fingerprint, "code_version": run.code_ver, "vocab": run.vocab_record,
+        "device": str(run.device), "precision": run.precision,
     }
     if with_optimizer:
         p["optimizer"] = run.opt.state_dict()
     return p
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, vb, tb, lb, *, bf16: bool = False,
+               device_type: str = "cpu", grad_clip: float = 0.0, where: str = "") -> dict[str, Any]:
+    """One optimiser step on a batch: zero_grad, ``model.loss`` (its forward pass under bf16
+    autocast when ``bf16``, see pipeline/learn/precision.py; the loss maths in fp32), backward,
+    optional gradient clipping, ``opt.step()``. Returns the loss parts (graph attached).
+    The step of run_train, and of bench/bench_train.py."""
+    opt.zero_grad(set_to_none=True)
+    with bf16_forward(model, device_type, enabled=bf16):
+        parts = model.loss(vb, tb, lb)
+    loss = parts["total"]
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {loss.item()}{' at ' + where if where else ''}")
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return parts
 
 
 def _train_epoch(run: _Run, epoch: int) -> tuple[int, dict[str, float], float]:
@@ -248,15 +281,8 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[int, dict[str, float], float]:
     n_steps = 0
     for step, (vb, tb, lb) in enumerate(batches):
         vb, tb, lb = _to(vb, run.device), _to(tb, run.device), _to(lb, run.device)
-        opt.zero_grad(set_to_none=True)
-        parts = model.loss(vb, tb, lb)
-        loss = parts["total"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {step}")
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        parts = train_step(model, opt, vb, tb, lb, bf16=run.bf16, device_type=run.device.type,
+                           grad_clip=cfg.grad_clip, where=f"epoch {epoch} step {step}")
         for k, v in parts.items():
             if torch.is_tensor(v) and v.numel() == 1:
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -273,7 +299,7 @@ def _end_epoch(run: _Run, epoch: int, n_steps: int, sums: dict[str, float], trai
     val = evaluate_model(run.model, run.val_data, eval_cfg, run.device)
     stopper = run.stopper
     improved = stopper.update(epoch, val["rsum"])
-    record = {"epoch": epoch, "steps": n_steps, "train_seconds": train_s,
+    record = {"epoch": epoch, "steps": n_steps, "train_seconds": train_s, "precision": run.precision,
               "loss": {k: v / max(n_steps, 1) for k, v in sums.items()},
               "val": {k: float(v) for k, v in val.items()}, "improved": improved,
               "best_rsum": stopper.best, "best_epoch": stopper.best_epoch}
@@ -297,7 +323,7 @@ def _summary(run: _Run) -> dict[str, Any]:
         "best_epoch": run.stopper.best_epoch, "best_rsum": run.stopper.best,
         "best_metrics": best_rec["val"] if best_rec else None,
         "epochs_run": len(run.history), "stopped_early": run.stopper.should_stop,
-        "resumed_from_epoch": run.resumed_from,
+        "resumed_from_epoch": run.resumed_from, "device": str(run.device), "precision": run.precision,
     }
 
 
@@ -310,7 +336,7 @@ def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool =
     ``model_factory``/``model_name`` override the registry (e.g. toy models in tests; the factory
     gets ``cfg.hanet``). Checkpoints record the model name.
     Returns a summary: best_epoch, best_rsum, best_metrics, epochs_run, stopped_early,
-    resumed_from_epoch, paths (best/last checkpoint, config, history).
+    resumed_from_epoch, device, precision (as really used), paths (best/last checkpoint, config, history).
     """
     run = _setup(Path(shards_root), Path(run_dir), cfg, model_factory, model_name)
     if resume and run.last_path.exists():
