@@ -9,13 +9,14 @@ by default, about an MSR-VTT clip's length) with the production geometry
 (short side 256, crop 224). Per extractor (frames for ResNet152, clips for I3D-R50):
 
 * one-per-forward - decode a video (pipeline.video.decode), run its frames/clips one per
-                    forward, fp32, unfused model, contiguous memory (what video_features does).
+                    forward, fp32, unfused eager model, contiguous memory (what video_features does).
 * per-video fp32  - decode a video, run all its frames/clips in ONE forward, fp32, unfused
                     (what a user writes).
 * model-only      - the ceiling: frames/clips decoded AND preprocessed (normalised, laid out)
                     before the clock starts; only our model's forwards are timed, in batches of
-                    the config's batch_size, at our precision (bf16 autocast where
-                    pipeline.devices.bf16_is_fast says so), BN folded, channels_last (ResNet);
+                    the config's batch_size, at our precision (bf16 where
+                    pipeline.devices.bf16_is_fast says so), BN folded, channels_last, I3D frozen
+                    (Backbone.prepare / Backbone.forward, what embed() runs);
                     one untimed pass over the same batches first, so it runs fully warm
                     (ours runs after it on the same cached model, as warm).
 * ours            - pipeline.video.extract.extract_shard end to end (decode, prefetch,
@@ -43,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.video.backbones import get_backbone, load_backbone  # noqa: E402
+from pipeline.video.backbones import forward_batch_size, get_backbone, load_backbone  # noqa: E402
 from pipeline.config import BuildConfig, DecodeConfig, I3DConfig, IngestConfig, ResNetConfig  # noqa: E402
 from pipeline.video.sampling import clip_stacks, sample_frames  # noqa: E402
 from pipeline.video.extract import extract_shard, plan_shards, shard_outputs  # noqa: E402
@@ -66,13 +67,16 @@ def prepare(workdir: Path, n_videos: int, n_frames: int) -> Path:
 
 def model_config(extractor: str, batch_size: int | None) -> ResNetConfig | I3DConfig:
     cfg = ResNetConfig(weights="random") if extractor == "resnet152" else I3DConfig(weights="random")
-    return cfg.model_copy(update={"batch_size": batch_size}) if batch_size else cfg
+    if not batch_size:
+        return cfg
+    return cfg.model_copy(update={"batch_size": batch_size, **({"cpu_batch_size": batch_size} if isinstance(cfg, I3DConfig) else {})})
 
 
 def baseline_config(cfg: ResNetConfig | I3DConfig) -> ResNetConfig | I3DConfig:
-    update = {"bf16": False, "fuse_bn": False}
-    if isinstance(cfg, ResNetConfig):
-        update["channels_last"] = False
+    """The plain model: fp32, BN unfolded, contiguous, eager (no frozen graph)."""
+    update = {"bf16": False, "fuse_bn": False, "channels_last": False}
+    if isinstance(cfg, I3DConfig):
+        update["freeze"] = False
     return cfg.model_copy(update=update)
 
 
@@ -119,16 +123,13 @@ def run_model_only(root: Path, extractor: str, decode_cfg: DecodeConfig, cfg) ->
     spec = plan_shards(root, 10**9)[0]
     bb = get_backbone(extractor, cfg)
     units = np.concatenate([_units(p, extractor, decode_cfg, cfg) for p in spec.paths])
-    batches = []
-    for i in range(0, len(units), cfg.batch_size):
-        x = bb.preprocess(torch.from_numpy(np.ascontiguousarray(units[i:i + cfg.batch_size])).to(bb.device))
-        batches.append(x.contiguous(memory_format=torch.channels_last) if bb.channels_last else x)  # as embed()
+    step = forward_batch_size(cfg, bb.device)  # as extraction batches
+    batches = [bb.prepare(units[i:i + step]) for i in range(0, len(units), step)]  # as embed()
     del units
-    with torch.inference_mode(), torch.autocast(bb.device.type, dtype=torch.bfloat16, enabled=bb.bf16):
-        for timed in (False, True):  # an untimed pass first: every batch shape's kernels are ready
-            t0 = time.perf_counter()
-            for x in batches:
-                bb.model(x).float().cpu()
+    for timed in (False, True):  # an untimed pass first: every batch shape's kernels are ready
+        t0 = time.perf_counter()
+        for x in batches:
+            bb.forward(x).cpu()
     return sum(len(x) for x in batches), time.perf_counter() - t0
 
 
@@ -154,7 +155,7 @@ def bench_one(root: Path, extractor: str, decode_cfg: DecodeConfig, cfg) -> dict
         "ours_vs_one_per_forward": round(rate["ours"] / rate["one_per_forward"], 2),
         "ours_vs_per_video_fp32": round(rate["ours"] / rate["per_video_fp32"], 2),
         "ours_of_model_only": round(rate["ours"] / rate["model_only"], 3),
-        "ours_precision": get_backbone(extractor, cfg).provenance["precision"], "batch_size": cfg.batch_size,
+        "ours_precision": get_backbone(extractor, cfg).provenance["precision"], "batch_size": forward_batch_size(cfg, get_backbone(extractor, cfg).device),
         "max_rel_feature_diff_vs_one_per_forward": round(max_rel_diff(fo, f1), 6),
         "max_rel_feature_diff_per_video_vs_one": round(max_rel_diff(fv, f1), 6),
     }

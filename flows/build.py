@@ -245,7 +245,8 @@ def build_features(
     only when a single extractor is enabled). ``resnet_weights`` / ``i3d_weights``: one
     backbone's weights, 'pretrained', 'random' or a local file (torchvision ResNet152 /
     pytorchvideo i3d_r50 state dict), checked against its architecture before any work.
-    ``batch_size``: frames per forward pass (I3D: ``batch_size // clip_len`` clips).
+    ``batch_size``: frames per forward pass (I3D: ``batch_size // clip_len`` clips on a GPU; on a
+    CPU ``overrides.i3d.cpu_batch_size`` clips, default 1, measured fastest there).
     ``max_failed_fraction``: the build fails (with a summary of the error kinds) when more
     than this share of the videos could not be extracted. ``force``: stage names to recompute
     (ingest, resnet152, i3d_r50, merge-*, parse, concepts, vocab). ``overrides``: nested

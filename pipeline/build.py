@@ -94,7 +94,8 @@ def make_build_config(dataset: str, dataset_root: str, annotation: str, out_root
     """Flat deployment parameters (+ nested ``overrides``, which win) -> one validated BuildConfig.
 
     ``batch_size`` is frames per forward pass for both backbones: ResNet152 batches that many
-    frames, I3D ``max(1, batch_size // clip_len)`` clips (the same pixels per pass).
+    frames, I3D ``max(1, batch_size // clip_len)`` clips (the same pixels per pass) on a GPU; I3D on a
+    CPU runs ``i3d.cpu_batch_size`` clips per pass (cache-bound there: pipeline/config.py).
     """
     unknown = set(extractors) - set(EXTRACTORS)
     if unknown:

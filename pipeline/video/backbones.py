@@ -38,7 +38,7 @@ from torch import nn
 from pipeline.config import I3DConfig, ResNetConfig
 from pipeline.devices import bf16_is_fast, resolve_device  # noqa: F401  (tests patch backbones.bf16_is_fast)
 from pipeline.fingerprint import sha256_file
-from pipeline.video.fold import fold_batchnorm
+from pipeline.video.fold import fold_batchnorm, frozen_graph
 from storage.checkpoints import load_torch_file
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,12 @@ class BackboneWeightsError(RuntimeError):
 
 @dataclass
 class Backbone:
-    """A ready model: ``embed(uint8 batch) -> float32 (B, 2048)``."""
+    """A ready model: ``embed(uint8 batch) -> float32 (B, 2048)`` = ``forward(prepare(batch))``.
+
+    ``bf16``: it computes in bfloat16, through autocast (fp32 weights, ResNet) or with its weights
+    cast to bf16 (``cast_bf16``: I3D, whose frozen TorchScript graph needs fixed dtypes).
+    ``memory_format``: the input layout its (converted) weights expect.
+    """
 
     name: str
     model: nn.Module
@@ -66,16 +71,23 @@ class Backbone:
     provenance: dict[str, Any]
     preprocess: Callable[[torch.Tensor], torch.Tensor]
     bf16: bool
-    channels_last: bool
+    memory_format: torch.memory_format = torch.contiguous_format
+    cast_bf16: bool = False
+
+    def prepare(self, batch: np.ndarray) -> torch.Tensor:
+        """uint8 frames (B, H, W, 3) or clips (B, T, H, W, 3) -> the model's input tensor."""
+        x = self.preprocess(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+        x = x.contiguous(memory_format=self.memory_format)
+        return x.to(torch.bfloat16) if self.cast_bf16 else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        autocast = self.bf16 and not self.cast_bf16
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+            return self.model(x).float()
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) frames (ResNet) or (B, T, H, W, 3) clips (I3D), uint8 RGB."""
-        x = self.preprocess(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.model(x)
-        return out.float().cpu().numpy()
+        return self.forward(self.prepare(batch)).cpu().numpy()
 
 
 # ------------------------------------------------------------------ helpers
@@ -327,23 +339,32 @@ def load_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:
     """Build ``extractor`` ('resnet152' | 'i3d_r50') from ``cfg``, in eval mode on its device."""
     if extractor == "resnet152":
         model, prov = build_resnet152(cfg)
-        prep, channels_last = _prep_frames, cfg.channels_last
+        prep, layout = _prep_frames, torch.channels_last if cfg.channels_last else torch.contiguous_format
     elif extractor == "i3d_r50":
         model, prov = build_i3d_r50(cfg)
-        prep, channels_last = _prep_clips, False
+        prep, layout = _prep_clips, torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
     else:
         raise ValueError(f"unknown extractor {extractor!r}; expected one of {EXTRACTORS}")
     device = resolve_device(cfg.device)
     model = model.eval()
     if cfg.fuse_bn:
         model, prov["bn_folded"] = fold_batchnorm(model, _probe_input(extractor, cfg))
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device, memory_format=layout)
     bf16, precision = _precision(cfg.bf16, device)
+    freeze = extractor == "i3d_r50" and cfg.freeze
+    if freeze:  # TorchScript trace + freeze: oneDNN prepacks the 3D convolutions' weights once
+        model = frozen_graph(model.to(torch.bfloat16) if bf16 else model, _probe_input(extractor, cfg), layout, bf16)
+        precision = precision.replace("autocast", "weights, frozen graph") if bf16 else f"{precision}, frozen graph"
     prov.update(library_versions(), extractor=extractor, device=str(device), device_type=device.type,
                 precision=precision, precision_kind="bf16" if bf16 else "fp32")
-    return Backbone(extractor, model, device, FEATURE_DIM, prov, prep, bf16, channels_last)
+    return Backbone(extractor, model, device, FEATURE_DIM, prov, prep, bf16, layout, cast_bf16=freeze and bf16)
+
+
+def forward_batch_size(cfg: ResNetConfig | I3DConfig, device: torch.device) -> int:
+    """Frames / clips per forward pass: ``batch_size``, or I3D's ``cpu_batch_size`` on a CPU."""
+    if isinstance(cfg, I3DConfig) and device.type == "cpu":
+        return cfg.cpu_batch_size
+    return cfg.batch_size
 
 
 def _probe_input(extractor: str, cfg: ResNetConfig | I3DConfig) -> torch.Tensor:
@@ -358,7 +379,7 @@ _CACHE: dict[tuple[str, str], Backbone] = {}
 # Seeded random init uses torch's global RNG: builds must not interleave across threads
 # (concurrent shard tasks), or two shards would get different "random" weights.
 _BUILD_LOCK = threading.Lock()
-MODEL_FIELDS = ("weights", "device", "bf16", "channels_last", "seed", "fuse_bn")  # what shapes the model
+MODEL_FIELDS = ("weights", "device", "bf16", "channels_last", "seed", "fuse_bn", "freeze")  # what shapes the model
 
 
 def get_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:

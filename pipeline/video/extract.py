@@ -35,7 +35,7 @@ import numpy as np
 
 from pipeline.config import DecodeConfig, I3DConfig, ResNetConfig
 from pipeline.stage import StageResult
-from pipeline.video.backbones import EXTRACTORS, Backbone, get_backbone
+from pipeline.video.backbones import EXTRACTORS, Backbone, forward_batch_size, get_backbone
 from pipeline.video.decode import DecodeError, DecodeTimeoutError, VideoMeta
 from pipeline.video.sampling import decode_products
 from pipeline.video.shards import ShardSpec, plan_shards, shard_id, shard_outputs  # noqa: F401  (public here too)
@@ -284,7 +284,8 @@ def extract_shards_multi(root: str | Path, spec: ShardSpec, models: dict[str, Mo
     backbones = {name: get_backbone(name, cfg.model_copy(update={"device": devs.get(name)}) if devs.get(name) else cfg)
                  for name, cfg in models.items()}
     t_load = time.perf_counter() - t0
-    batchers = {name: _Batcher(backbones[name], cfg.batch_size) for name, cfg in models.items()}
+    batchers = {name: _Batcher(backbones[name], forward_batch_size(cfg, backbones[name].device))
+                for name, cfg in models.items()}
     job = partial(_decode_job, decode_cfg=decode_cfg, frames="resnet152" in models, i3d_cfg=models.get("i3d_r50"))
     records = [_feed(v, res, err, batchers)
                for v, res, err in prefetch_map(job, _videos(spec), decode_cfg.prefetch, decode_cfg.timeout_s)]

@@ -1,8 +1,9 @@
-"""BatchNorm folding of a backbone for inference: each Conv+BatchNorm pair becomes one convolution, kept only when
-the folded model agrees with the unfused one on a probe input."""
+"""A backbone's inference form: BatchNorm folding (each Conv+BatchNorm pair becomes one convolution, kept only
+when the folded model agrees with the unfused one on a probe input) and a frozen TorchScript graph."""
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 from torch import nn
@@ -46,3 +47,12 @@ def fold_batchnorm(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module, bo
         log.warning("BatchNorm folding skipped (%d pairs, relative error %.2e)", n, err)
         return model, False
     return fused, True
+
+
+def frozen_graph(model: nn.Module, probe: torch.Tensor, layout: torch.memory_format, bf16: bool) -> torch.jit.ScriptModule:
+    """``model`` traced on ``probe`` (its dtype and layout) and frozen for inference."""
+    device = next(model.parameters()).device
+    x = probe.to(device, torch.bfloat16 if bf16 else torch.float32).contiguous(memory_format=layout)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        return torch.jit.freeze(torch.jit.trace(model, x))
