@@ -7,20 +7,26 @@ Default HANetConfig (D=1024, 20 frames x 2048-d, 512/1024 concepts, 300-d words)
 planted shard tree (written once under --workdir; 15-45 frames per video, so some videos are
 padded) through the production path: pipeline.learn.batches.TrainBatches -> loss -> backward -> Adam.
 
-Three variants, each with its own model (same initial weights) and optimizer, run on the SAME
+Four variants, each with its own model (same initial weights) and optimizer, run on the SAME
 batches, interleaved step by step in this one process (the order rotates every step), so load
 from other jobs hits all of them alike:
 
-* ours           - HANet.loss, default config (fidelity 'improved': padding masked);
-* ours-reference - HANet.loss with HANetConfig(fidelity='reference') (the reference's maths);
+* ours           - the product's step (pipeline.learn.train.train_step), default TrainConfig
+                   (precision 'fp32'; HANet fidelity 'improved': padding masked);
+* ours-reference - the same step, HANetConfig(fidelity='reference') (the reference's maths);
 * baseline       - bench/_reference_train.py: the reference code's data flow on the
                    ours-reference model's weights (per-sample MIL / clip loops, dense padded BN,
                    every pair scored densely with materialised attended vectors). Before timing,
-                   its loss is checked equal to ours-reference on the first batch (dropout off).
+                   its loss is checked equal to ours-reference on the first batch (dropout off);
+* ours (precision=bf16) - the product's step with TrainConfig(precision='bf16') resolved as
+                   run_train resolves it (pipeline.learn.precision.resolve_precision): bf16
+                   autocast for the forward pass where this CPU has native bf16; without it the
+                   option falls back to fp32 and the variant is not run (--no-bf16 skips it).
 
-The first step of each variant is a warm-up and not counted. Ours' peak RSS is measured in a
-child process that trains ours alone (the parent holds three models). The reference code's own
-step time, measured elsewhere, is printed as context only, labelled with its date.
+The first step of each variant is a warm-up and not counted. Ours' peak RSS (fp32, and bf16
+when run) is measured in child processes that train one variant alone (the parent holds four
+models). The reference code's own step time, measured elsewhere, is printed as context only,
+labelled with its date.
 """
 from __future__ import annotations
 
@@ -45,6 +51,8 @@ REF_ELSEWHERE = [("2026-11-22", "another 2-core machine", 4.70, 4.70),
                  ("2026-11-30", "a 2-core machine like this one, interleaved with ours", 2.5, 2.8)]
 REF_PEAK_RSS_GB, REF_PARAMS = 2.6, 28_376_170
 TARGET_RATIO, TARGET_RSS_GB = 4.0, 2.0
+LABELS = {"ours": "ours (fp32, default)", "ours-reference": "ours-reference", "baseline": "baseline",
+          "ours-bf16": "ours (precision=bf16)"}  # RESULTS keep the short keys (bench/readme_table.py)
 
 
 def rss_gb() -> float:
@@ -82,20 +90,44 @@ def new_model(cfg):
     return model, torch.optim.Adam(model.parameters(), lr=1e-4)
 
 
-def child_rss(args) -> None:
-    """Ours alone (warm-up + steps): peak RSS of a training process."""
+def product_precision(precision: str) -> bool:
+    """Whether pipeline.learn.train would run TrainConfig(precision=...) under bf16 autocast here."""
     import torch
+
+    from models.config import TrainConfig
+    from pipeline.learn.precision import resolve_precision
+
+    return resolve_precision(TrainConfig(precision=precision).precision, torch.device("cpu"))[0]
+
+
+def child_rss(args) -> None:
+    """Ours alone (warm-up + steps, the product's step at ``--precision``): peak RSS of a training process."""
+    import torch
+
+    from pipeline.learn.train import train_step
 
     torch.set_num_threads(args.threads)
     cfgs, batches, _ = setup(args)
     model, opt = new_model(cfgs["ours"])
+    bf16 = product_precision(args.precision)
     for i, (vb, tb, lb) in enumerate(batches):
         if i > args.rss_steps:
             break
-        opt.zero_grad(set_to_none=True)
-        model.loss(vb, tb, lb)["total"].backward()
-        opt.step()
-    print("RSS " + json.dumps({"peak_rss_gb": rss_gb(), "steps": args.rss_steps + 1}), flush=True)
+        train_step(model, opt, vb, tb, lb, bf16=bf16)
+    print("RSS " + json.dumps({"peak_rss_gb": rss_gb(), "steps": args.rss_steps + 1, "bf16": bf16}), flush=True)
+
+
+def measure_rss(args, precision: str) -> float:
+    """Peak RSS of a child that trains ours alone at ``precision``; started before this process grows
+    (Linux keeps the parent's high-water mark in ru_maxrss across fork + exec)."""
+    child = subprocess.run([sys.executable, __file__, "--child-rss", "--workdir", str(args.workdir), "--threads",
+                            str(args.threads), "--batch", str(args.batch), "--vocab", str(args.vocab),
+                            "--rss-steps", str(args.rss_steps), "--precision", precision],
+                           capture_output=True, text=True)
+    lines = [ln for ln in child.stdout.splitlines() if ln.startswith("RSS ")]
+    if child.returncode != 0 or not lines:
+        raise RuntimeError(f"rss child failed (rc {child.returncode}):\n{child.stderr[-3000:]}")
+    return json.loads(lines[-1][4:])["peak_rss_gb"]
 
 
 def verify(model, batch) -> tuple[float, float]:
@@ -123,7 +155,8 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=10_500)
     ap.add_argument("--rss-steps", type=int, default=4)
     ap.add_argument("--child-rss", action="store_true")
-    ap.add_argument("--no-bf16", action="store_true", help="skip the bf16-autocast what-if variant")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help=argparse.SUPPRESS)  # --child-rss
+    ap.add_argument("--no-bf16", action="store_true", help="skip the ours (precision=bf16) variant")
     args = ap.parse_args()
 
     import torch
@@ -135,29 +168,28 @@ def main() -> None:
     from _reference_train import reference_loss
     from models.hanet import count_parameters
 
-    # ours' peak RSS first, in a child started before this process grows (Linux keeps the
-    # parent's high-water mark in ru_maxrss across fork + exec)
-    child = subprocess.run([sys.executable, __file__, "--child-rss", "--workdir", str(args.workdir), "--threads",
-                            str(args.threads), "--batch", str(args.batch), "--vocab", str(args.vocab),
-                            "--rss-steps", str(args.rss_steps)], capture_output=True, text=True)
-    lines = [ln for ln in child.stdout.splitlines() if ln.startswith("RSS ")]
-    if child.returncode != 0 or not lines:
-        raise RuntimeError(f"rss child failed (rc {child.returncode}):\n{child.stderr[-3000:]}")
-    ours_rss = json.loads(lines[-1][4:])["peak_rss_gb"]
+    from pipeline.learn.train import train_step
+
+    # TrainConfig(precision='bf16') as run_train resolves it on this CPU (native bf16 or the fp32 fallback)
+    bf16_native = product_precision("bf16")
+    bf16 = bf16_native and not args.no_bf16
+    # peak RSS first, in children started before this process grows
+    ours_rss = measure_rss(args, "fp32")
+    bf16_rss = measure_rss(args, "bf16") if bf16 else None
     cfgs, batches, batches_ref = setup(args)
     models = {"ours": new_model(cfgs["ours"]), "ours-reference": new_model(cfgs["ours-reference"])}
     models["baseline"] = new_model(cfgs["ours-reference"])
-    from pipeline.devices import bf16_is_fast
-
-    bf16 = bf16_is_fast(torch.device("cpu")) and not args.no_bf16
-    if bf16:  # what bf16 autocast WOULD give training (not what pipeline.learn.train does today)
+    if bf16:  # the product's precision='bf16' option (RESULTS key 'ours-bf16')
         models["ours-bf16"] = new_model(cfgs["ours"])
     load = os.getloadavg()
     print(f"bench_train: torch threads {args.threads}; load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} on "
-          f"{os.cpu_count()} CPUs (other jobs share this CPU: absolute times are pessimistic; the three variants "
+          f"{os.cpu_count()} CPUs (other jobs share this CPU: absolute times are pessimistic; the {len(models)} variants "
           f"run interleaved on the same batches, so their RATIOS are what this bench measures)", flush=True)
     print(f"model: {count_parameters(models['ours'][0]):,} trainable parameters (reference: {REF_PARAMS:,}, of which "
           f"3,148,800 never used); vocab {cfgs['ours'].vocab_size:,}", flush=True)
+    print("TrainConfig(precision='bf16') on this CPU: " + (
+        "bf16 autocast (native bf16)" + (", variant skipped (--no-bf16)" if args.no_bf16 else "") if bf16_native
+        else "fp32 fallback (no native bf16): the option trains in fp32 here, variant not run"), flush=True)
 
     it, it_ref = iter(batches), iter(batches_ref)
     first_ref = next(iter(batches_ref))
@@ -169,14 +201,13 @@ def main() -> None:
     def step(name, batch):
         model, opt = models[name]
         t0, c0 = time.perf_counter(), time.process_time()
-        opt.zero_grad(set_to_none=True)
         if name == "baseline":
+            opt.zero_grad(set_to_none=True)
             loss = reference_loss(model, *batch)
-        else:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "ours-bf16"):
-                loss = model.loss(*batch)["total"]
-        loss.backward()
-        opt.step()
+            loss.backward()
+            opt.step()
+        else:  # the product's step (pipeline.learn.train.train_step), as run_train calls it
+            loss = train_step(model, opt, *batch, bf16=name == "ours-bf16")["total"]
         return time.perf_counter() - t0, loss.item(), time.process_time() - c0
 
     names = ["ours", "ours-reference", "baseline"] + (["ours-bf16"] if bf16 else [])
@@ -191,37 +222,50 @@ def main() -> None:
         for name in names[i % len(names):] + names[:i % len(names)]:  # rotate: no variant always runs first
             row[name] = step(name, batch_ref if name in ("ours-reference", "baseline") else batch)
         if i == 0:
-            print("warm-up step: " + ", ".join(f"{n} {row[n][0]:.2f} s" for n in names), flush=True)
+            print("warm-up step: " + ", ".join(f"{LABELS[n]} {row[n][0]:.2f} s" for n in names), flush=True)
             continue
         for n in names:
             times[n].append(row[n][0])
             cpu_t[n].append(row[n][2])
         print(f"step {i}: data {data_t[-1]:.3f} s (x2 configs); " + ", ".join(
-            f"{n} {row[n][0]:.2f} s (loss {row[n][1]:.4f})" for n in names), flush=True)
+            f"{LABELS[n]} {row[n][0]:.2f} s (loss {row[n][1]:.4f})" for n in names), flush=True)
 
     med = {n: statistics.median(times[n]) for n in names}
     med_data = statistics.median(data_t[1:]) / 2  # each batch was built for 2 configs
     ratio = med["baseline"] / med["ours"]
     ratio_ref = med["baseline"] / med["ours-reference"]
-    ratio_steps = [b / o for b, o in zip(times["baseline"], times["ours"])]
+    ratio_bf16 = med["baseline"] / med["ours-bf16"] if bf16 else None
 
-    print(f"\nmedian step (forward+backward+Adam) over {args.steps} steps: ours {med['ours']:.2f} s, ours-reference "
-          f"{med['ours-reference']:.2f} s, baseline {med['baseline']:.2f} s; data {med_data * 1000:.0f} ms/batch")
-    print(f"[same run] baseline / ours: {ratio:.2f}x (per-step ratios {min(ratio_steps):.2f}-{max(ratio_steps):.2f}x); "
-          f"TARGET >= {TARGET_RATIO:.0f}x: {'OK' if ratio >= TARGET_RATIO else 'MISSED'}")
+    def per_step(name):
+        r = [b / o for b, o in zip(times["baseline"], times[name])]
+        return f"per-step ratios {min(r):.2f}-{max(r):.2f}x"
+
+    def target(r):
+        return "OK" if r >= TARGET_RATIO else "MISSED"
+
+    print(f"\nmedian step (forward+backward+Adam) over {args.steps} steps: " + ", ".join(
+        f"{LABELS[n]} {med[n]:.2f} s" for n in names) + f"; data {med_data * 1000:.0f} ms/batch")
+    print(f"[same run] baseline / ours (fp32, default): {ratio:.2f}x ({per_step('ours')}); "
+          f"TARGET >= {TARGET_RATIO:.0f}x with the fp32 default: {target(ratio)}")
+    if bf16:
+        print(f"[same run] baseline / ours (precision=bf16): {ratio_bf16:.2f}x ({per_step('ours-bf16')}); "
+              f"TARGET >= {TARGET_RATIO:.0f}x with the bf16 option: {target(ratio_bf16)} "
+              f"(ours fp32 / ours bf16: {med['ours'] / med['ours-bf16']:.2f}x)")
+    else:
+        print(f"[same run] ours (precision=bf16): not run ({'--no-bf16' if bf16_native else 'no native bf16 here'}); "
+              f"TARGET >= {TARGET_RATIO:.0f}x with the bf16 option: not measured")
     print(f"[same run] baseline / ours-reference (identical maths, verified equal loss): {ratio_ref:.2f}x")
     print(f"[same run] ours-reference / ours (cost of the reference's padding rules in our code): "
           f"{med['ours-reference'] / med['ours']:.2f}x")
     cpu = {n: statistics.median(cpu_t[n]) for n in names}
     print(f"[same run, process CPU time instead of wall time] baseline / ours: {cpu['baseline'] / cpu['ours']:.2f}x; "
-          f"baseline / ours-reference: {cpu['baseline'] / cpu['ours-reference']:.2f}x")
-    print(f"[separate process, ours alone, {args.rss_steps + 1} steps] peak RSS {ours_rss:.2f} GB; TARGET <= "
-          f"{TARGET_RSS_GB:.0f} GB: {'OK' if ours_rss <= TARGET_RSS_GB else 'MISSED'} (this process, {len(models)} models: "
-          f"{rss_gb():.2f} GB)")
-    if bf16:
-        print(f"[same run, what-if] ours with bf16 autocast (native bf16 on this CPU; NOT what pipeline.learn.train does): "
-              f"{med['ours-bf16']:.2f} s/step -> baseline / ours-bf16 {med['baseline'] / med['ours-bf16']:.2f}x, "
-              f"ours / ours-bf16 {med['ours'] / med['ours-bf16']:.2f}x")
+          f"baseline / ours-reference: {cpu['baseline'] / cpu['ours-reference']:.2f}x"
+          + (f"; baseline / ours (precision=bf16): {cpu['baseline'] / cpu['ours-bf16']:.2f}x" if bf16 else ""))
+    for name, rss in (("fp32, default", ours_rss), ("precision=bf16", bf16_rss)):
+        if rss is not None:
+            print(f"[separate process, ours ({name}) alone, {args.rss_steps + 1} steps] peak RSS {rss:.2f} GB; TARGET "
+                  f"<= {TARGET_RSS_GB:.0f} GB: {'OK' if rss <= TARGET_RSS_GB else 'MISSED'}")
+    print(f"(this process, {len(models)} models: peak RSS {rss_gb():.2f} GB)")
     for date, where, lo, hi in REF_ELSEWHERE:
         o = med["ours"]
         rng = f"{lo:.2f} s/step -> {lo / o:.1f}x" if lo == hi else f"{lo:.1f}-{hi:.1f} s/step -> {lo / o:.1f}-{hi / o:.1f}x"
@@ -230,7 +274,9 @@ def main() -> None:
     print("RESULTS " + json.dumps({"median_step_s": med, "steps": times, "cpu_s": cpu_t, "data_s": data_t,
                                    "ratio_same_run": ratio, "ratio_same_run_vs_ours_reference": ratio_ref,
                                    "baseline_verified": same, "baseline_loss0": b, "ours_reference_loss0": a,
+                                   "ratio_same_run_bf16": ratio_bf16, "ours_bf16_peak_rss_gb": bf16_rss,
                                    "ours_peak_rss_gb": ours_rss, "load_avg": load, "bf16_variant": bf16,
+                                   "bf16_native": bf16_native,
                                    "params": count_parameters(models['ours'][0])}))
 
 
