@@ -271,9 +271,14 @@ class HANet(nn.Module):
              positives: Tensor | None = None) -> dict[str, Tensor]:
         """Eq. 25 on a batch where row i of v pairs with row i of t (and of labels).
         `positives` (B, B) bool optionally marks other true pairs (not used as negatives)."""
-        cfg = self.cfg
         ve, te = self.encode_videos(v), self.encode_texts(t)
-        parts = self.similarity_parts(ve, te)
+        return self.loss_from_parts(ve, te, self.similarity_parts(ve, te), labels, positives)
+
+    def loss_from_parts(self, ve: dict[str, Tensor], te: dict[str, Tensor], parts: dict[str, Tensor],
+                        labels: ConceptLabels, positives: Tensor | None = None) -> dict[str, Tensor]:
+        """:meth:`loss` from the encoder outputs and score matrices (what training computes
+        them under, e.g. bf16 autocast, is up to it; pipeline/learn/precision.py)."""
+        cfg = self.cfg
         rank_l = hardest_negative_hinge(parts["c_l"], cfg.margin, positives)  # eq. 21
         rank_p = hardest_negative_hinge(parts["c_p"], cfg.margin, positives)  # eq. 22
         vi = labels.verb_ignore if cfg.mask_other_caption_concepts else None

@@ -151,8 +151,13 @@ class HCMI(nn.Module):
 
     def loss(self, v: VideoBatch, t: TextBatch, labels: ConceptLabels | None = None,
              positives: Tensor | None = None) -> dict[str, Tensor]:
+        ve, te = self.encode_videos(v), self.encode_texts(t)
+        return self.loss_from_parts(ve, te, self.similarity_parts(ve, te), labels, positives)
+
+    def loss_from_parts(self, ve: dict[str, Tensor], te: dict[str, Tensor], parts: dict[str, Tensor],
+                        labels: ConceptLabels | None = None, positives: Tensor | None = None) -> dict[str, Tensor]:
+        """:meth:`loss` from the encoder outputs and score matrices (only the scores are used)."""
         cfg = self.cfg
-        parts = self.similarity_parts(self.encode_videos(v), self.encode_texts(t))
         scales = self.logit_scales()
         out: dict[str, Tensor] = {}
         total = parts["fused"].new_zeros(())

@@ -13,8 +13,10 @@ training, evaluation, heatmaps, checkpoint import and the flows go through it. E
 
 Every registered model implements the same interface: ``encode_videos(VideoBatch) -> dict``,
 ``encode_texts(TextBatch) -> dict``, ``similarity_parts(ve, te) -> dict``,
-``similarity(ve, te) -> (B_v, B_t)`` and ``loss(v, t, labels, positives=None) -> dict`` with
-a ``total`` entry. Model modules are imported lazily (only when built).
+``similarity(ve, te) -> (B_v, B_t)``, ``loss(v, t, labels, positives=None) -> dict`` with
+a ``total`` entry, and ``loss_from_parts(ve, te, parts, labels, positives=None)``: the same loss
+from the encoder outputs and ``similarity_parts`` (training runs those under bf16 autocast with
+``TrainConfig.precision='bf16'`` and the loss maths in fp32). Model modules are imported lazily (only when built).
 """
 from __future__ import annotations
 

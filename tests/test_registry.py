@@ -44,6 +44,10 @@ def test_every_model_builds_from_data_and_serves_the_common_interface(name):
         assert parts[k].shape == (5, 5)
     if spec.fused in parts:
         assert torch.equal(parts[spec.fused], fused)
+    with torch.no_grad():  # the loss from precomputed parts (how bf16 training computes it) is the loss
+        whole = model.loss(v, t, lab)
+        split = model.loss_from_parts(ve, te, parts, lab)
+    assert whole.keys() == split.keys() and all(torch.equal(whole[k], split[k]) for k in whole)
     assert spec.needs <= set(registry.BATCH_FIELDS) and {"video", "words"} <= spec.needs
     # the loader config carries the model's caps
     dcfg = registry.data_config(cfg)

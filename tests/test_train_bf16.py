@@ -95,7 +95,6 @@ def test_bf16_step_loss_close_to_fp32_and_gradients_fp32(shards, native_bf16):
         with LinearDtypes() as seen:
             parts = train_step(m, opt, *batch, bf16=bf16)
         assert seen.seen == ({torch.bfloat16} if bf16 else {torch.float32})   # autocast ran (only) when asked
-        assert not set(precision_mod.FORWARD_METHODS) & set(m.__dict__)   # the model's methods restored
         assert all(v.dtype == torch.float32 for v in parts.values())        # the loss maths ran in fp32
         grads = [p.grad for p in m.parameters() if p.grad is not None]
         assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)

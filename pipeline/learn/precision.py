@@ -11,8 +11,8 @@ What stays fp32:
 
 * master weights, Adam state and gradients of the parameters (autocast casts copies of the
   weights per op; ``.grad`` of an fp32 parameter is fp32);
-* the loss maths: each encoder's and the scoring's floating outputs are cast back to fp32 as
-  they are handed on, and ``model.loss`` itself runs OUTSIDE autocast, so the hinge's
+* the loss maths: the encoders' and the scoring's floating outputs are cast back to fp32 and
+  ``model.loss_from_parts`` runs on them OUTSIDE autocast, so the hinge's
   ``max`` over the (B, B) scores, HCMI's InfoNCE ``logsumexp`` and the concept BCE work on
   fp32 tensors (CPU autocast leaves softmax/logsumexp in bf16 when their input is bf16, and
   CUDA autocast refuses ``binary_cross_entropy`` altogether);
@@ -20,24 +20,20 @@ What stays fp32:
 
 No GradScaler: bf16 has fp32's 8-bit exponent (range ~1e-38..3e38), so gradients do not
 underflow as fp16's (5-bit exponent) would; only the mantissa is shorter (8 bits: unit
-roundoff 2^-8 = 0.4 %). bf16 autocast relies on the registry's model interface: ``loss`` is
-computed from ``similarity_parts(encode_videos(v), encode_texts(t))``
-(models/registry.py).
+roundoff 2^-8 = 0.4 %). This relies on the registry's model interface (models/registry.py):
+``loss(v, t, ...) == loss_from_parts(ve, te, similarity_parts(ve, te), ...)`` with ``ve, te`` the
+encoders' outputs.
 """
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
 from pipeline.devices import bf16_is_fast
 
 log = logging.getLogger(__name__)
-
-FORWARD_METHODS = ("encode_videos", "encode_texts", "similarity_parts")
-
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[bool, str]:
     """(use bf16 autocast?, what the run really computes in: 'fp32' | 'bf16 autocast' |
@@ -62,29 +58,12 @@ def _fp32(out: Any) -> Any:
     return out
 
 
-def _autocast_call(fn: Callable[..., Any], device_type: str) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            out = fn(*args, **kwargs)
-        return _fp32(out)
-    return call
-
-
-@contextmanager
-def bf16_forward(model: torch.nn.Module, device_type: str, enabled: bool = True) -> Iterator[None]:
-    """Within the block, ``model``'s FORWARD_METHODS run under bf16 autocast and return fp32
-    tensors; everything else (the loss maths, backward, the optimiser) runs as without it.
-    The methods are shadowed on this model instance only and restored on exit."""
-    if not enabled:
-        yield
-        return
-    saved = {name: model.__dict__[name] for name in FORWARD_METHODS if name in model.__dict__}
-    for name in FORWARD_METHODS:
-        if callable(getattr(model, name, None)):
-            object.__setattr__(model, name, _autocast_call(getattr(model, name), device_type))
-    try:
-        yield
-    finally:
-        for name in FORWARD_METHODS:
-            model.__dict__.pop(name, None)
-        model.__dict__.update(saved)
+def loss(model: torch.nn.Module, v, t, labels, device_type: str, bf16: bool) -> dict[str, torch.Tensor]:
+    """``model.loss(v, t, labels)``, its forward pass (encoders + scoring) under bf16 autocast when
+    ``bf16``, the loss maths on fp32 copies of their outputs."""
+    if not bf16:
+        return model.loss(v, t, labels)
+    with torch.autocast(device_type, dtype=torch.bfloat16):
+        ve, te = model.encode_videos(v), model.encode_texts(t)
+        parts = model.similarity_parts(ve, te)
+    return model.loss_from_parts(_fp32(ve), _fp32(te), _fp32(parts), labels)

@@ -44,7 +44,8 @@ from pipeline.learn.dataset import dataset_shapes, load_split, load_word_embeddi
 from pipeline.learn.batches import TrainBatches
 from pipeline.devices import resolve_device
 from pipeline.learn.evaluate import evaluate_model
-from pipeline.learn.precision import bf16_forward, resolve_precision
+from pipeline.learn import precision
+from pipeline.learn.precision import resolve_precision
 from pipeline.provenance import data_fingerprint  # noqa: F401  (re-exported: pipeline.learn.train.data_fingerprint)
 from storage.atomic import atomic_write_text
 from storage.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -257,8 +258,7 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, vb, tb, lb, *
     optional gradient clipping, ``opt.step()``. Returns the loss parts (graph attached).
     The step of run_train, and of bench/bench_train.py."""
     opt.zero_grad(set_to_none=True)
-    with bf16_forward(model, device_type, enabled=bf16):
-        parts = model.loss(vb, tb, lb)
+    parts = precision.loss(model, vb, tb, lb, device_type, bf16)
     loss = parts["total"]
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite loss {loss.item()}{' at ' + where if where else ''}")
