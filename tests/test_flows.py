@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests._flowutil import build as _build
-from tests._flowutil import TINY, assert_same_features, build_cmd, popen
+from tests._flowutil import COMMON, TINY, assert_same_features, build_cmd, popen
 from tests._flowutil import executed as _executed
 from tests._flowutil import features as _features
 
@@ -58,6 +58,26 @@ def test_rerun_recomputes_nothing(built, sample):
     out, _ = built
     again = _build(sample, out)
     assert _executed(again) == set() and again["executed"] == 0, again["stages"]
+
+
+def test_backbones_are_needed_only_when_an_extraction_shard_will_run(built, sample):
+    """A finished tree: no weights to resolve; forcing an extractor or ingest, or another extraction
+    config, does need them; forcing a text stage does not."""
+    import inspect
+
+    from flows.build import build_features
+    from pipeline import build as pb
+
+    out, _ = built
+    _, ann = sample
+    flat = {k: p.default for k, p in inspect.signature(build_features.fn).parameters.items() if k in pb.FLAT_PARAMS}
+    flat.update(dataset="tiny", dataset_root=str(Path(ann).parent / "videos"), annotation=str(ann),
+                out_root=str(out), **COMMON)
+    cfg = pb.make_build_config(**flat, overrides=TINY)
+    assert not pb.backbones_needed(cfg) and not pb.backbones_needed(cfg, ["parse", "vocab"])
+    assert pb.backbones_needed(cfg, ["i3d_r50"]) and pb.backbones_needed(cfg, ["ingest"])
+    assert pb.backbones_needed(cfg.model_copy(update={"i3d": cfg.i3d.model_copy(update={"clip_len": 8})}))
+    assert pb.backbones_needed(cfg.model_copy(update={"out_root": str(out / "elsewhere")}))
 
 
 def test_cached_rerun_in_a_new_process_imports_no_torch(built, sample, tmp_path):
