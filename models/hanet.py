@@ -164,7 +164,9 @@ class TextEncoder(nn.Module):
                               node_valid=t.node_valid, adjacency=t.adjacency)
         L = t.word_ids.shape[1]
         wmask = torch.arange(L, device=t.word_ids.device).unsqueeze(0) < t.lengths.unsqueeze(1)
-        words = self.rnn(t.word_ids, t.lengths)  # s^Ind (B, L, D), eqs. 11-13; padded = 0
+        # s^Ind (B, L, D), eqs. 11-13; padded = 0. Under bf16 autocast kept bf16: every consumer
+        # below autocasts it to bf16 or promotes it exactly, so results equal fp32 states'
+        words = self.rnn(t.word_ids, t.lengths, keep_bf16=True)
         out: dict[str, Tensor] = {}
         fv = self.verb_head(words, wmask, leak)  # l_a^s, eq. 3
         fn = self.noun_head(words, wmask, leak)  # l_e^s, eq. 4
