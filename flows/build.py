@@ -18,7 +18,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 
 from flows import _stages
 from pipeline import build as plan
-from pipeline import devices
+from pipeline import devices, runtime
 from pipeline.config import BuildConfig
 from pipeline.datasets import bundle, bundle_plan, ingest, sample_data
 from pipeline.text import parse as text_parse
@@ -192,21 +192,22 @@ def _task_runner(runner: str, n_workers: int, dask_address: str | None, ray_addr
             raise ValueError(f"{name} is set but runner={runner!r}: use runner={needs!r}")
     local_gpus = 0
     if gpu_tasks and not (dask_address or ray_address):
-        local_gpus = devices.visible_gpus()
+        local_gpus = runtime.visible_gpus()
         if not local_gpus:
             raise ValueError("gpu_tasks=True with a local Dask/Ray engine, but no GPU is visible here: "
                              "drop gpu_tasks (CPU run) or point dask_address / ray_address at a cluster with GPUs")
     return _stages.make_task_runner(runner, n_workers, dask_address, local_gpus=local_gpus, ray_address=ray_address)
 
 
-def _build(cfg: BuildConfig, force: list[str], allow_random: bool, runner, gpu_tasks: bool) -> dict:
-    """Weights resolved when some extraction will run (a fully cached build loads none and imports no
-    torch), then the DAG as a subflow on ``runner``.
+def _build(cfg: BuildConfig, force: list[str], allow_random: bool, runner, gpu_tasks: bool,
+           backbones_needed: bool) -> dict:
+    """Weights resolved when some extraction will run (``backbones_needed``; a fully cached build loads
+    none and imports no torch), then the DAG as a subflow on ``runner``.
 
     The subflow sends no heartbeats of its own: it runs in this flow's process and thread, whose
     heartbeats already detect a crash, and Prefect joins a flow's heartbeat thread at exit, which
     sleeps in 1 s steps (each flow end waited up to 1 s: build walls landed on whole seconds)."""
-    if plan.backbones_needed(cfg, force):
+    if backbones_needed:
         cfg = _resolve_weights(cfg, allow_random)
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         return build_dag.with_options(task_runner=runner)(cfg, force=force, gpu_resource=gpu_tasks)
@@ -264,10 +265,10 @@ def build_features(
     """
     # parameters, weight files and the runner first: a bad value or a missing engine fails before any work
     flat = {k: v for k, v in locals().items() if k in plan.FLAT_PARAMS}
-    cfg = plan.checked_config(flat, overrides, force)
+    cfg, backbones_needed = plan.checked_config(flat, overrides, force)
     runner_obj = _task_runner(runner, n_workers, dask_address, ray_address, gpu_tasks)
     if generate_sample and not Path(annotation).exists():
         sample_data.generate_sample_dataset(Path(dataset_root).parent, n_videos=generate_sample)
-    summary = _build(cfg, list(force), allow_random_weights, runner_obj, gpu_tasks)
+    summary = _build(cfg, list(force), allow_random_weights, runner_obj, gpu_tasks, backbones_needed)
     print(f"shards written under {summary['root']} ({summary['executed']} stage runs executed, {summary['cached']} cached)")
     return summary

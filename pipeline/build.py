@@ -125,19 +125,22 @@ def check_force(force: Iterable[str]) -> None:
         raise ValueError(f"unknown stages in force: {sorted(bad)}; stages are {list(STAGES)}")
 
 
-def checked_config(flat: dict[str, Any], overrides: dict | None, force: Iterable[str] = ()) -> BuildConfig:
-    """The build-features flow's parameters -> the BuildConfig to build, checked before any work: ``force``
-    names stages, a bundle's pieces are found (format hgr-bundle), local weight files fit their backbone
-    (when some extraction will run: a committed shard's key already holds its weight file's fingerprint)."""
+def checked_config(flat: dict[str, Any], overrides: dict | None,
+                   force: Iterable[str] = ()) -> tuple[BuildConfig, bool]:
+    """The build-features flow's parameters -> (the BuildConfig to build, whether any extraction shard
+    will run: :func:`backbones_needed`), checked before any work: ``force`` names stages, a bundle's
+    pieces are found (format hgr-bundle), local weight files fit their backbone (when some extraction
+    will run: a committed shard's key already holds its weight file's fingerprint)."""
     check_force(force)
     cfg = make_build_config(**flat, overrides=overrides)
     if cfg.ingest.format == "hgr-bundle":  # no extractors; annotation/text from the bundle (pipeline/datasets/bundle.py)
         from pipeline.datasets.bundle import resolve_config
 
         cfg = resolve_config(cfg)
-    if backbones_needed(cfg, force):
+    needed = backbones_needed(cfg, force)
+    if needed:
         validate_weight_files(cfg)
-    return cfg
+    return cfg, needed
 
 
 def backbones_needed(cfg: BuildConfig, force: Iterable[str] = ()) -> bool:
