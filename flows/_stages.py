@@ -158,7 +158,7 @@ def make_task_runner(runner: str, n_workers: int, dask_address: str | None = Non
     (a local Ray with ``n_workers`` CPUs and no dashboard, or an existing cluster's address).
 
     ``local_gpus``: the GPUs a local engine advertises for GPU tasks, one per device that
-    exists (:func:`pipeline.devices.visible_gpus`): a Dask LocalCluster gets at most that many workers, each
+    exists (:func:`pipeline.runtime.visible_gpus`): a Dask LocalCluster gets at most that many workers, each
     with ``GPU=1`` (its tasks use cuda:<worker index>); the local Ray node ``num_gpus`` of them.
     """
     if runner == "local":

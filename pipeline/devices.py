@@ -3,6 +3,7 @@ evaluation and search all resolve ``device='auto'`` here); the GPUs and CPUs a p
 (shards spread over the visible GPUs, torch threads sized to the CPUs available)."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import TYPE_CHECKING
@@ -11,6 +12,8 @@ from pipeline import runtime
 
 if TYPE_CHECKING:  # torch is imported where a device is used, not to plan a (cached) build
     import torch
+
+log = logging.getLogger(__name__)
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -24,6 +27,19 @@ def bf16_is_fast(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_bf16(requested: bool, device: torch.device, what: str) -> tuple[bool, str]:
+    """(compute in bf16?, what really runs: 'fp32', 'bf16 autocast' or 'fp32 (bf16 requested; no
+    native bf16 on <device type>)'). The fallback is logged as a warning naming ``what`` (extraction
+    of a backbone, training, ...): the output records say which precision was used."""
+    if not requested:
+        return False, "fp32"
+    if bf16_is_fast(device):
+        return True, "bf16 autocast"
+    log.warning("%s: bf16 requested but %s has no native bf16 (PyTorch would emulate it, slower than fp32): "
+                "running fp32", what, device)
+    return False, f"fp32 (bf16 requested; no native bf16 on {device.type})"
 
 
 def _worker_slot() -> int | None:
@@ -48,13 +64,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cpu")
     return torch.device(device)
-
-
-def visible_gpus() -> int:
-    """CUDA devices this process can use (0 without CUDA), asked of torch (see runtime.visible_gpus)."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def shard_devices(device: str, n_shards: int) -> list[str | None]:

@@ -79,7 +79,7 @@ def test_dask_worker_uses_the_gpu_of_its_index(two_gpus, monkeypatch):
 
 
 def test_dask_local_cluster_advertises_only_gpus_that_exist(two_gpus):
-    runner = _stages.make_task_runner("dask", 4, local_gpus=devices.visible_gpus())
+    runner = _stages.make_task_runner("dask", 4, local_gpus=runtime.visible_gpus())
     assert runner.cluster_kwargs["n_workers"] == 2 and runner.cluster_kwargs["resources"] == {"GPU": 1}
     runner = _stages.make_task_runner("dask", 4)
     assert runner.cluster_kwargs["n_workers"] == 4 and "resources" not in runner.cluster_kwargs
@@ -87,7 +87,7 @@ def test_dask_local_cluster_advertises_only_gpus_that_exist(two_gpus):
 
 def test_ray_local_node_advertises_every_visible_gpu(two_gpus):
     pytest.importorskip("prefect_ray")
-    runner = _stages.make_task_runner("ray", 4, local_gpus=devices.visible_gpus())
+    runner = _stages.make_task_runner("ray", 4, local_gpus=runtime.visible_gpus())
     assert runner.init_kwargs["num_gpus"] == 2
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline import runtime
-from pipeline.devices import resolve_device
+from pipeline.devices import resolve_bf16, resolve_device
 from pipeline.video import backbones
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,9 +26,12 @@ def cache(tmp_path, monkeypatch):
 
 
 def _live_fingerprint(device: str, bf16: bool) -> dict:
-    """What the key held before the probe: asked of torch directly."""
+    """What extraction itself resolves (asked of torch): the device, and the precision the backbone
+    picks there (devices.resolve_bf16); a CUDA device not visible here counts as bf16-capable."""
     dev = resolve_device(device)
-    return {"device_type": dev.type, "precision": backbones.precision_kind(bf16, dev),
+    unseen_gpu = dev.type == "cuda" and not torch.cuda.is_available()
+    uses_bf16 = bf16 and (unseen_gpu or resolve_bf16(bf16, dev, "extraction")[0])
+    return {"device_type": dev.type, "precision": "bf16" if uses_bf16 else "fp32",
             "versions": backbones.library_versions()}
 
 

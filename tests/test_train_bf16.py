@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import pipeline.learn.precision as precision_mod
+from pipeline import devices
 from models import registry
 from models.config import HANetConfig, TrainConfig
 from pipeline.learn.batches import TrainBatches
@@ -39,7 +39,7 @@ def shards(tmp_path_factory):
 
 @pytest.fixture
 def native_bf16(monkeypatch):
-    monkeypatch.setattr(precision_mod, "bf16_is_fast", lambda device: True)
+    monkeypatch.setattr(devices, "bf16_is_fast", lambda device: True)
 
 
 class LinearDtypes:
@@ -119,9 +119,9 @@ def test_bf16_step_loss_close_to_fp32_and_gradients_fp32(shards, native_bf16):
     ("bf16", False, FALLBACK),
 ])
 def test_precision_really_used_is_recorded(shards, tmp_path, monkeypatch, caplog, requested, native, expected):
-    monkeypatch.setattr(precision_mod, "bf16_is_fast", lambda device: native)
+    monkeypatch.setattr(devices, "bf16_is_fast", lambda device: native)
     cfg = train_cfg("hanet", HANET, 1, LR).model_copy(update={"precision": requested, "max_steps_per_epoch": 2})
-    with LinearDtypes() as seen, caplog.at_level("WARNING", logger="pipeline.learn.precision"):
+    with LinearDtypes() as seen, caplog.at_level("WARNING", logger="pipeline.devices"):
         summary = run_train(shards, tmp_path, cfg)
     assert (torch.bfloat16 in seen.seen) == (expected == "bf16 autocast")   # fallback: nothing ran in bf16
     assert summary["precision"] == expected and summary["device"] == "cpu"

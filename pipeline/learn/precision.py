@@ -26,36 +26,27 @@ encoders' outputs.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 
-from pipeline.devices import bf16_is_fast
+from pipeline.devices import resolve_bf16
 
-log = logging.getLogger(__name__)
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[bool, str]:
     """(use bf16 autocast?, what the run really computes in: 'fp32' | 'bf16 autocast' |
-    'fp32 (bf16 requested; no native bf16 on <device type>)')."""
-    if requested == "fp32":
-        return False, "fp32"
-    if requested != "bf16":
+    'fp32 (bf16 requested; no native bf16 on <device type>)'), as extraction decides it."""
+    if requested not in ("fp32", "bf16"):
         raise ValueError(f"precision {requested!r}: expected 'fp32' or 'bf16'")
-    if bf16_is_fast(device):
-        return True, "bf16 autocast"
-    log.warning("precision='bf16' requested but %s has no native bf16 (PyTorch would emulate it, slower than "
-                "fp32): training in fp32", device)
-    return False, f"fp32 (bf16 requested; no native bf16 on {device.type})"
+    return resolve_bf16(requested == "bf16", device, "training")
 
 
-def _fp32(out: Any) -> Any:
-    """Floating tensors of an encoder / scoring output (a tensor or a dict of them) as fp32."""
-    if torch.is_tensor(out):
-        return out.float() if out.is_floating_point() else out
-    if isinstance(out, dict):
-        return {k: _fp32(v) for k, v in out.items()}
-    return out
+def cast_floats(d: dict[str, Any], dtype: torch.dtype | None) -> dict[str, Any]:
+    """``d`` (an encoder's or the scoring's outputs) with its floating tensors cast to ``dtype``
+    (None: unchanged); masks, indices and other values as they are."""
+    if dtype is None:
+        return d
+    return {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in d.items()}
 
 
 def loss(model: torch.nn.Module, v, t, labels, device_type: str, bf16: bool) -> dict[str, torch.Tensor]:
@@ -66,4 +57,5 @@ def loss(model: torch.nn.Module, v, t, labels, device_type: str, bf16: bool) -> 
     with torch.autocast(device_type, dtype=torch.bfloat16):
         ve, te = model.encode_videos(v), model.encode_texts(t)
         parts = model.similarity_parts(ve, te)
-    return model.loss_from_parts(_fp32(ve), _fp32(te), _fp32(parts), labels)
+    fp32 = torch.float32
+    return model.loss_from_parts(cast_floats(ve, fp32), cast_floats(te, fp32), cast_floats(parts, fp32), labels)

@@ -36,7 +36,7 @@ import torchvision
 from torch import nn
 
 from pipeline.config import I3DConfig, ResNetConfig
-from pipeline.devices import bf16_is_fast, resolve_device  # noqa: F401  (tests patch backbones.bf16_is_fast)
+from pipeline.devices import resolve_bf16, resolve_device
 from pipeline.fingerprint import sha256_file
 from pipeline.video.fold import fold_batchnorm, frozen_graph
 from storage.checkpoints import load_torch_file
@@ -92,15 +92,6 @@ class Backbone:
 
 # ------------------------------------------------------------------ helpers
 
-def _precision(requested: bool, device: torch.device) -> tuple[bool, str]:
-    if not requested:
-        return False, "fp32"
-    if bf16_is_fast(device):
-        return True, "bf16 autocast"
-    log.warning("bf16 requested but %s has no native bf16: running fp32", device)
-    return False, f"fp32 (bf16 requested; no native bf16 on {device.type})"
-
-
 def _normalizer(mean, std) -> Callable[[torch.Tensor], torch.Tensor]:
     def normalize(x: torch.Tensor, channel_dim: int) -> torch.Tensor:
         shape = [1] * x.dim()
@@ -140,19 +131,6 @@ def library_versions() -> dict[str, str]:
 
 
 _versions = library_versions
-
-
-def precision_kind(requested_bf16: bool, device: torch.device) -> str:
-    """'bf16' or 'fp32': what a backbone on ``device`` will really compute in (see :func:`_precision`).
-
-    A CUDA device that this process cannot see (a flow planning for remote GPU workers) is
-    assumed to have native bf16, as every GPU since Ampere has.
-    """
-    if not requested_bf16:
-        return "fp32"
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return "bf16"
-    return "bf16" if bf16_is_fast(device) else "fp32"
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
@@ -350,7 +328,7 @@ def load_backbone(extractor: str, cfg: ResNetConfig | I3DConfig) -> Backbone:
     if cfg.fuse_bn:
         model, prov["bn_folded"] = fold_batchnorm(model, _probe_input(extractor, cfg))
     model = model.to(device, memory_format=layout)
-    bf16, precision = _precision(cfg.bf16, device)
+    bf16, precision = resolve_bf16(cfg.bf16, device, extractor)
     freeze = extractor == "i3d_r50" and cfg.freeze
     if freeze:  # TorchScript trace + freeze: oneDNN prepacks the 3D convolutions' weights once
         model = frozen_graph(model.to(torch.bfloat16) if bf16 else model, _probe_input(extractor, cfg), layout, bf16)
