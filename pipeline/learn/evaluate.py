@@ -32,6 +32,7 @@ from models.config import EvalConfig, HANetConfig, TrainConfig
 from models.metrics import RankAccumulator, format_metrics
 from pipeline.devices import bf16_is_fast, resolve_device
 from pipeline.learn.dataset import SplitData, load_split
+from pipeline.learn.precision import cast_floats
 from pipeline.provenance import data_fingerprint
 from storage.atomic import atomic_write_text
 from storage.checkpoints import load_checkpoint
@@ -39,12 +40,6 @@ from storage.checkpoints import load_checkpoint
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _cast(d: dict[str, Any], dtype: torch.dtype | None) -> dict[str, Any]:
-    if dtype is None:
-        return d
-    return {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in d.items()}
 
 
 def _cat(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -66,7 +61,7 @@ def encode_videos(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, devi
     parts = []
     for a in range(0, idx.size, cfg.encode_batch):
         vb = data.video_batch(idx[a:a + cfg.encode_batch]).to(device)
-        parts.append(_cast(model.encode_videos(vb), store))
+        parts.append(cast_floats(model.encode_videos(vb), store))
     return _cat(parts)
 
 
@@ -79,7 +74,7 @@ def encode_texts(model, data: SplitData, idx: np.ndarray, cfg: EvalConfig, devic
         tb = data.text_batch(idx[a:a + cfg.encode_batch], pad_to=pad_to).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model.encode_texts(tb)
-        parts.append(_cast(out, torch.float32) if bf16 else out)  # scoring stays fp32
+        parts.append(cast_floats(out, torch.float32) if bf16 else out)  # scoring stays fp32
     return _cat(parts)
 
 
@@ -161,7 +156,7 @@ def evaluate_model(model, data: SplitData, cfg: EvalConfig, device: torch.device
                         cache[gi] = _prune(encode_videos(model, data, np.arange(a, b), cfg, device, store), keep)
                         t_video += time.perf_counter() - t1
                     t1 = time.perf_counter()
-                    ve = _cast(cache[gi], torch.float32) if store is not None else cache[gi]
+                    ve = cast_floats(cache[gi], torch.float32) if store is not None else cache[gi]
                     for s0 in range(0, idx.size, cfg.score_block):
                         s1 = min(idx.size, s0 + cfg.score_block)
                         if not probed:
