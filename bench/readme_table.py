@@ -27,6 +27,12 @@ def results_json(path: Path, prefix: str = "RESULTS ") -> dict:
     return json.loads(lines[-1][len(prefix):]) if lines else {}
 
 
+def latest(name: str, results: Path) -> tuple[Path, dict] | None:
+    """The newest log of bench ``name`` and its RESULTS json (None when the bench has no log)."""
+    p = newest(name, results)
+    return None if p is None else (p, results_json(p))
+
+
 def date_of(path: Path) -> str:
     m = re.search(r"(\d{4}-\d{2}-\d{2})", path.name)
     return m.group(1) if m else "?"
@@ -37,10 +43,10 @@ def ok(flag: bool) -> str:
 
 
 def train_row(results: Path) -> list[str]:
-    p = newest("bench_train", results)
-    if p is None:
+    found = latest("bench_train", results)
+    if found is None:
         return []
-    r = results_json(p)
+    p, r = found
     if "ratio_same_run" not in r:  # an older log format
         return [f"| `bench_train.py` ({p.name}) | see log | | | |"]
     med = r["median_step_s"]
@@ -72,9 +78,8 @@ def build_rows(results: Path) -> list[str]:
                     f"every frame) | **same run** {r['ratio_same_run']:.2f}× (sparse conversion "
                     f"{r['ratio_sparse']:.2f}×, shared decode {r['ratio_decode_once']:.2f}×) | ≥ 1.3×: "
                     f"{ok(r['ratio_same_run'] >= 1.3) if tiny else 'context'} |")
-    p = newest("bench_rerun", results)
-    if p is not None:
-        r = results_json(p)
+    if (found := latest("bench_rerun", results)) is not None:
+        p, r = found
         rows.append(f"| `bench_rerun.py` {r['n_videos']} sample videos, `vtr build` processes ({p.name}) | rerun "
                     f"{r['median_rerun_s']:.2f} s, every stage cached, torch imported: {r['torch_imported']} | first "
                     f"build {r['first_s']:.1f} s | **same run** {r['ratio_same_run']:.1%} | ≤ 5 % of a ≥ 60 s "
@@ -83,10 +88,10 @@ def build_rows(results: Path) -> list[str]:
 
 
 def eval_rows(results: Path) -> list[str]:
-    p = newest("bench_eval", results)
-    if p is None:
+    found = latest("bench_eval", results)
+    if found is None:
         return []
-    r = results_json(p)
+    p, r = found
     if "probe_bf16" not in r:  # an older log format (or no RESULTS line)
         return [f"| `bench_eval.py` ({p.name}) | see log | | | |"]
     pr, pr16, nv, t = r["probe"], r["probe_bf16"], r["naive"], r["text"]
@@ -118,10 +123,10 @@ def eval_rows(results: Path) -> list[str]:
 
 
 def extract_rows(results: Path) -> list[str]:
-    p = newest("bench_extract", results)
-    if p is None:
+    found = latest("bench_extract", results)
+    if found is None:
         return []
-    r = results_json(p)
+    p, r = found
     load = r.get("load_avg_1m", [float("nan")])[0]
     rows = []
     for ex, name in (("resnet152", "ResNet152"), ("i3d_r50", "I3D-R50")):
@@ -144,10 +149,10 @@ def extract_rows(results: Path) -> list[str]:
 
 
 def parse_rows(results: Path) -> list[str]:
-    p = newest("bench_parse", results)
-    if p is None:
+    found = latest("bench_parse", results)
+    if found is None:
         return []
-    r = results_json(p)
+    p, r = found
     return [f"| `bench_parse.py` spaCy {r['model']} + roles + lemmas, {r['n']:,} captions ({p.name}) | "
             f"{r['captions_per_s']:,.0f} captions/s (`nlp.pipe`, one process) | one-by-one `nlp(text)` "
             f"{r['baseline_per_s']:,.0f} captions/s | **same run** {r['ratio_same_run']:.1f}× | ≥ 300 captions/s: "
