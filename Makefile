@@ -7,7 +7,7 @@ ENV := source scripts/env.sh &&
 
 GPU_CHECK_ARGS ?= --device cuda
 
-.PHONY: setup browser demo test test-fast bench gpu-check prefect-up prefect-down lint-docker validate clean help
+.PHONY: setup browser demo test test-fast bench gpu-check prefect-up prefect-down lint-docker images stack-check validate clean help
 
 help:
 	@echo "make demo        set up, start Prefect (server+worker), build + train + evaluate the sample dataset"
@@ -56,6 +56,15 @@ prefect-down:
 
 lint-docker: setup
 	$(ENV) bash scripts/lint_docker.sh
+
+# container images with podman on machines without Docker (docker/README.md, "Podman"); idempotent
+images:
+	flock /tmp/vtr-heavy.lock bash scripts/images.sh
+
+# docker/compose.yaml up under podman-compose (project vtr-stack-check, API on 127.0.0.1:4390),
+# the sample pipeline inside the containers, UI + port checks, teardown; <= 25 min once images exist
+stack-check: setup browser
+	flock /tmp/vtr-heavy.lock $(PY) scripts/stack_check.py
 
 validate: setup
 	$(ENV) $(PY) -m pipeline.datasets.validate out/sample

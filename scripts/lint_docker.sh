@@ -190,6 +190,8 @@ for name, svc in services.items():
         elif isinstance(build, dict) and "dockerfile" in build and not (ctx_dir / build["dockerfile"]).is_file():
             bad(where, f"dockerfile '{build['dockerfile']}' not found in context '{ctx}'")
     image = svc.get("image", "")
+    if isinstance(image, str):  # an image variable is judged by its default
+        image = re.sub(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}$", r"\1", image)
     if isinstance(image, str) and "build" not in svc and (":" not in image.split("/")[-1] or image.endswith(":latest")):
         bad(where, f"image '{image}' is not pinned to a tag")
     # ports: published on loopback only

@@ -95,14 +95,17 @@ def test_skip_hadolint_refused_in_ci():
 
 # Compose checks need only PyYAML (SKIP_HADOLINT=1), so they run everywhere.
 COMPOSE_BREAKS = [
-    ('"127.0.0.1:4200:4200"', '"4200:4200"', "published on all interfaces"),
+    ('"127.0.0.1:${VTR_PREFECT_PORT:-4200}:4200"', '"${VTR_PREFECT_PORT:-4200}:4200"', "published on all interfaces"),
+    ('"127.0.0.1:${VTR_PREFECT_PORT:-4200}:4200"', '"0.0.0.0:${VTR_PREFECT_PORT:-4200}:4200"',
+     "published on all interfaces"),
     ("POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:-prefect-local-only}", "POSTGRES_PASSWORD: hunter2", "literal secret"),
     ("postgresql+asyncpg://prefect:${POSTGRES_PASSWORD:-prefect-local-only}@",
      "postgresql+asyncpg://prefect:hunter2@", "literal password in a URL"),
     ("postgresql+asyncpg://", "sqlite+aiosqlite://", "postgresql+asyncpg"),
     ("              capabilities: [gpu]\n", "", "driver: nvidia and capabilities"),
     ('    profiles: ["gpu"]\n', "", "give it a profile"),
-    ("    image: postgres:16-bookworm", "    image: postgres", "not pinned to a tag"),
+    ("    image: ${VTR_POSTGRES_IMAGE:-postgres:16-bookworm}", "    image: ${VTR_POSTGRES_IMAGE:-postgres}",
+     "not pinned to a tag"),
     ("  vtr-runs:\n", "", "'vtr-runs' is not declared"),
     ("    restart: unless-stopped\n    environment:\n      POSTGRES_USER",
      "    restart: unless-stopped\n    enviroment:\n      POSTGRES_USER", "unknown key 'enviroment'"),
