@@ -22,6 +22,15 @@ def shards(tmp_path_factory):
     return out
 
 
+def _trainable_parameters(checkpoint: Path) -> int:
+    """The trainable parameter count of the model a checkpoint rebuilds (not the run's own record)."""
+    from pipeline.learn.evaluate import model_from_checkpoint
+    from storage.checkpoints import load_checkpoint
+
+    model, _ = model_from_checkpoint(load_checkpoint(checkpoint))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def test_compare_flow_writes_table_markdown_chart_and_artifact(prefect_server, shards, tmp_path):
     from prefect.client.orchestration import get_client
 
@@ -35,7 +44,11 @@ def test_compare_flow_writes_table_markdown_chart_and_artifact(prefect_server, s
         report = json.loads((out / r["model"] / "report.json").read_text())
         assert report["model_name"] == r["model"]
         assert r["rsum"] == pytest.approx(report["rsum"], abs=0.01)
-        assert r["params"] > 0 and r["train_s_per_epoch"] > 0 and r["eval_s"] > 0
+        assert r["params"] == _trainable_parameters(out / r["model"] / "best.pt")  # counted independently
+        history = json.loads((out / r["model"] / "history.json").read_text())
+        want = sum(h["train_seconds"] for h in history) / len(history)
+        assert len(history) == 1 and r["train_s_per_epoch"] == pytest.approx(want, abs=1e-3)
+        assert r["eval_s"] == pytest.approx(report["metrics"]["seconds"], abs=1e-3)
         cfg = json.loads((out / r["model"] / "config.json").read_text())
         assert cfg["model_name"] == r["model"] and cfg["train_config"]["seed"] == 3  # same seed for all
         assert cfg["data_fingerprint"] == json.loads((out / "hanet" / "config.json").read_text())["data_fingerprint"]
