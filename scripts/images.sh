@@ -75,7 +75,6 @@ for line in out.splitlines():
                 v = os.path.dirname(v)  # a local PEP 503 index links to files beside simple/
             if v.startswith("/") and os.path.exists(v):
                 paths.add(v)
-paths.add("/etc/ssl/certs")  # the CA bundle pip's cert setting names lives here
 for p in sorted(paths):
     if os.path.exists(p) and not any(p.startswith(q + "/") for q in paths):
         print(f"-v={p}:{p}:ro")
@@ -84,11 +83,12 @@ PY
 
 build() {  # build TAG DOCKERFILE CONTEXT [extra args]
     local tag="$1" dockerfile="$2" context="$3"; shift 3
-    local t0=$SECONDS
+    local t0=$SECONDS mounts=""
+    [ "${PIP_MOUNTS:-1}" = 1 ] && mounts="$(pip_mounts)"
     log "building $tag ($dockerfile)"
     # shellcheck disable=SC2046
     podman build --format docker --network=host --layers \
-        $(pip_mounts) -f "$dockerfile" -t "$tag" "$@" "$context"
+        $mounts -f "$dockerfile" -t "$tag" "$@" "$context"
     log "built $tag in $((SECONDS - t0)) s ($(podman image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1/1e9}'))"
 }
 
@@ -126,7 +126,7 @@ if [[ " $WANT " == *" server "* ]]; then
     build "$VTR_SERVER_IMAGE" docker/Dockerfile.server . --build-arg "PYTHON_IMAGE=$VTR_BASE_IMAGE"
 fi
 if [[ " $WANT " == *" postgres "* ]]; then
-    build "$VTR_POSTGRES_IMAGE" docker/postgres/Dockerfile docker/postgres --build-arg "BASE_IMAGE=$VTR_BASE_IMAGE"
+    PIP_MOUNTS=0 build "$VTR_POSTGRES_IMAGE" docker/postgres/Dockerfile docker/postgres --build-arg "BASE_IMAGE=$VTR_BASE_IMAGE"
 fi
 if [[ " $WANT " == *" worker "* ]]; then
     build "$VTR_WORKER_IMAGE" docker/Dockerfile.worker . --build-arg "PYTHON_IMAGE=$VTR_BASE_IMAGE"
