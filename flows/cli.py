@@ -35,9 +35,12 @@ FLOW_COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("flows.train", "evaluate", "evaluate a checkpoint on a split (flow evaluate)"),
     "retrain": ("flows.train", "retrain", "retrain when the shards changed (flow retrain)"),
     "compare": ("flows.compare", "compare", "train + evaluate several models on the same shards (flow compare)"),
+    "export": ("flows.export", "export", "write a built dataset in HGR/HANet's released layout (flow export)"),
+    "compare-features": ("flows.compare_features", "compare_features",
+                         "per-video cosine + frame-alignment diagnosis of two feature sets (flow compare-features)"),
 }
 ALIASES: dict[tuple[str, str], list[str]] = {("build", "gpu_tasks"): ["--dask-gpu"]}  # kept for old scripts
-PLUGINS = ("flows.cli_search",)  # non-flow subcommands living elsewhere: module.register(subparsers)
+PLUGINS = ("flows.cli_search", "flows.cli_refs")  # non-flow subcommands living elsewhere: module.register(subparsers)
 
 
 def run_flow(flow: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
