@@ -94,7 +94,10 @@ class QueryParser:
         from pipeline.config import ConceptConfig, TextConfig
 
         self.cfg = TextConfig.model_validate(text_config or {})
-        self.ccfg = ConceptConfig.model_validate(concept_config or {})
+        concept_config = concept_config or {}
+        if isinstance(concept_config.get("concepts"), dict):  # a bundle build's concepts stage records
+            concept_config = concept_config["concepts"]       # {concepts: ConceptConfig, bundle_concepts: ...}
+        self.ccfg = ConceptConfig.model_validate(concept_config)
         self._nlp = self._lexicon = self._stop = None
 
     def _load(self):
