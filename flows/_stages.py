@@ -16,10 +16,12 @@ from typing import Any, Callable
 from prefect import task
 from prefect.logging import get_run_logger
 
+from flows._feedback import install_log_filters
 from pipeline.fingerprint import stable_hash
 from pipeline.stage import StagePlan, StageResult, run_stage, run_stages
 from storage.manifest import is_committed
 
+install_log_filters()  # a user error's traceback stays out of the run logs (pipeline/feedback.py)
 IO_RETRIES = 2
 IO_RETRY_DELAY_S = 3
 

@@ -11,12 +11,12 @@ from typing import Literal
 
 from prefect import flow
 from prefect.context import FlowRunContext
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-from flows import _stages
+from flows import _feedback, _stages
 from pipeline import build as plan
 from pipeline import devices, runtime
 from pipeline.config import BuildConfig
@@ -124,13 +124,13 @@ def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bo
     return futures
 
 
-def _summary(futures: list, progress_id, started_at: float) -> list[dict]:
-    """One row per stage run (pipeline.build.summary_row), the progress artifact updated as they finish."""
+def _summary(futures: list, step, started_at: float) -> list[dict]:
+    """One row per stage run (pipeline.build.summary_row); ``step(done, total)`` as each task finishes
+    (a shard's extraction is one task: the bar and the progress artifact move per shard)."""
     rows, done = [], 0
     for fut in as_completed(futures):
         done += 1
-        if progress_id is not None:
-            update_progress_artifact(progress_id, progress=100.0 * done / len(futures))
+        step(done, len(futures))
         result = fut.result()  # one manifest, or one per extractor of a shard task
         rows += [plan.summary_row(m, started_at) for m in (result if isinstance(result, list) else [result])]
     return plan.sort_summary(rows)
@@ -161,14 +161,29 @@ def _run_dag(cfg: BuildConfig, root: str, force: set[str], logger, t0: float, gp
         what = f"Import of the HGR bundle {cfg.ingest.dataset_root}"
     else:
         futures, what = _feature_futures(cfg, root, force, gpu), f"Build of {cfg.dataset}"
-    progress = create_progress_artifact(progress=0.0, key=None, description=f"{cfg.dataset}: stages done")
-    rows = _summary(futures, progress, t0)
+    with _feedback.progress(f"build {cfg.dataset}", "tasks") as step:
+        rows = _summary(futures, step, t0)
     create_table_artifact(rows, key=f"build-{plan.slug(cfg.dataset)}", description=f"{what} into {root}")
     executed = sum(r["status"] == "executed" for r in rows)
     logger.info("%s done in %.1fs: %d stage runs executed, %d cached; shards in %s",
                 what, time.time() - t0, executed, len(rows) - executed, root)
-    (bundle_plan.check_import_failures if bundle_format else plan.check_failures)(Path(root), cfg)
     return {"root": root, "stages": rows, "executed": executed, "cached": len(rows) - executed}
+
+
+def _report(summary: dict, cfg: BuildConfig) -> None:
+    """In the build-features run's OWN log (what `prefect flow-run logs` and the UI show first): one line per
+    stage run, then the failure rule (too many failed videos: the run fails with the reasons), else a
+    WARNING with the count and the first per-video messages when some videos have no features."""
+    logger, root = get_run_logger(), Path(summary["root"])
+    for line in plan.stage_lines(summary["stages"]):
+        logger.info(line)
+    if cfg.ingest.format == "hgr-bundle":
+        bundle_plan.check_import_failures(root, cfg)
+        return
+    plan.check_failures(root, cfg)
+    warning = plan.failure_warning(root, cfg)
+    if warning:
+        logger.warning(warning)
 
 
 def _feature_futures(cfg: BuildConfig, root: str, force: set[str], gpu: bool) -> list:
@@ -210,7 +225,9 @@ def _build(cfg: BuildConfig, force: list[str], allow_random: bool, runner, gpu_t
     if backbones_needed:
         cfg = _resolve_weights(cfg, allow_random)
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return build_dag.with_options(task_runner=runner)(cfg, force=force, gpu_resource=gpu_tasks)
+        summary = build_dag.with_options(task_runner=runner)(cfg, force=force, gpu_resource=gpu_tasks)
+    _report(summary, cfg)
+    return summary
 
 
 @flow(name="build-features", log_prints=True)
@@ -265,9 +282,10 @@ def build_features(
     """
     # parameters, weight files and the runner first: a bad value or a missing engine fails before any work
     flat = {k: v for k, v in locals().items() if k in plan.FLAT_PARAMS}
-    cfg, backbones_needed = plan.checked_config(flat, overrides, force)
+    generate = bool(generate_sample) and not Path(annotation).exists()
+    cfg, backbones_needed = plan.checked_config(flat, overrides, force, generating_sample=generate)
     runner_obj = _task_runner(runner, n_workers, dask_address, ray_address, gpu_tasks)
-    if generate_sample and not Path(annotation).exists():
+    if generate:
         sample_data.generate_sample_dataset(Path(dataset_root).parent, n_videos=generate_sample)
     summary = _build(cfg, list(force), allow_random_weights, runner_obj, gpu_tasks, backbones_needed)
     print(f"shards written under {summary['root']} ({summary['executed']} stage runs executed, {summary['cached']} cached)")

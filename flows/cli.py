@@ -20,12 +20,15 @@ import argparse
 import importlib
 import inspect
 import json
+import os
 import re
 import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, Literal
+
+from pipeline.feedback import debug_enabled, is_user_error, one_line
 
 # subcommand -> (module, flow function, one-line help); the flow's module is imported only when
 # its subcommand runs (or asks for --help), so `vtr search` does not pay for torch + Prefect flows
@@ -41,6 +44,14 @@ FLOW_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 ALIASES: dict[tuple[str, str], list[str]] = {("build", "gpu_tasks"): ["--dask-gpu"]}  # kept for old scripts
 PLUGINS = ("flows.cli_search", "flows.cli_refs")  # non-flow subcommands living elsewhere: module.register(subparsers)
+
+
+def prepare_flow_run() -> None:
+    """Before a flow runs in this process: the CLI's logging (flows/_feedback.py), a reachable server."""
+    from flows._feedback import check_server, setup_cli_logging
+
+    setup_cli_logging(debug_enabled())
+    check_server()
 
 
 def run_flow(flow: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
@@ -116,6 +127,7 @@ def flow_parser(sub, command: str) -> argparse.ArgumentParser:
 
     def _run(a: argparse.Namespace) -> int:
         kwargs = {name: getattr(a, name) for name in inspect.signature(fn).parameters}
+        prepare_flow_run()
         run_flow(getattr(importlib.import_module(module), attr), kwargs)
         return 0
 
@@ -143,7 +155,7 @@ def _cmd_import(a: argparse.Namespace) -> int:
     from models.import_reference import import_reference_checkpoint, vocab_kwargs
 
     if a.config and not Path(a.config).is_file():
-        raise SystemExit(f"vtr import-checkpoint: --config {a.config}: no such file (a HANetConfig JSON file)")
+        raise FileNotFoundError(f"--config {a.config}: no such file (a HANetConfig JSON file)")
     cfg = HANetConfig.model_validate_json(Path(a.config).read_text()) if a.config else HANetConfig()
     report = import_reference_checkpoint(Path(a.src), Path(a.dst), cfg, strict=not a.no_strict, **vocab_kwargs(a))
     print(json.dumps(report, indent=2, default=str))
@@ -182,6 +194,7 @@ def build_parser(argv: list[str] | None = None, all_flows: bool = False) -> argp
     gets its generated options; the others are listed with their one-line help."""
     parser = argparse.ArgumentParser(prog="vtr", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors (also VTR_DEBUG=1)")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     wanted = _first_command(argv or [])
     for command, (_, _, help_line) in FLOW_COMMANDS.items():
@@ -196,9 +209,20 @@ def build_parser(argv: list[str] | None = None, all_flows: bool = False) -> argp
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user error (pipeline/feedback.py) is one line on stderr and exit code 2; a
+    traceback only for a bug, or with ``--debug`` (anywhere on the line) / ``VTR_DEBUG=1``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:
+        argv = [a for a in argv if a != "--debug"]
+        os.environ["VTR_DEBUG"] = "1"
     args = build_parser(argv).parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except Exception as exc:
+        if debug_enabled() or not is_user_error(exc):
+            raise
+        print(f"vtr {_first_command(argv) or ''}: {one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

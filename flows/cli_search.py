@@ -26,15 +26,19 @@ def _cmd_index(a: argparse.Namespace) -> int:
     kwargs = dict(checkpoint=a.checkpoint, dataset=a.dataset, out_root=a.out_root, index_dir=a.index or "",
                   splits=a.splits, n_thumbs=a.thumbs, device=a.device, dataset_root=a.dataset_root)
     if a.no_flow:  # the same stage code without Prefect (no API server needed)
+        from flows._feedback import progress
         from pipeline.search.index import build_index
 
-        meta = build_index(a.checkpoint, Path(a.out_root) / a.dataset, a.index or None, splits=a.splits or None,
-                           n_thumbs=a.thumbs, device=a.device, dataset_root=a.dataset_root or None)
+        with progress(f"index {a.dataset}", "videos", prefect=False) as step:
+            meta = build_index(a.checkpoint, Path(a.out_root) / a.dataset, a.index or None, splits=a.splits or None,
+                               n_thumbs=a.thumbs, device=a.device, dataset_root=a.dataset_root or None, step=step)
         print(f"indexed {meta['n_videos']} videos ({meta['n_with_thumbnails']} with thumbnails) "
               f"into {meta['index_dir']}")
         return 0
+    from flows.cli import prepare_flow_run
     from flows.index import build_index
 
+    prepare_flow_run()
     build_index(**kwargs)
     return 0
 

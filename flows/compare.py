@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.train import evaluate_task, train_task
 from models.config import EvalConfig, TrainConfig
+from pipeline.feedback import require_shards
 from pipeline.learn.compare import (artifact_table, check_models, comparison_dir, comparison_row, markdown_table,
                                     write_comparison)
 
@@ -35,7 +36,7 @@ def compare(models: list[str] = ["hanet", "hgr", "hcmi"], dataset: str = "sample
     own config field).
     """
     check_models(models)  # unknown or repeated names fail before any training
-    shards_root = Path(out_root) / dataset
+    shards_root = require_shards(Path(out_root) / dataset, out_root)
     base = TrainConfig.model_validate({"epochs": epochs, "batch_size": batch_size, "seed": seed,
                                        "max_steps_per_epoch": max_steps_per_epoch, **overrides})
     out_dir = comparison_dir(runs_root, dataset, base, models, test_split, run_name)

@@ -11,14 +11,20 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows._feedback import install_log_filters
+
+install_log_filters()  # a user error's traceback stays out of the run logs (pipeline/feedback.py)
+
 
 @task(name="index-videos")
 def index_task(checkpoint: str, shards_root: str, index_dir: str | None, splits: list[str] | None,
                n_thumbs: int, device: str, dataset_root: str | None) -> dict:
+    from flows import _feedback
     from pipeline.search import index as search_index
 
-    return search_index.build_index(checkpoint, shards_root, index_dir, splits=splits, n_thumbs=n_thumbs,
-                              device=device, dataset_root=dataset_root)
+    with _feedback.progress(f"index {Path(shards_root).name}", "videos") as step:
+        return search_index.build_index(checkpoint, shards_root, index_dir, splits=splits, n_thumbs=n_thumbs,
+                                        device=device, dataset_root=dataset_root, step=step)
 
 
 @flow(name="build-index", log_prints=True)

@@ -11,27 +11,34 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
+from flows import _feedback
 from models.config import EvalConfig, TrainConfig
 from models.metrics import format_metrics
 from pipeline.devices import configure_threads
+from pipeline.feedback import UserError, require_shards
 from pipeline.learn import evaluate as evaluate_mod
 from pipeline.learn import runs
 from pipeline.learn import train as train_mod
 from storage.atomic import atomic_write_text
 
+_feedback.install_log_filters()  # a user error's traceback stays out of the run logs (pipeline/feedback.py)
+
 
 @task(name="train-model")
 def train_task(shards_root: str, run_dir: str, cfg: TrainConfig, resume: bool) -> dict:
     configure_threads()  # torch threads from the CPUs available (VTR_NUM_THREADS overrides)
-    return train_mod.run_train(Path(shards_root), Path(run_dir), cfg, resume=resume)
+    with _feedback.progress(f"train {cfg.model}", "epochs") as step:
+        return train_mod.run_train(Path(shards_root), Path(run_dir), cfg, resume=resume,
+                                   on_epoch_end=lambda epoch, _record: step(epoch + 1, cfg.epochs))
 
 
 @task(name="evaluate-checkpoint")
 def evaluate_task(checkpoint: str, shards_root: str, cfg: EvalConfig, out_dir: str | None,
                   expect_model: str | None = None) -> dict:
     configure_threads()
-    return evaluate_mod.run_evaluate(Path(checkpoint), Path(shards_root), cfg,
-                                     Path(out_dir) if out_dir else None, expect_model=expect_model)
+    with _feedback.progress(f"evaluate {Path(checkpoint).name} on {cfg.split}", "caption blocks") as step:
+        return evaluate_mod.run_evaluate(Path(checkpoint), Path(shards_root), cfg,
+                                         Path(out_dir) if out_dir else None, expect_model=expect_model, step=step)
 
 
 def publish_report(report: dict, title: str) -> None:
@@ -49,6 +56,9 @@ def evaluate(checkpoint: str, dataset: str = "sample", out_root: str = "out", sp
     """Score a checkpoint on a split: R@1/5/10, MedR, MeanR both directions, rsum.
 
     The checkpoint records which registered model it holds; ``model`` (optional) must match it."""
+    if not Path(checkpoint).is_file():
+        raise UserError(f"checkpoint={checkpoint!r}: no such file (a best.pt / last.pt written by `vtr train`)")
+    require_shards(Path(out_root) / dataset, out_root)  # before the checkpoint's vocabulary is compared to it
     cfg = EvalConfig.model_validate({"split": split, **overrides})
     report = evaluate_task(checkpoint, str(Path(out_root) / dataset), cfg, None, model or None)
     publish_report(report, f"{Path(checkpoint).name} on {dataset}/{split}")
@@ -66,7 +76,7 @@ def train(dataset: str = "sample", out_root: str = "out", runs_root: str = "runs
     ``{"hgr": {"gcn_num_layers": 2}}``.
     """
     logger = get_run_logger()
-    shards_root = Path(out_root) / dataset
+    shards_root = require_shards(Path(out_root) / dataset, out_root)
     cfg = TrainConfig.model_validate({"model": model, "epochs": epochs, "batch_size": batch_size,
                                       "max_steps_per_epoch": max_steps_per_epoch, **overrides})
     run_dir, superseded = runs.run_dir_for(Path(runs_root), dataset, cfg, shards_root, run_name)
@@ -86,7 +96,7 @@ def retrain(dataset: str = "sample", out_root: str = "out", runs_root: str = "ru
             epochs: int = 50, batch_size: int = 64, max_steps_per_epoch: int = 0,
             overrides: dict = {}, model: str = "hanet") -> dict:
     """Retrain ``model`` when the dataset's shards changed since its last retrain; skip otherwise."""
-    shards_root = Path(out_root) / dataset
+    shards_root = require_shards(Path(out_root) / dataset, out_root)
     fp = runs.retrain_fingerprint(shards_root, model, overrides)
     marker = runs.retrain_marker(Path(runs_root), dataset, model)
     if runs.retrained_on(marker) == fp:

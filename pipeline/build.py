@@ -6,7 +6,6 @@ the flows and the tests call the same functions, so a key or a config field cann
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
@@ -15,14 +14,13 @@ from pipeline.datasets import ingest
 from pipeline.datasets.annotations import annotation_sources
 from pipeline import runtime
 from pipeline.devices import shard_devices
-from pipeline.fingerprint import code_version, file_fingerprint, sha256_file
-from pipeline.stage import BuildFailedError, stage_key, too_many_failed
+from pipeline.fingerprint import code_version, content_fingerprint, sha256_file
+from pipeline.stage import BuildFailedError, stage_key  # noqa: F401 (BuildFailedError: re-exported)
 from pipeline.text import concepts as text_concepts
 from pipeline.text import hgr_json, lemmas, resources, roles, vocab
 from pipeline.text import parse as text_parse
 from pipeline.video import shards
 from storage.manifest import is_committed
-from storage.tables import read_table
 
 EXTRACTORS = ("resnet152", "i3d_r50")
 # the modules each stage runs: their import closure is the stage's code fingerprint (pipeline/fingerprint.py).
@@ -125,11 +123,12 @@ def check_force(force: Iterable[str]) -> None:
         raise ValueError(f"unknown stages in force: {sorted(bad)}; stages are {list(STAGES)}")
 
 
-def checked_config(flat: dict[str, Any], overrides: dict | None,
-                   force: Iterable[str] = ()) -> tuple[BuildConfig, bool]:
+def checked_config(flat: dict[str, Any], overrides: dict | None, force: Iterable[str] = (),
+                   generating_sample: bool = False) -> tuple[BuildConfig, bool]:
     """The build-features flow's parameters -> (the BuildConfig to build, whether any extraction shard
     will run: :func:`backbones_needed`), checked before any work: ``force`` names stages, a bundle's
-    pieces are found (format hgr-bundle), local weight files fit their backbone (when some extraction
+    pieces are found (format hgr-bundle), the annotation and dataset_root exist (unless ``generating_sample``
+    writes them next), local weight files fit their backbone (when some extraction
     will run: a committed shard's key already holds its weight file's fingerprint)."""
     check_force(force)
     cfg = make_build_config(**flat, overrides=overrides)
@@ -137,10 +136,26 @@ def checked_config(flat: dict[str, Any], overrides: dict | None,
         from pipeline.datasets.bundle import resolve_config
 
         cfg = resolve_config(cfg)
+    elif not generating_sample:  # generate_sample writes the annotation and the videos next
+        check_inputs(cfg)
     needed = backbones_needed(cfg, force)
     if needed:
         validate_weight_files(cfg)
     return cfg, needed
+
+
+def check_inputs(cfg: BuildConfig) -> None:
+    """The annotation file(s) and ``dataset_root`` exist: a user error naming the parameter, before any work."""
+    from pipeline.feedback import UserError
+
+    for role, path in annotation_sources(cfg.ingest):
+        if not Path(path).is_file():
+            what = f"annotation={cfg.ingest.annotation!r}" + (f" (role {role})" if role else "")
+            raise UserError(f"{what}: {path} does not exist; pass the annotation file (MSR-VTT / VATEX JSON, "
+                            "CSV/JSONL manifest), or generate_sample=N to write the sample dataset there first")
+    if not Path(cfg.ingest.dataset_root).is_dir():
+        raise UserError(f"dataset_root={cfg.ingest.dataset_root!r}: no such folder; pass the folder holding the "
+                        f"videos (named <video_id>{cfg.ingest.video_ext} for MSR-VTT / VATEX)")
 
 
 def backbones_needed(cfg: BuildConfig, force: Iterable[str] = ()) -> bool:
@@ -235,7 +250,7 @@ def video_stage_keys(root: Path, cfg: BuildConfig) -> list[ShardKey]:
     for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)):
         if not sub.enabled:
             continue
-        wfp = file_fingerprint(sub.weights) if Path(sub.weights).is_file() else sub.weights
+        wfp = content_fingerprint(sub.weights) if Path(sub.weights).is_file() else sub.weights  # by sha256
         # resolved device TYPE and precision + library versions: bf16 and fp32 (or cpu and cuda)
         # features never share a key; the device index (round-robin over GPUs) does not count
         rt = runtime.runtime_fingerprint(sub.device, sub.bf16)
@@ -275,60 +290,12 @@ def text_stage_keys(root: str | Path, cfg: BuildConfig) -> dict[str, StageKey]:
     return out
 
 
-# ---- summary and failures --------------------------------------------------------------------------------
+# ---- summary and failures: pipeline/build_report.py (re-exported: flows and tests use pipeline.build.*) ----
 
-def summary_row(manifest: dict[str, Any], started_at: float) -> dict[str, Any]:
-    """One summary row per stage run; 'executed' iff its manifest was committed during this build."""
-    status = "executed" if manifest["created_at"] >= started_at else "cached"
-    return {"stage": manifest["stage"], "shard": manifest.get("shard") or "", "status": status,
-            "seconds": manifest["timings_s"].get("total", 0.0),
-            "counts": json.dumps(manifest["counts"], sort_keys=True)}
-
-
-def sort_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows in DAG order (STAGES), then by shard."""
-    return sorted(rows, key=lambda r: (STAGES.index(r["stage"]) if r["stage"] in STAGES else 99, r["shard"]))
+from pipeline.build_report import (ERROR_KINDS, check_failures, error_kind, failed_videos,  # noqa: E402,F401
+                                   failure_summary, failure_warning, sort_summary, stage_lines, summary_row)
 
 
 def slug(name: str) -> str:
     """``name`` with every non-alphanumeric character as '-' (Prefect artifact keys)."""
     return "".join(c if c.isalnum() else "-" for c in name.lower())
-
-
-def error_kind(message: str | None) -> str:
-    """The kind of an error row: its message up to the first ':' (e.g. 'ingest', 'DecodeError')."""
-    return (message or "unknown").split(":", 1)[0].strip() or "unknown"
-
-
-def failure_summary(root: Path, cfg: BuildConfig) -> tuple[int, int, dict[str, int]]:
-    """(videos, videos without features, error kinds -> count) over the enabled extractors' status tables.
-
-    A video counts as failed when any enabled extractor has no features for it; with no
-    extractor enabled, ingest's ``videos.parquet`` statuses decide.
-    """
-    tables = [root / f"features/{name}/status.parquet"
-              for name, sub in (("resnet152", cfg.resnet), ("i3d_r50", cfg.i3d)) if sub.enabled]
-    schema_of = {t: "feature_status" for t in tables if t.exists()} or {root / "videos.parquet": "videos"}
-    schema_of = {p: sch for p, sch in schema_of.items() if p.exists()}
-    failed: dict[str, str | None] = {}
-    keys: set[str] = set()
-    for path, schema in schema_of.items():
-        for r in read_table(path, schema).to_pylist():
-            keys.add(r["key"])
-            if r["status"] != "ok":
-                failed.setdefault(r["key"], r["error_message"])
-    kinds: dict[str, int] = {}
-    for msg in failed.values():
-        kinds[error_kind(msg)] = kinds.get(error_kind(msg), 0) + 1
-    return len(keys), len(failed), dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
-
-
-def check_failures(root: Path, cfg: BuildConfig) -> None:
-    """Raise :class:`BuildFailedError` (with a count of the error kinds) when too many videos failed."""
-    n, n_failed, kinds = failure_summary(root, cfg)
-    if too_many_failed(n, n_failed, cfg.max_failed_fraction):
-        summary = ", ".join(f"{k}: {v}" for k, v in kinds.items())
-        raise BuildFailedError(
-            f"{n_failed} of {n} videos failed (more than max_failed_fraction={cfg.max_failed_fraction:g}); "
-            f"error kinds: {summary}. Per-video messages: {root}/features/*/status.parquet "
-            f"(and videos.parquet); the shards written so far are kept")

@@ -10,6 +10,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from pipeline.fingerprint import stable_hash
+from pipeline.feedback import UserError
 from storage.manifest import StageManifest, commit_status, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def run_stages(root: str | os.PathLike, plans: list[StagePlan],
     return out
 
 
-class BuildFailedError(RuntimeError):
+class BuildFailedError(UserError, RuntimeError):
     """Too many videos of a build have no features: the build did not do its job."""
 
 

@@ -30,6 +30,8 @@ import torch
 from models import registry
 from models.config import EvalConfig, HANetConfig, TrainConfig
 from models.metrics import RankAccumulator, format_metrics
+from pipeline.progress import StepFn
+from pipeline.progress import report as report_step
 from pipeline.devices import bf16_is_fast, resolve_device
 from pipeline.learn.dataset import SplitData, load_split
 from pipeline.learn.precision import cast_floats
@@ -121,8 +123,8 @@ def _prune(d: dict[str, Any], keep: set[str] | None) -> dict[str, Any]:
 
 
 def evaluate_model(model, data: SplitData, cfg: EvalConfig, device: torch.device | None = None,
-                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Metrics of ``model`` on ``data`` (see module docstring); restores the train/eval mode.
+                   progress: Callable[[str], None] | None = None, step: StepFn | None = None) -> dict[str, Any]:
+    """Metrics of ``model`` on ``data`` (see module docstring); restores the train/eval mode. ``step``: per block.
 
     Video groups are encoded during the first caption chunk; once the first ``similarity``
     call has shown which video outputs it reads, the others (e.g. frame-level concept
@@ -174,6 +176,7 @@ def evaluate_model(model, data: SplitData, cfg: EvalConfig, device: torch.device
                 del te, block
                 if progress is not None:
                     progress(f"captions {min(C, c0 + idx.size)}/{C} (chunk {k + 1}/{n_chunks})")
+                report_step(step, k + 1, n_chunks)
             metrics: dict[str, Any] = acc.metrics()
     finally:
         model.train(was_training)
@@ -258,7 +261,8 @@ def check_vocabularies(ck: dict[str, Any], shards_root: Path, checkpoint: Path |
 
 
 def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: Path | None = None,
-                 *, model_factory: Callable | None = None, expect_model: str | None = None) -> dict[str, Any]:
+                 *, model_factory: Callable | None = None, expect_model: str | None = None,
+                 step: StepFn | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on split ``cfg.split`` of ``shards_root``.
 
     Writes ``report.json`` (metrics, counts, timings, checkpoint provenance) and, when
@@ -283,7 +287,7 @@ def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: 
                     shards_root, checkpoint.name, fp_now, ck.get("data_fingerprint"))
     log.info("evaluating %s on %s/%s: %d videos x %d captions", checkpoint, shards_root.name, cfg.split,
              data.n_videos, data.n_captions)
-    metrics = evaluate_model(model, data, cfg, device, progress=log.info)
+    metrics = evaluate_model(model, data, cfg, device, progress=log.info, step=step)
     log.info("%s: %s", cfg.split, format_metrics(metrics))
     heatmaps: list[str] = []
     if cfg.n_heatmaps > 0:

@@ -20,6 +20,8 @@ import torch
 
 from models.batch import VideoBatch
 from models.config import HANetConfig, TrainConfig
+from pipeline.progress import StepFn
+from pipeline.progress import report as report_step
 from pipeline.fingerprint import sha256_file
 from pipeline.learn.dataset import feature_path, read_vocab
 from pipeline.learn.features import FeatureSource
@@ -168,7 +170,8 @@ def _collect(chunks: dict[str, list[np.ndarray]], ve: dict, keep: set[str], dtyp
 
 
 def _encode_all(model, videos: list[dict], root: Path, extractor: str, hcfg: HANetConfig, vocab: dict[str, int],
-                device: str, batch: int, dtype, progress: Callable[[str], None] | None):
+                device: str, batch: int, dtype, progress: Callable[[str], None] | None,
+                step: StepFn | None = None):
     """(arrays to store, frames per video, pooled shortlist levels) of every video, ``batch`` at a time."""
     sources: dict[str, FeatureSource] = {}
     keep: set[str] | None = None
@@ -185,6 +188,7 @@ def _encode_all(model, videos: list[dict], root: Path, extractor: str, hcfg: HAN
         levels_used = _collect(chunks, ve, keep, dtype) or levels_used
         if progress:
             progress(f"encoded {min(a + batch, len(videos))}/{len(videos)} videos")
+        report_step(step, min(a + batch, len(videos)), len(videos))
     for s in sources.values():
         s.close()
     return {k: np.concatenate(v, 0) for k, v in chunks.items()}, n_frames, levels_used
@@ -233,7 +237,8 @@ def _index_meta(checkpoint: Path, ck: dict, tcfg: TrainConfig, root: Path, n_wor
 def build_index(checkpoint: str | Path, shards_root: str | Path, index_dir: str | Path | None = None, *,
                 splits: Sequence[str] | None = None, dataset_root: str | Path | None = None,
                 n_thumbs: int = 4, thumb_height: int = 72, batch: int = 128, device: str = "cpu",
-                store_dtype: str = "float32", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                store_dtype: str = "float32", progress: Callable[[str], None] | None = None,
+                step: StepFn | None = None) -> dict[str, Any]:
     """Encode every video of ``shards_root`` once with ``checkpoint`` into ``index_dir``
     (default: ``<checkpoint folder>/index``). Returns the index metadata (+ ``index_dir``)."""
     t0 = time.perf_counter()
@@ -248,7 +253,7 @@ def build_index(checkpoint: str | Path, shards_root: str | Path, index_dir: str 
     captions = _first_captions(root)
     dtype = {"float32": np.float32, "float16": np.float16}[store_dtype]
     arrays, n_frames, levels_used = _encode_all(model, videos, root, extractor, hcfg, vocab, device, batch, dtype,
-                                                progress)
+                                                progress, step)
     t_encode = time.perf_counter() - t0
     writer = store.IndexWriter(index_dir)
     try:

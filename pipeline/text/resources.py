@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.feedback import UserError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_NLTK_DIR = REPO_ROOT / ".nltk_data"
 STOPWORDS_FILE = Path(__file__).with_name("stopwords_en.txt")
@@ -47,7 +49,7 @@ SPACY_HINT = (
 )
 
 
-class ResourceMissing(RuntimeError):
+class ResourceMissing(UserError, RuntimeError):
     """A model or corpus the text stages need is not installed; the message says how to fix it."""
 
 
