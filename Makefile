@@ -7,13 +7,14 @@ ENV := source scripts/env.sh &&
 
 GPU_CHECK_ARGS ?= --device cuda
 
-.PHONY: setup browser demo test test-fast bench gpu-check prefect-up prefect-down lint-docker images stack-check validate clean help
+.PHONY: setup browser demo test test-fast bench gpu-check gpu-bundle prefect-up prefect-down lint-docker images stack-check validate clean help
 
 help:
 	@echo "make demo        set up, start Prefect (server+worker), build + train + evaluate the sample dataset"
 	@echo "make test        run the test suite (what CI runs)"
 	@echo "make bench       run the benchmarks in bench/"
 	@echo "make gpu-check   the pipeline on one GPU (<= 8 min): roofline, extraction, sample build, train/eval, CPU-vs-GPU"
+	@echo "make gpu-bundle  wheels for the lent GPU machine (.gpu_bundle/, <= 64 MiB with the tree): README 'GPU check'"
 	@echo "make prefect-up / prefect-down   local Prefect server, work pool, deployments, worker"
 
 setup: $(STAMP) .nltk_data/.vtr-wordnet
@@ -47,6 +48,11 @@ gpu-check: setup
 	$(ENV) set -o pipefail; stamp=$$(date -u +%Y%m%dT%H%MZ); \
 	  $(PY) bench/gpu_check.py $(GPU_CHECK_ARGS) --out bench/results/gpu_check-$$stamp.json 2>&1 \
 	  | tee bench/results/gpu_check-$$stamp.log
+
+# the lent GPU machine (no installs there): wheels it lacks -> .gpu_bundle/ (carried); then the device
+# tool runs `bash scripts/gpu_check_device.sh` with carry [".gpu_bundle"] (README "GPU check")
+gpu-bundle:
+	bash scripts/gpu_check_bundle.sh
 
 prefect-up: setup
 	bash scripts/prefect_up.sh
