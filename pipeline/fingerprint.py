@@ -33,6 +33,24 @@ def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def content_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """Keyed by content: the file's sha256 (a same-size, same-mtime replacement is noticed; a moved or
+    copied file with the same bytes is the same input). Memoised per process by (path, size, mtime_ns,
+    ctime_ns, inode): a replacement always changes the inode or the ctime, which no tool can set back."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return {"path": str(p), "missing": True}
+    ident = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if ident not in _SHA_MEMO:
+        _SHA_MEMO[ident] = sha256_file(p)
+    return {"sha256": _SHA_MEMO[ident]}
+
+
+_SHA_MEMO: dict[tuple, str] = {}
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

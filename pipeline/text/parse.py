@@ -73,6 +73,8 @@ def loose_key(text: str) -> str:
 
 def prepare_caption(raw: str | None, cfg: TextConfig) -> Prepared:
     """The cleaned, capped text to parse and its status."""
+    if not (raw or "").strip():
+        return Prepared("", EMPTY, "empty caption")
     text = clean_text(raw or "", cfg.strip_html)
     if not text:
         return Prepared("", EMPTY, "no text after removing control characters and whitespace")

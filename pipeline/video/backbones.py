@@ -37,6 +37,7 @@ from torch import nn
 
 from pipeline.config import I3DConfig, ResNetConfig
 from pipeline.devices import resolve_bf16, resolve_device
+from pipeline.feedback import UserError
 from pipeline.fingerprint import sha256_file
 from pipeline.video.fold import fold_batchnorm, frozen_graph
 from storage.checkpoints import load_torch_file
@@ -51,7 +52,7 @@ I3D_KINETICS_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kineti
 _IMAGENET = {"imagenet": "IMAGENET1K_V1", "imagenet_v2": "IMAGENET1K_V2"}
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(UserError, RuntimeError):
     """Weights could not be obtained or do not fit the model; the message says what to do."""
 
 
@@ -223,12 +224,14 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, ex
         raise BackboneWeightsError(f"{source}: weights do not fit the model: {exc}") from exc
 
 
-def _offline_help(what: str, url: str, exc: Exception) -> BackboneWeightsError:
+def _offline_help(what: str, url: str, exc: Exception, param: str) -> BackboneWeightsError:
+    """``param``: the build parameter that takes this backbone's file (resnet_weights / i3d_weights)."""
     cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     return BackboneWeightsError(
-        f"could not obtain {what} weights ({type(exc).__name__}: {exc}). Offline? Download {url} on "
+        f"{param}: could not obtain {what} weights ({type(exc).__name__}: {exc}). Offline? Download {url} on "
         f"a machine with internet, then either copy it to {cache} (torch hub cache) or pass "
-        "weights=<path to the file>; for smoke tests only, pass weights=random."
+        f"{param}=<path to {cache.name}>; for smoke tests only, pass {param}=random "
+        "(or allow_random_weights=true)."
     )
 
 
@@ -250,7 +253,7 @@ def _resnet_state(weights: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         try:
             state = enum.get_state_dict(progress=False, check_hash=True)
         except Exception as exc:
-            raise _offline_help(f"ImageNet ResNet152 ({enum.name})", enum.url, exc) from exc
+            raise _offline_help(f"ImageNet ResNet152 ({enum.name})", enum.url, exc, "resnet_weights") from exc
         return state, _hub_file_provenance(weights, enum.url)
     return load_state_file(weights), _file_provenance(weights)
 
@@ -283,7 +286,7 @@ def _i3d_state(weights: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             obj = torch.hub.load_state_dict_from_url(I3D_KINETICS_URL, map_location="cpu",
                                                      progress=False, weights_only=True)
         except Exception as exc:
-            raise _offline_help("Kinetics I3D-R50", I3D_KINETICS_URL, exc) from exc
+            raise _offline_help("Kinetics I3D-R50", I3D_KINETICS_URL, exc, "i3d_weights") from exc
         return _unwrap_state(obj, Path(I3D_KINETICS_URL)), _hub_file_provenance("kinetics", I3D_KINETICS_URL)
     return load_state_file(weights), _file_provenance(weights)
 
