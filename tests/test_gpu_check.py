@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = ("prefect", "prefect_dask", "prefect_ray", "dask", "distributed", "ray", "spacy", "nltk")
 
@@ -28,6 +30,7 @@ SITECUSTOMIZE = textwrap.dedent(f"""
 """)
 
 
+@pytest.mark.slow  # ~1-2 min on 2 cores: seven steps, two spawned extraction processes
 def test_gpu_check_cpu_tiny_without_prefect(tmp_path):
     (tmp_path / "site").mkdir()
     (tmp_path / "site/sitecustomize.py").write_text(SITECUSTOMIZE)
