@@ -30,6 +30,7 @@ def _cfg(**changed):
 # ---- the error contract ----------------------------------------------------------------------------------
 
 def test_one_line_of_a_validation_error_names_the_field():
+    from pipeline.config import BuildConfig
 
     with pytest.raises(ValueError) as err:
         BuildConfig.model_validate({"shard_size": "many"})
