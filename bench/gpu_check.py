@@ -51,7 +51,7 @@ import _gpu_steps as steps_mod  # noqa: E402
 BUDGET_S = 480  # the check must finish in 8 minutes on one GPU
 STEPS = ("roofline", "extract", "path", "build", "train", "eval", "agree")
 SIZES = {  # full (GPU) / tiny (CPU test) scales
-    "full": dict(tiny=False, matmul_n=8192, matmul_reps=20, frames=64, clips=16, clip_len=8, batches=10, crop=224,
+    "full": dict(tiny=False, matmul_n=8192, matmul_reps=20, frames=64, clips=16, clip_len=8, batches=20, crop=224,
                  videos=48, video_size=320, video_frames=96, frame_stride=4, workers=4, sample_videos=40,
                  train_videos=400, train_steps=30, batch=64, eval_videos=2990, eval_captions=20, agree_frames=8),
     "tiny": dict(tiny=True, matmul_n=256, matmul_reps=3, frames=2, clips=1, clip_len=4, batches=1, crop=64,
