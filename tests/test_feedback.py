@@ -228,3 +228,26 @@ def test_readme_states_port_deployments_file_naming_and_pandas():
     assert re.search(r"^pandas==", (ROOT / "requirements/base.txt").read_text(), re.M)
     pa = pytest.importorskip("pyarrow")
     assert pa.table({"a": [1]}).to_pandas()["a"].tolist() == [1]
+
+
+def test_http_overlong_query_is_one_400_message_without_the_query():
+    from fastapi.testclient import TestClient
+
+    from pipeline.search.web import create_app
+
+    class Stub:
+        meta, n = {"shards_root": "out/x", "checkpoint": "best.pt", "checkpoint_epoch": 1}, 0
+        calls = 0
+
+        def search(self, q, **kw):
+            Stub.calls += 1
+            return {"results": []}
+
+    client = TestClient(create_app(Stub()))
+    long = "horse " * 1000  # 6,000 characters
+    r = client.get("/api/search", params={"q": long})
+    assert r.status_code == 400 and r.json() == {"error": "query too long: 6000 characters, the limit is 300"}
+    assert Stub.calls == 0 and len(r.content) < 200
+    r = client.get("/api/search", params={"q": "a man", "top": "lots"})
+    assert r.status_code == 400 and set(r.json()) == {"error"} and "top" in r.json()["error"]
+    assert "lots" not in r.text

@@ -125,3 +125,43 @@ def test_search_page_in_browser(server, browser):
     browser.find_element(By.ID, "go").click()
     wait.until(lambda d: "empty query" in d.find_element(By.ID, "error").text)
     assert browser.find_elements(By.CSS_SELECTOR, ".result") == []
+
+
+def test_search_page_is_linkable_clears_its_summary_and_shows_the_heatmap(server, browser):
+    """Issue 19: /?q= runs that search (and a search keeps ?q= current); an empty query after a search
+    leaves no stale summary under its error; opening a result scrolls its heatmap into view."""
+    from urllib.parse import parse_qs, urlparse
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(server + "/?q=a%20man%20rides%20a%20horse")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".result")) == 10)
+    assert browser.find_element(By.ID, "q").get_attribute("value") == "a man rides a horse"
+    assert "10 results" in browser.find_element(By.ID, "summary").text
+    # a search typed in the box updates the address (bookmarkable)
+    box = browser.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys("a green triangle")
+    browser.find_element(By.ID, "go").click()
+    wait.until(lambda d: parse_qs(urlparse(d.current_url).query).get("q") == ["a green triangle"])
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".result")) == 10)
+    # open the last result: the heatmap (below the results) is scrolled into the viewport
+    browser.execute_script("window.scrollTo(0, 0)")
+    last = browser.find_elements(By.CSS_SELECTOR, ".result")[-1]
+    browser.execute_script("arguments[0].click()", last)  # a click without selenium's own scrolling
+    wait.until(lambda d: d.execute_script(
+        "const i=document.getElementById('heatmap'); return !document.getElementById('detail').hidden"
+        " && i.complete && i.naturalWidth>0"))
+    top, height, scrolled = browser.execute_script(
+        "const r=document.getElementById('detail').getBoundingClientRect(); return [r.top, innerHeight, scrollY]")
+    assert scrolled > 0 and 0 <= top < height, (top, height, scrolled)
+    # an empty query: the error, and neither the previous results nor the previous summary
+    box = browser.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys("   ")
+    browser.find_element(By.ID, "go").click()
+    wait.until(lambda d: "empty query" in d.find_element(By.ID, "error").text)
+    assert browser.find_element(By.ID, "summary").text == ""
+    assert browser.find_elements(By.CSS_SELECTOR, ".result") == []

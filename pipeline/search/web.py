@@ -2,7 +2,9 @@
 
 Routes: ``/`` the page (search box, results with thumbnails, per-level score bars, shared
 concepts; clicking a result shows its concept heatmap); ``/api/search?q=&top=&k=&exhaustive=``
-JSON (errors: HTTP 400 ``{"error": ...}``); ``/api/heatmap/<row>.png``; ``/api/info``;
+JSON (errors, a query over 300 characters or a bad parameter included: HTTP 400 ``{"error": one message}``,
+the query never echoed back); ``/?q=...`` opens the page with that search run (the page keeps ``?q=``
+current); ``/api/heatmap/<row>.png``; ``/api/info``;
 ``/files/<path>``: ONLY the thumbnail files the index lists (a lookup in that set, so no
 path can reach anything else). Binds to 127.0.0.1 unless told otherwise.
 """
@@ -47,12 +49,17 @@ function openResult(div, h){
   div.classList.add('open');
   const d=document.getElementById('detail'); d.hidden=false;
   document.getElementById('detail-title').textContent='Concept heatmap: '+h.key;
-  document.getElementById('heatmap').src='/api/heatmap/'+h.row+'.png';
+  const img=document.getElementById('heatmap');
+  img.onload=()=>d.scrollIntoView({block:'start'});  // below the results: bring it into view once laid out
+  img.src='/api/heatmap/'+h.row+'.png';
+  d.scrollIntoView({block:'start'});
 }
 async function search(ev){
-  ev.preventDefault();
+  if(ev) ev.preventDefault();
   const q=document.getElementById('q').value, err=document.getElementById('error'), res=document.getElementById('results');
-  err.textContent=''; res.innerHTML=''; document.getElementById('detail').hidden=true;
+  err.textContent=''; res.innerHTML=''; document.getElementById('summary').textContent='';
+  document.getElementById('detail').hidden=true;
+  history.replaceState(null,'',q.trim()?'?q='+encodeURIComponent(q):location.pathname);  // a linkable search
   const r=await fetch('/api/search?q='+encodeURIComponent(q)+'&top=__TOP__');
   const body=await r.json();
   if(!r.ok){err.textContent=body.error||('error '+r.status);return;}
@@ -76,11 +83,14 @@ async function search(ev){
   });
 }
 document.getElementById('f').addEventListener('submit',search);
+const linked=new URLSearchParams(location.search).get('q');  // /?q=a+man+rides: run that search
+if(linked){document.getElementById('q').value=linked; search();}
 </script></body></html>"""
 
 
 def create_app(searcher: Searcher, default_top: int = DEFAULT_TOP):
     from fastapi import FastAPI, Query
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
     app = FastAPI(title="vtr search", docs_url=None, redoc_url=None, openapi_url=None)
@@ -97,9 +107,19 @@ def create_app(searcher: Searcher, default_top: int = DEFAULT_TOP):
     def index() -> str:
         return page
 
+    @app.exception_handler(RequestValidationError)
+    def bad_parameter(request, exc: RequestValidationError) -> JSONResponse:
+        """One message naming the parameter, never the value echoed back (a query may be 10 KB)."""
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+                             for e in exc.errors())
+        return JSONResponse({"error": problems}, status_code=400)
+
     @app.get("/api/search")
-    def api_search(q: str = Query("", max_length=10 * MAX_QUERY_CHARS), top: int = Query(default_top, ge=1, le=100),
+    def api_search(q: str = "", top: int = Query(default_top, ge=1, le=100),
                    k: int = Query(DEFAULT_K, ge=1, le=100_000), exhaustive: bool = False) -> Any:
+        if len(q) > MAX_QUERY_CHARS:  # checked before any work, and the query is not echoed
+            return JSONResponse({"error": f"query too long: {len(q)} characters, the limit is {MAX_QUERY_CHARS}"},
+                                status_code=400)
         try:
             with lock:
                 return searcher.search(q, top=top, k=k, exhaustive=exhaustive)
