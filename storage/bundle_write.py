@@ -137,3 +137,35 @@ def layout_paths(root: Path) -> dict[str, Path]:
 
 def feature_path(root: Path, folder: str, split: str) -> Path:
     return root / FEATURE_DIR / folder / f"{SPLIT_CODES[split]}_ft.hdf5"
+
+
+def read_feature_set(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every video's frame features of a feature file or folder, whatever wrote it: ours
+    (``features/<set>/`` or one ``<split>.h5``) or a release (``ordered_feature/SA/<feature>/`` or one
+    ``*_ft.hdf5``; a (1, n, dim) dataset is read as (n, dim)). Returns ({dataset name: float32 (n, dim)},
+    {'files': [...], 'attrs': the first file's attributes}). No schema check: this is for comparing."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".h5", ".hdf5")
+                       and not p.name.startswith("."))
+        if not files:
+            raise ExportError(f"{path}: no .h5 / .hdf5 feature files in this folder")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ExportError(f"{path}: no such feature file or folder")
+    out: dict[str, np.ndarray] = {}
+    attrs: dict[str, Any] = {}
+    for file in files:
+        try:
+            with h5py.File(file, "r") as f:
+                attrs = attrs or {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+                for name, obj in f.items():
+                    if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3) and obj.dtype.kind == "f":
+                        arr = obj[()]
+                        arr = arr[0] if arr.ndim == 3 and arr.shape[0] == 1 else arr
+                        if arr.ndim == 2 and arr.shape[0] > 0:
+                            out[name] = np.asarray(arr, np.float32)
+        except OSError as exc:
+            raise ExportError(f"{file}: not a readable HDF5 feature file: {exc}") from exc
+    return out, {"files": [str(f) for f in files], "attrs": attrs}
