@@ -24,7 +24,7 @@ Steps (each timed, all printed, one JSON written with ``--out``):
 7. ``agree``: ResNet152 features on the CPU and the device, fp32 / strict fp32 / bf16, against a float64
    reference (relative errors).
 
-Steps 1-3 and 5-7 import only pipeline/, models/ and storage/ (bench/_gpu_steps.py), never Prefect.
+Steps 1-3 and 5-7 import only pipeline/, models/ and storage/ (bench/gpu_steps.py), never Prefect.
 Nothing here invents numbers: every figure printed was measured in this run.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-import _gpu_steps as steps_mod  # noqa: E402
+import gpu_steps as steps_mod  # noqa: E402
 
 BUDGET_S = 480  # the check must finish in 8 minutes on one GPU
 STEPS = ("roofline", "extract", "path", "build", "train", "eval", "agree")

@@ -47,23 +47,21 @@ def _shape(extractor: str, sizes: dict) -> tuple[int, ...]:
 
 
 def flops_per_unit(extractor: str, sizes: dict) -> float:
-    """FLOPs (2 x multiply-adds) of one frame (ResNet152) or clip (I3D) through the feature model,
-    counted by torch's FlopCounterMode on the meta device (no memory, no compute)."""
-    import torchvision
+    """FLOPs (2 x multiply-adds) of one frame (ResNet152) or clip (I3D) through the feature model as
+    extraction builds it (classifier / projection head removed), counted by torch's FlopCounterMode
+    on the meta device (the built model moved there: no memory, no compute)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pipeline.video.backbones import _i3d_arch, _strip_i3d_head
+    from pipeline.config import I3DConfig, ResNetConfig
+    from pipeline.video.backbones import build_i3d_r50, build_resnet152
 
-    shape = (1,) + _shape(extractor, sizes)[1:]
-    with torch.device("meta"):
-        if extractor == "resnet152":
-            model, x = torchvision.models.resnet152(), torch.empty(1, 3, shape[1], shape[2])
-            model.fc = torch.nn.Identity()
-        else:
-            model, x = _strip_i3d_head(_i3d_arch()), torch.empty(1, 3, shape[1], shape[2], shape[3])
+    build, cfg = {"resnet152": (build_resnet152, ResNetConfig), "i3d_r50": (build_i3d_r50, I3DConfig)}[extractor]
+    model, _ = build(cfg(weights="random"))
+    shape = _shape(extractor, sizes)[1:]  # one unit, channels last
+    x = torch.empty((1, 3) + shape[:-1], device="meta")
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(x)
+        model.eval().to("meta")(x)
     return float(counter.get_total_flops())
 
 
@@ -264,16 +262,17 @@ def feature_agreement(device: torch.device, sizes: dict) -> dict:
     float64 reference computed on the CPU: CPU fp32, device fp32 (TF32 convolutions on CUDA by torch's
     default), device strict fp32 (TF32 off), device bf16; and device fp32 vs CPU fp32."""
     from pipeline.config import ResNetConfig
-    from pipeline.video.backbones import _prep_frames, build_resnet152, get_backbone
+    from pipeline.video.backbones import build_resnet152, get_backbone
 
     crop = sizes["crop"]
     seed = int(time.time_ns() % 2 ** 31)  # fresh inputs each run (METHOD: same function on any valid input)
     frames = np.random.default_rng(seed).integers(0, 256, (sizes["agree_frames"], crop, crop, 3), dtype=np.uint8)
     base = ResNetConfig(weights="random", bf16=False, fuse_bn=False, device="cpu")
-    model64, _ = build_resnet152(base)
+    cpu_bb = get_backbone("resnet152", base)
+    model64, _ = build_resnet152(base)  # the same seeded weights, in float64, on the preprocessed frames
     with torch.no_grad():
-        ref = model64.double().eval()(_prep_frames(torch.from_numpy(frames)).double()).numpy()
-    cpu = get_backbone("resnet152", base).embed(frames)
+        ref = model64.double().eval()(cpu_bb.prepare(frames).double()).numpy()
+    cpu = cpu_bb.embed(frames)
     dev32_bb = get_backbone("resnet152", base.model_copy(update={"device": str(device)}))
     dev32 = dev32_bb.embed(frames)
     tf32 = torch.backends.cudnn.allow_tf32
