@@ -54,7 +54,7 @@ SIZES = {  # full (GPU) / tiny (CPU test) scales
     "full": dict(tiny=False, matmul_n=8192, matmul_reps=20, frames=64, clips=16, clip_len=8, batches=20, crop=224,
                  videos=48, video_size=320, video_frames=96, frame_stride=4, workers=4, sample_videos=40,
                  train_videos=400, train_steps=30, batch=64, eval_videos=2990, eval_captions=20, agree_frames=8),
-    "tiny": dict(tiny=True, matmul_n=256, matmul_reps=3, frames=2, clips=1, clip_len=4, batches=1, crop=64,
+    "tiny": dict(tiny=True, matmul_n=512, matmul_reps=5, frames=2, clips=1, clip_len=4, batches=1, crop=64,
                  videos=4, video_size=64, video_frames=16, frame_stride=2, workers=2, sample_videos=4,
                  train_videos=24, train_steps=2, batch=8, eval_videos=12, eval_captions=2, agree_frames=2),
 }

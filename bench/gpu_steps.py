@@ -21,14 +21,17 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn, device: torch.device, reps: int) -> float:
-    """Mean seconds of ``fn`` over ``reps`` calls after one warm-up (device work synchronised)."""
+    """Median seconds of ``fn`` over ``reps`` calls after one warm-up, each call synchronised
+    (the device's queue drained) before its clock is read."""
     fn()  # warm-up (kernel selection, cuDNN autotune, graph freezing)
     sync(device)
-    t0 = time.perf_counter()
+    times = []
     for _ in range(reps):
+        t0 = time.perf_counter()
         fn()
-    sync(device)
-    return (time.perf_counter() - t0) / reps
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def fp32_kind(device: torch.device) -> str:
