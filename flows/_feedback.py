@@ -127,8 +127,9 @@ def setup_cli_logging(debug: bool) -> None:
         logging.getLogger(name).addFilter(quiet)
 
 
-def check_server(timeout_s: float = 5.0) -> None:
-    """A set ``PREFECT_API_URL`` must answer; else one user error: start the server or run in-process."""
+def check_server(timeout_s: float = 20.0) -> None:
+    """A set ``PREFECT_API_URL`` must answer; else one user error: start the server or run in-process.
+    (A closed port is refused at once; the timeout only matters for a busy server.)"""
     from prefect.settings import PREFECT_API_URL
 
     url = PREFECT_API_URL.value()
