@@ -144,3 +144,27 @@ def test_export_leaves_out_videos_without_features_and_refuses_what_the_layout_c
 def test_caption_tokens_follow_the_loaders_lookup():
     w2i = {"a": 3, "man": 4, "Paris": 5}
     assert caption_tokens(["A", "man", "Paris", "Rome"], w2i) == ["a", "man", "Paris", "Rome"]
+
+
+def test_deployments_validate_against_their_flows():
+    import importlib
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    deps = {d["name"]: d for d in yaml.safe_load((root / "prefect.yaml").read_text())["deployments"]}
+    for name in ("export-released-layout", "compare-features"):
+        path, fn = deps[name]["entrypoint"].split(":")
+        flow = getattr(importlib.import_module(path[:-3].replace("/", ".")), fn)
+        flow.validate_parameters(dict(deps[name]["parameters"]))
+
+
+def test_export_flow_in_process(round_trip, tmp_path, prefect_server):
+    """`vtr export`'s flow (flows/export.py) on the planted tree: the summary and the markdown artifact's text."""
+    from flows.export import export, export_report
+
+    src = round_trip[0]
+    s = export(dataset=src.name, out_root=str(src.parent), dest=str(tmp_path / "flow-export"))
+    assert (tmp_path / "flow-export/annotation/RET/ref_captions.json").is_file()
+    assert s["counts"]["test_videos"] == sum(v["split"] == "test" for v in _rows(src, "videos.parquet"))
+    assert "ordered_feature/SA/resnet152.pth" in export_report(s)
