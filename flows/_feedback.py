@@ -107,6 +107,12 @@ def setup_cli_logging(debug: bool) -> None:
     install_log_filters()
     if debug:
         return
+    import warnings
+
+    # torch.jit's deprecation notices (the I3D inference form traces + freezes) are not the user's concern; the
+    # random-weights UserWarning is also logged as a WARNING by pipeline.video.backbones: once is loud enough
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+    warnings.filterwarnings("ignore", message=r".*RANDOM weights", category=UserWarning)
     ephemeral = not os.environ.get("PREFECT_API_URL")
     if ephemeral:
         logging.raiseExceptions = False  # a log record sent to the stopped temporary server: no '--- Logging error ---'
