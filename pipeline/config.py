@@ -127,7 +127,9 @@ class ConceptConfig(_Config):
 
 class VocabConfig(_Config):
     min_count: int = Field(1, ge=1, description="train-caption count for a word to enter the vocabulary")
-    embeddings: str = Field("random", description="'random', 'glove-6b-50d' (registry package) or a GloVe-format text file")
+    embeddings: str = Field("random", description=(
+        "'random', 'glove-6b-50d' (registry package), a GloVe-format text file, or (format hgr-bundle) 'bundle': "
+        "the bundle's results/RET.released/word_embeds*.th, the reference's init file"))
     random_dim: int = Field(300, ge=1, description="embedding size when embeddings='random'")
     random_std: float = Field(0.1, gt=0, description=(
         "std of random rows for embeddings='random' (with pretrained vectors, OOV rows use the vectors' std)"))

@@ -1,8 +1,8 @@
 """`vtr export` (pipeline/datasets/export.py, storage/bundle_write.py): the released HGR/HANet layout.
 
-The round trip: a planted shard tree -> export -> ``format=hgr-bundle`` import gives the same
-shards (features bit-identical, captions, role graphs, vocabulary, concepts and labels), and the
-word-embedding file holds text/embeddings.h5. That the reference code itself trains on an export
+The round trip: a planted shard tree -> export -> ``format=hgr-bundle`` import (with
+``vocab.embeddings='bundle'``) gives the same shards (features and word vectors bit-identical,
+captions, role graphs, vocabulary, concepts and labels). That the reference code itself trains on an export
 is shown by scripts/run_reference_on_export.py (log under bench/results/).
 """
 from __future__ import annotations
@@ -42,6 +42,7 @@ def round_trip(tmp_path_factory):
     summary = run_export(src, base / "bundle")
     cfg = BuildConfig.model_validate({
         "dataset": "back", "out_root": str(base / "out"), "text": {"spacy_model": "en_core_web_sm"},
+        "vocab": {"embeddings": "bundle"},   # the export's word_embeds file, so the vectors come back too
         "ingest": {"format": "hgr-bundle", "dataset_root": str(base / "bundle"), "annotation": ""}})
     back = Path(build_bundle(cfg)["root"])
     return src, base / "bundle", back, summary
@@ -87,6 +88,8 @@ def test_export_round_trip_same_shards(round_trip):
     key = lambda r: (r["kind"], r["concept_id"])  # noqa: E731
     assert sorted((key(r), r["lemma"], r["train_count"]) for r in _rows(src, "text/concepts.parquet")) == \
         sorted((key(r), r["lemma"], r["train_count"]) for r in _rows(back, "text/concepts.parquet"))
+    with h5py.File(src / "text/embeddings.h5") as f, h5py.File(back / "text/embeddings.h5") as g:
+        assert f["embeddings"][()].tobytes() == g["embeddings"][()].tobytes()
     la, lb = _by_sen(src, "text/caption_labels.parquet"), _by_sen(back, "text/caption_labels.parquet")
     assert {k: (r["verb_ids"], r["noun_ids"]) for k, r in la.items()} == \
         {k: (r["verb_ids"], r["noun_ids"]) for k, r in lb.items()}

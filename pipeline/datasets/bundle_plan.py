@@ -10,7 +10,8 @@ from typing import Any, Callable
 from pipeline.config import BuildConfig
 from pipeline.datasets.bundle import (FEATURE_PREFIX, FEATURE_STAGE, feature_sets, layout_of, resolve_config,
                                       run_bundle_ingest, run_import_features)
-from pipeline.datasets.bundle_text import concept_mode, run_bundle_concepts, run_bundle_vocab
+from pipeline.datasets.bundle_text import (BUNDLE_EMBEDDINGS, bundle_embeddings_file, concept_mode,
+                                           run_bundle_concepts, run_bundle_vocab)
 from pipeline.fingerprint import code_version, file_fingerprint, sha256_file
 from pipeline.stage import BuildFailedError, StageResult, run_stage, stage_key, too_many_failed
 from storage import bundle as sb
@@ -80,6 +81,8 @@ def plan(cfg: BuildConfig) -> list[Step]:
                       {"root": root, "cfg": cfg}, c_cfg, c_inputs, code + tcode, after=["parse"]))
     v_inputs = {"parse": parse.key, "int2word": sha256_file(layout.files["int2word"]),
                 "word2int": sha256_file(layout.files["word2int"])}
+    if cfg.vocab.embeddings == BUNDLE_EMBEDDINGS:
+        v_inputs["embeddings"] = sha256_file(bundle_embeddings_file(layout))
     v_cfg = {"vocab": cfg.vocab.model_dump(mode="json"), "allow_pickle": cfg.bundle.allow_pickle}
     steps.append(Step("vocab", stage_key("vocab", v_cfg, code + tcode, v_inputs), run_bundle_vocab,
                       {"root": root, "cfg": cfg}, v_cfg, v_inputs, code + tcode, after=["parse"]))

@@ -176,6 +176,34 @@ def run_bundle_concepts(root: Path, cfg: BuildConfig) -> StageResult:
     return res
 
 
+BUNDLE_EMBEDDINGS = "bundle"
+
+
+def bundle_embeddings_file(layout: BundleLayout) -> Path:
+    """The reference's word-embedding init file of a bundle (``--resume_file`` in HGR's/HANet's READMEs)."""
+    from storage.bundle_write import EMBEDDINGS_FILE
+
+    hits = [layout.root / EMBEDDINGS_FILE] + sorted(layout.root.glob("results/*/word_embeds*.th")) + \
+        sorted(layout.root.glob("word_embeds*.th"))
+    found = next((p for p in hits if p.is_file()), None)
+    if found is None:
+        raise BundleError(f"vocab.embeddings='bundle' but {layout.root} has no {EMBEDDINGS_FILE} "
+                          "(nor results/*/word_embeds*.th, word_embeds*.th)")
+    return found
+
+
+def bundle_embeddings(layout: BundleLayout, words: list[str]):
+    """The bundle's own word vectors (rows = int2word ids), as an Embeddings record."""
+    from pipeline.text.vocab import Embeddings
+    from storage.bundle_write import read_word_embeddings
+
+    path = bundle_embeddings_file(layout)
+    matrix = read_word_embeddings(path)
+    if matrix.shape[0] != len(words):
+        raise BundleError(f"{path}: {matrix.shape[0]} rows, int2word.npy has {len(words)} words")
+    return Embeddings(matrix, [True] * len(words), str(path), sha256_file(path), 1.0)
+
+
 def run_bundle_vocab(root: Path, cfg: BuildConfig) -> StageResult:
     """text/words.parquet = the bundle's vocabulary (word id = int2word position), + embeddings."""
     from pipeline.text import vocab
@@ -199,7 +227,8 @@ def run_bundle_vocab(root: Path, cfg: BuildConfig) -> StageResult:
                 n_unk += 1
             else:
                 counts[i] += 1
-    emb = vocab.init_embeddings(words, cfg.vocab)
+    emb = bundle_embeddings(layout, words) if cfg.vocab.embeddings == BUNDLE_EMBEDDINGS else \
+        vocab.init_embeddings(words, cfg.vocab)
     write_table(root / WORDS, "words", [
         {"word_id": i, "word": w, "train_count": counts[i], "in_embeddings": emb.found[i]} for i, w in enumerate(words)],
         extra_metadata={"source": "hgr-bundle int2word.npy", "sha256": sha256_file(layout.files["int2word"])})
