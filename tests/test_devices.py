@@ -14,6 +14,7 @@ from flows import build as fb
 from pipeline import build as pb
 from pipeline import devices, runtime
 from pipeline.video import backbones
+from tests._optional import needs_prefect_ray
 
 
 def _gpus(monkeypatch, n: int) -> None:
@@ -86,7 +87,7 @@ def test_dask_local_cluster_advertises_only_gpus_that_exist(two_gpus):
 
 
 def test_ray_local_node_advertises_every_visible_gpu(two_gpus):
-    pytest.importorskip("prefect_ray")
+    needs_prefect_ray()
     runner = _stages.make_task_runner("ray", 4, local_gpus=runtime.visible_gpus())
     assert runner.init_kwargs["num_gpus"] == 2
 

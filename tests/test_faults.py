@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from flows import _stages
+from tests._optional import needs_prefect_ray
 from storage.lock import OutputRootBusyError
 from tests._flowutil import assert_same_features, build, build_cmd, features, popen
 
@@ -113,17 +114,9 @@ def test_dask_local_cluster_matches_local_run(tiny_sample, reference, tmp_path):
     _assert_same(Path(summary["root"]), reference)
 
 
-def _needs_prefect_ray():
-    """The optional Ray engine: skipped where it is not installed, except in CI (scripts/install.sh
-    installs requirements/ray.txt there, so a missing prefect-ray is a failure, not a skip)."""
-    if os.environ.get("CI"):
-        return __import__("prefect_ray")
-    return pytest.importorskip("prefect_ray", reason=f"optional prefect-ray not installed: {_stages.RAY_INSTALL}")
-
-
 @slow
 def test_ray_local_matches_local_run(tiny_sample, reference, tmp_path):
-    _needs_prefect_ray()
+    needs_prefect_ray()
     # a local Ray with 2 CPUs (gpu_tasks needs a visible GPU: tests/test_devices.py fakes two)
     summary = build(tiny_sample, tmp_path / "out", runner="ray", n_workers=2)
     assert summary["cached"] == 0
@@ -145,7 +138,7 @@ def test_gpu_tasks_request_a_gpu_from_dask_and_ray():
 
     with _stages.gpu_resource(True, DaskTaskRunner()):
         assert dask.get_annotations() == {"resources": {_stages.GPU_RESOURCE: 1}}
-    _needs_prefect_ray()
+    needs_prefect_ray()
     from prefect_ray.context import RemoteOptionsContext
 
     ray_runner = _stages.make_task_runner("ray", 2, local_gpus=1)  # configured, not started
