@@ -251,3 +251,52 @@ def test_http_overlong_query_is_one_400_message_without_the_query():
     r = client.get("/api/search", params={"q": "a man", "top": "lots"})
     assert r.status_code == 400 and set(r.json()) == {"error"} and "top" in r.json()["error"]
     assert "lots" not in r.text
+
+
+def test_progress_bar_in_a_terminal_shows_count_rate_and_eta():
+    """A real pseudo-terminal: the bar of flows/_feedback.progress (rich) with done/total, rate, ETA."""
+    import pty
+    import subprocess
+
+    code = ("import time\nfrom flows._feedback import progress\n"
+            "with progress('train hanet', 'epochs', prefect=False) as step:\n"
+            "    for i in range(1, 4):\n        time.sleep(0.3)\n        step(i, 3)\n")
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "150", "TERM": "xterm"}
+    env.pop("VTR_NO_PROGRESS", None)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=follower, stdout=follower, stderr=follower, env=env,
+                            cwd=ROOT)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=60) == 0
+    os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    assert "train hanet" in text and "3/3" in text and "ETA" in text
+    assert re.search(r"\d+\.\d\d epochs/s", text), text[-800:]
+
+
+def test_progress_artifact_moves_with_every_step(prefect_server, monkeypatch):
+    import prefect.artifacts as pa
+    from prefect import flow
+
+    from flows._feedback import progress
+
+    seen = []
+    monkeypatch.setattr(pa, "update_progress_artifact", lambda art, progress: seen.append(round(progress, 1)))
+
+    @flow
+    def steps():
+        with progress("evaluate", "caption blocks") as step:
+            for i in range(1, 5):
+                step(i, 4)
+
+    steps()
+    assert seen == [25.0, 50.0, 75.0, 100.0]
