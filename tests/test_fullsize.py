@@ -137,21 +137,50 @@ def test_bundle_build_reads_it(bundle, built):
     assert len(got & planted_verbs) >= 10   # the planted verbs are found as verb concepts (lemmatised)
 
 
-def test_search_on_an_index_of_a_bundle_build(built, tmp_path):
+@pytest.fixture(scope="module")
+def trained(built, tmp_path_factory):
+    from models.config import HANetConfig, TrainConfig
+    from pipeline.learn.train import run_train
+
+    h = HANetConfig(joint_dim=32, gcn_attn_dim=16, max_frames=12, n_action_clips=4, n_entity_clips=6, se_reduction=8)
+    return run_train(Path(built["root"]), tmp_path_factory.mktemp("run"), TrainConfig(
+        features="imported-resnet152", hanet=h, epochs=1, batch_size=8, max_steps_per_epoch=2, log_every=0))
+
+
+def test_search_on_an_index_of_a_bundle_build(built, trained, tmp_path):
     """Regression (found by bench/bench_fullsize.py): Searcher failed on any index of a bundle build, because
     the bundle's concepts stage records {concepts: ConceptConfig, bundle_concepts: ...} as its config and the
     query parser validated that whole dict as a ConceptConfig (pydantic 'Extra inputs are not permitted')."""
-    from models.config import HANetConfig, TrainConfig
-    from pipeline.learn.train import run_train
     from pipeline.search.index import build_index
     from pipeline.search.query import Searcher
 
     shards = Path(built["root"])
-    h = HANetConfig(joint_dim=32, gcn_attn_dim=16, max_frames=12, n_action_clips=4, n_entity_clips=6, se_reduction=8)
-    s = run_train(shards, tmp_path / "run", TrainConfig(features="imported-resnet152", hanet=h, epochs=1, batch_size=8,
-                                                        max_steps_per_epoch=2, log_every=0))
-    meta = build_index(s["best_checkpoint"], shards, tmp_path / "index", n_thumbs=0)
+    meta = build_index(trained["best_checkpoint"], shards, tmp_path / "index", n_thumbs=0)
     assert meta["n_videos"] == 40 and "bundle_concepts" in meta["concept_config"]
     searcher = Searcher(tmp_path / "index")
     res = searcher.search("a man rides a horse in the park", top=5)
     assert len(res["results"]) == 5 and searcher.parse.ccfg.n_verbs == 512
+
+
+def test_index_built_in_place(built, tmp_path):
+    """Regression (bench/bench_fullsize.py): build_index kept every batch's arrays in lists and concatenated them
+    at the end, so its peak memory was twice the index (MSR-VTT's 10,000 videos: ~3 GB of arrays -> ~6 GB; VATEX's
+    29,000 would need ~18 GB). Now each array is allocated once and filled batch by batch: peak ~ index + a batch."""
+    import numpy as np
+
+    from models.config import HANetConfig, TrainConfig
+    from pipeline.learn.train import run_train
+    from pipeline.search.index import build_index
+
+    h = HANetConfig(joint_dim=1024, gcn_attn_dim=16, max_frames=20, se_reduction=8)  # stored rows >> a feature batch
+    trained = run_train(Path(built["root"]), tmp_path / "run", TrainConfig(
+        features="imported-resnet152", hanet=h, epochs=1, batch_size=4, max_steps_per_epoch=1, log_every=0))
+    tracemalloc.start()
+    try:
+        meta = build_index(trained["best_checkpoint"], Path(built["root"]), tmp_path / "index", n_thumbs=0, batch=4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    stored = sum(int(np.prod(shape)) * np.dtype(dt).itemsize for shape, dt in meta["arrays"].values())
+    assert meta["n_videos"] == 40 and stored > 8 * 2 ** 20
+    assert peak < 1.6 * stored, (peak, stored)

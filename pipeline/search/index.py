@@ -147,25 +147,31 @@ def _kept_outputs(model, ve: dict, vocab: dict[str, int], hcfg: HANetConfig, dev
     return {k for k in used | set(_ALWAYS_KEEP) if k in ve and torch.is_tensor(ve[k])}
 
 
-def _collect(chunks: dict[str, list[np.ndarray]], ve: dict, keep: set[str], dtype) -> list[str] | None:
-    """Append one batch's stored arrays to ``chunks``; returns the pooled shortlist levels (or None)."""
+def _collect(out: dict[str, np.ndarray], at: int, n: int, ve: dict, keep: set[str], dtype) -> list[str] | None:
+    """Write one batch's stored arrays into rows ``at``.. of ``out`` (each allocated once, ``n`` rows, on first
+    sight: the index is built in place, never as a list of chunks plus their concatenation, which doubled the
+    peak memory); returns the pooled shortlist levels (or None)."""
+    part: dict[str, np.ndarray] = {}
     for k in sorted(keep):
         v = ve[k].detach().cpu()
-        arr = v.numpy() if v.dtype == torch.bool or not v.is_floating_point() else v.float().numpy().astype(dtype)
-        chunks.setdefault(f"enc/{k}", []).append(arr)
+        part[f"enc/{k}"] = v.numpy() if v.dtype == torch.bool or not v.is_floating_point() else v.float().numpy()
     if "glo" in ve:
-        chunks.setdefault("shortlist", []).append(
-            torch.nn.functional.normalize(ve["glo"].float(), dim=-1).cpu().numpy())
+        part["shortlist"] = torch.nn.functional.normalize(ve["glo"].float(), dim=-1).cpu().numpy()
     lv = pooled_video_levels(ve, sorted(keep))
     if lv is not None:
-        chunks.setdefault("shortlist_levels", []).append(lv[1].cpu().numpy())
+        part["shortlist_levels"] = lv[1].cpu().numpy()
     for kind in ("verb", "noun"):
         fk, pk = f"frame_{kind}_probs", f"{kind}_probs"
         if fk in ve and pk in ve:
             top = ve[pk].float().topk(min(HEAT_TOP_K, ve[pk].shape[-1]), dim=-1).indices  # (B, k)
             frames = ve[fk].float().gather(2, top.unsqueeze(1).expand(-1, ve[fk].shape[1], -1))
-            chunks.setdefault(f"heat/{kind}_ids", []).append(top.cpu().numpy().astype(np.int32))
-            chunks.setdefault(f"heat/{kind}_frames", []).append(frames.cpu().numpy().astype(np.float16))
+            part[f"heat/{kind}_ids"] = top.cpu().numpy().astype(np.int32)
+            part[f"heat/{kind}_frames"] = frames.cpu().numpy().astype(np.float16)
+    for name, arr in part.items():
+        if name not in out:
+            kind = dtype if name.startswith("enc/") and arr.dtype.kind == "f" else arr.dtype
+            out[name] = np.empty((n, *arr.shape[1:]), dtype=kind)
+        out[name][at:at + arr.shape[0]] = arr
     return lv[0] if lv is not None else None
 
 
@@ -176,7 +182,7 @@ def _encode_all(model, videos: list[dict], root: Path, extractor: str, hcfg: HAN
     sources: dict[str, FeatureSource] = {}
     keep: set[str] | None = None
     levels_used: list[str] = []
-    chunks: dict[str, list[np.ndarray]] = {}
+    arrays: dict[str, np.ndarray] = {}
     n_frames = np.zeros(len(videos), dtype=np.int32)
     for a in range(0, len(videos), batch):
         part = videos[a:a + batch]
@@ -185,13 +191,13 @@ def _encode_all(model, videos: list[dict], root: Path, extractor: str, hcfg: HAN
         ve = model.encode_videos(vb.to(device))
         if keep is None:  # which outputs does the scoring read?
             keep = _kept_outputs(model, ve, vocab, hcfg, device)
-        levels_used = _collect(chunks, ve, keep, dtype) or levels_used
+        levels_used = _collect(arrays, a, len(videos), ve, keep, dtype) or levels_used
         if progress:
             progress(f"encoded {min(a + batch, len(videos))}/{len(videos)} videos")
         report_step(step, min(a + batch, len(videos)), len(videos))
     for s in sources.values():
         s.close()
-    return {k: np.concatenate(v, 0) for k, v in chunks.items()}, n_frames, levels_used
+    return arrays, n_frames, levels_used
 
 
 def _video_rows(writer, videos: list[dict], n_frames: np.ndarray, captions: dict[str, str], droot: Path | None,
