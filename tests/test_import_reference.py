@@ -157,7 +157,14 @@ def test_flat_prefixed_layout_and_cli(tmp_path, capsys):
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["ok"] and summary["n_source_entries"] == 85
-    assert (tmp_path / "out.pt").exists()
+    # the CLI's checkpoint holds exactly what the nested layout imports to, tensor for tensor
+    torch.save(src, tmp_path / "nested.th")
+    import_reference_checkpoint(tmp_path / "nested.th", tmp_path / "nested.pt", HANetConfig(**TINY))
+    got, want = (torch.load(tmp_path / f, map_location="cpu", weights_only=True) for f in ("out.pt", "nested.pt"))
+    assert got["model_name"] == "hanet" and set(got["model"]) == set(want["model"])
+    for k, v in want["model"].items():
+        assert torch.equal(got["model"][k], v), k
+    assert got["model"]["video.fc_event.weight"].equal(src["video_encoder"]["level_embeds.0.weight"])
 
 
 def test_mismatched_config_is_reported(tmp_path):
