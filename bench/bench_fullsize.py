@@ -102,6 +102,12 @@ def child_train(d: dict[str, Path], dataset: str, args) -> dict:
     parts = {"setup_s": 0.0, "val_s": 0.0, "ckpt_s": 0.0}
 
     class TimedBatches(tr.TrainBatches):
+        def __init__(self, data, batch_size, seed, epoch, unique_videos=True, max_steps=0, num_workers=0):
+            super().__init__(data, batch_size, seed, epoch, unique_videos, 0, num_workers)
+            loader["epoch_steps"] = len(self.batches)   # a full epoch's steps (before max_steps_per_epoch)
+            if max_steps:
+                self.batches = self.batches[:max_steps]
+
         def __iter__(self):
             it = super().__iter__()
             while True:
@@ -127,12 +133,14 @@ def child_train(d: dict[str, Path], dataset: str, args) -> dict:
     tr._setup = timed("setup_s", tr._setup)
     tr.evaluate_model = timed("val_s", tr.evaluate_model)
     tr.save_checkpoint = timed("ckpt_s", tr.save_checkpoint)
-    cfg = TrainConfig(features=FEATURES[dataset], epochs=1, patience=1, precision=args.precision, log_every=0, seed=0)
+    cfg = TrainConfig(features=FEATURES[dataset], epochs=1, patience=1, precision=args.precision, log_every=0, seed=0,
+                      max_steps_per_epoch=args.train_steps)
     if d["run"].exists():
         shutil.rmtree(d["run"])
     s = tr.run_train(d["shards"], d["run"], cfg, resume=False)
     hist = json.loads(Path(s["history_path"]).read_text())[-1]
-    return {"precision": s["precision"], "steps": hist["steps"], "epoch_s": hist["train_seconds"],
+    return {"precision": s["precision"], "steps": hist["steps"], "max_steps": args.train_steps,
+            "epoch_steps": loader.get("epoch_steps"), "epoch_s": hist["train_seconds"],
             "loader_s": loader["s"], "compute_s": hist["train_seconds"] - loader["s"], **parts,
             "val_rsum": s["best_rsum"], "val_r1": hist["val"].get("t2v_r1"), "batch_size": cfg.batch_size,
             "loss": hist["loss"].get("total"), "torch_threads": torch.get_num_threads(),
@@ -237,18 +245,20 @@ def child_search(d: dict[str, Path], n_queries: int) -> dict:
     queries = list(first.items())[:n_queries]
     for _ in range(3):
         s.search(queries[0][1], top=10)
-    lat, ranks, stage = [], [], {"text": [], "shortlist_ms": [], "rerank_ms": []}
+    lat, cpu, ranks, stage = [], [], [], {"text": [], "shortlist_ms": [], "rerank_ms": []}
     for key, text in queries:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         res = s.search(text, top=10)
         lat.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
         rows = [h["row"] for h in res["results"]]
         ranks.append(rows.index(row_of[key]) + 1 if row_of[key] in rows else 11)
         for k in stage:
             stage[k].append(res["timing_ms"][k])
     r = np.asarray(ranks)
     return {"n_videos": s.n, "n_queries": len(queries), "open_s": open_s, "p50_ms": float(np.percentile(lat, 50)),
-            "p95_ms": float(np.percentile(lat, 95)), "R@1": float((r <= 1).mean() * 100),
+            "p95_ms": float(np.percentile(lat, 95)), "cpu_p50_ms": float(np.percentile(cpu, 50)),
+            "cpu_p95_ms": float(np.percentile(cpu, 95)), "R@1": float((r <= 1).mean() * 100),
             "R@10": float((r <= 10).mean() * 100), "shortlist": s.shortlist_mode,
             "stage_p95_ms": {k: float(np.percentile(v, 95)) for k, v in stage.items()}}
 
@@ -301,7 +311,7 @@ def run_size(args) -> dict:
     for stage in args.stages:
         cmd = [sys.executable, __file__, "--child", stage, "--dataset", args.dataset, "--scale", repr(args.scale),
                "--work", str(args.work), "--threads", str(args.threads), "--precision", args.precision,
-               "--queries", str(args.queries)]
+               "--queries", str(args.queries), "--train-steps", str(args.train_steps)]
         t = time.perf_counter()
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t
@@ -331,6 +341,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="training precision (TrainConfig)")
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--train-steps", type=int, default=0,
+                    help="TrainConfig.max_steps_per_epoch (0 = a full epoch; else the epoch time is extrapolated, labelled)")
     ap.add_argument("--report", action="store_true", help="print the table, curves and targets of every stored size")
     ap.add_argument("--child", choices=STAGES)
     args = ap.parse_args()

@@ -40,7 +40,10 @@ def fmt_row(stage: str, s: dict) -> str:
         extra = (f"; {s['counts']['captions'] / max(t.get('parse', 1e-9), 1e-9):,.0f} captions/s parsing "
                  f"(model load {t.get('load', 0):.1f} s, write {t.get('write', 0):.1f} s)")
     elif stage == "train":
-        extra = (f"; {s['precision']}, {s['steps']} steps x {s['batch_size']}: epoch {s['epoch_s']:.0f} s = loader "
+        full = s.get("epoch_steps") or s["steps"]
+        part = (f"{s['steps']} of the epoch's {full} steps (TrainConfig.max_steps_per_epoch), full epoch "
+                f"EXTRAPOLATED {s['epoch_s'] * full / s['steps']:.0f} s" if full > s["steps"] else f"full epoch, {full} steps")
+        extra = (f"; {s['precision']}, {part}, batch {s['batch_size']}: trained {s['epoch_s']:.0f} s = loader "
                  f"{s['loader_s']:.0f} s ({1e3 * s['loader_s'] / max(s['steps'], 1):.0f} ms/step) + compute "
                  f"{s['compute_s']:.0f} s ({1e3 * s['compute_s'] / max(s['steps'], 1):.0f} ms/step); setup "
                  f"{s['setup_s']:.0f} s, validation {s['val_s']:.0f} s, checkpoints {s['ckpt_s']:.0f} s; val rsum "
@@ -56,7 +59,8 @@ def fmt_row(stage: str, s: dict) -> str:
         extra = f"; {s['n_videos']:,} videos, index {s['index_mb']:.0f} MB"
     elif stage == "search":
         extra = (f"; {s['n_videos']:,} videos, {s['n_queries']} queries: p50 {s['p50_ms']:.1f} ms, p95 "
-                 f"{s['p95_ms']:.1f} ms (stage p95: {', '.join(f'{k} {v:.1f}' for k, v in s['stage_p95_ms'].items())}"
+                 f"{s['p95_ms']:.1f} ms (process CPU per query p50 {s.get('cpu_p50_ms', float('nan')):.1f} / p95 "
+                 f"{s.get('cpu_p95_ms', float('nan')):.1f} ms; stage p95: {', '.join(f'{k} {v:.1f}' for k, v in s['stage_p95_ms'].items())}"
                  f"); R@10 {s['R@10']:.1f}")
     elif stage in ("ingest", "import-features", "concepts", "vocab"):
         c = s.get("counts", {})
@@ -123,9 +127,13 @@ def targets(runs: list[dict]) -> list[str]:
                    f"{e['gflops_achieved'] / e['roofline_gflops']:.0%} of the same-run matmul roofline")
     if "train" in st and "epoch_s" in st["train"]:
         t = st["train"]
+        full = t.get("epoch_steps") or t["steps"]
+        how = (f"EXTRAPOLATED from {t['steps']} of {full} steps" if full > t["steps"] else "measured, full epoch")
         out.append(f"  train peak RSS <= {T_TRAIN_GB} GB: {t['peak_rss_mb'] / 1024:.2f} GB "
-                   f"{ok(t['peak_rss_mb'] / 1024 <= T_TRAIN_GB)}; one epoch ({t['precision']}) {t['epoch_s'] / 60:.1f} min"
-                   f" (loader {t['loader_s'] / t['epoch_s']:.1%} of it)")
+                   f"{ok(t['peak_rss_mb'] / 1024 <= T_TRAIN_GB)}; one epoch ({t['precision']}) "
+                   f"{t['epoch_s'] * full / t['steps'] / 60:.1f} min [{how}] (loader {t['loader_s'] / t['epoch_s']:.1%} "
+                   f"of the steps' time; {1e3 * t['compute_s'] / t['steps']:.0f} ms compute + "
+                   f"{1e3 * t['loader_s'] / t['steps']:.0f} ms loader per step)")
     for r in runs:
         s = r["stages"].get("search", {})
         if "p95_ms" in s and r["scale"] == 1.0:
