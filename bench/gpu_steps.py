@@ -51,20 +51,17 @@ def _shape(extractor: str, sizes: dict) -> tuple[int, ...]:
 
 def flops_per_unit(extractor: str, sizes: dict) -> float:
     """FLOPs (2 x multiply-adds) of one frame (ResNet152) or clip (I3D) through the feature model as
-    extraction builds it (classifier / projection head removed), counted by torch's FlopCounterMode
-    on the meta device (the built model moved there: no memory, no compute)."""
+    extraction runs it (head removed), counted by torch's FlopCounterMode on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pipeline.config import I3DConfig, ResNetConfig
-    from pipeline.video.backbones import build_i3d_r50, build_resnet152
+    from pipeline.video.backbones import feature_arch
 
-    build, cfg = {"resnet152": (build_resnet152, ResNetConfig), "i3d_r50": (build_i3d_r50, I3DConfig)}[extractor]
-    model, _ = build(cfg(weights="random"))
     shape = _shape(extractor, sizes)[1:]  # one unit, channels last
-    x = torch.empty((1, 3) + shape[:-1], device="meta")
+    with torch.device("meta"):
+        model, x = feature_arch(extractor).eval(), torch.empty((1, 3) + shape[:-1])
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model.eval().to("meta")(x)
+        model(x)
     return float(counter.get_total_flops())
 
 

@@ -67,3 +67,21 @@ def test_gpu_check_cpu_tiny_without_prefect(tmp_path):
     assert agree["device_bf16_vs_ref"]["rel_l2"] < 3e-2
     if "bf16" in agree["device_bf16_used"]:  # bf16 really ran: its rounding must show against float64
         assert agree["device_bf16_vs_ref"]["rel_l2"] > 1e-4
+
+
+def test_feature_arch_on_meta_has_the_published_size():
+    """pipeline.video.backbones.feature_arch (gpu_check's FLOP count): the feature models, heads removed."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline.video.backbones import feature_arch
+
+    for extractor, shape, gmacs in (("resnet152", (1, 3, 224, 224), 11.5), ("i3d_r50", (1, 3, 8, 224, 224), None)):
+        with torch.device("meta"):
+            model, x = feature_arch(extractor).eval(), torch.empty(shape)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            out = model(x)
+        assert tuple(out.reshape(1, -1).shape) == (1, 2048), extractor
+        if gmacs:  # ResNet152: 11.5 G multiply-adds per 224x224 image (torchvision's model card)
+            assert abs(counter.get_total_flops() / 2e9 - gmacs) < 0.1

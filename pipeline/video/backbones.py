@@ -180,6 +180,16 @@ def _arch(extractor: str) -> nn.Module:
     raise ValueError(f"unknown extractor {extractor!r}; expected one of {EXTRACTORS}")
 
 
+def feature_arch(extractor: str) -> nn.Module:
+    """``extractor``'s feature model as extraction runs it (classifier / projection head removed), with
+    untrained weights: build it under ``torch.device("meta")`` to count FLOPs without memory."""
+    model = _arch(extractor)
+    if extractor == "resnet152":
+        model.fc = nn.Identity()
+        return model
+    return _strip_i3d_head(model)
+
+
 def state_mismatch(extractor: str, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
     """Keys of ``state`` missing from / unexpected for / shaped unlike ``extractor``'s architecture.
 
