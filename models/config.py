@@ -132,4 +132,5 @@ class EvalConfig(_Config):
                                                         "reads (found on the first block) between blocks")
     text_bf16: bool = Field(False, description="bf16 autocast for caption encoding where the device has native bf16 "
                                                "(CUDA, AVX512-BF16/AMX CPUs; else fp32): ~2.5x faster on such CPUs, "
-                                               "scores differ by ~1e-3 (off: bit-exact reference parity)")
+                                               "scores differ by ~5e-5 on average, <= ~5e-3 (bench/bench_bf16_scores.py; "
+                                               "off: bit-exact reference parity)")

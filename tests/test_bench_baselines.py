@@ -54,8 +54,9 @@ def test_text_bf16_encoding_close_to_fp32(tmp_path):
 
     from models.config import EvalConfig, HANetConfig
     from pipeline.learn.dataset import dataset_shapes, load_split
-    from pipeline.learn.evaluate import encode_texts, encode_videos
     from pipeline.datasets.planted import make_planted_shards
+    from pipeline.devices import bf16_is_fast
+    from pipeline.learn.evaluate import encode_texts, encode_videos
 
     root = make_planted_shards(tmp_path, n_videos=12, captions_per_video=3, n_verbs=5, n_nouns=7, feat_dim=16,
                                n_frames=6, seed=2, split_fractions=(0.0, 0.0, 1.0))
@@ -73,4 +74,8 @@ def test_text_bf16_encoding_close_to_fp32(tmp_path):
     assert all(v.dtype == te32[k].dtype for k, v in te16.items())
     with torch.inference_mode():
         s32, s16 = model.similarity(ve, te32), model.similarity(ve, te16)
-    assert (s32 - s16).abs().max() < 2e-2
+    # measured here (2026-12-07, 6 model seeds): max |s32 - s16| 6.1e-3 for this seed, <= 2.2e-3 for the
+    # others; the bound is that maximum with a 1.6x margin (bench_bf16_scores: max 4.9e-3 at 600 x 12,000)
+    assert (s32 - s16).abs().max() < 1e-2
+    if bf16_is_fast(dev):
+        assert not torch.equal(s32, s16)  # the bf16 path really ran (on such CPUs it is not fp32)

@@ -65,8 +65,11 @@ def test_bf16_gru_loop_matches_nn_gru_and_cache_follows_weights():
         out, ref = fast(), _reference_bf16(enc, word_ids, lengths)
         fp32 = enc(word_ids, lengths)
         assert out.dtype == torch.float32
-        assert (out - ref).abs().max() < 2e-2
-        assert (out - fp32).abs().max() < 2e-2
+        # word states lie in (-1, 1): one bf16 ulp there is <= 2^-8. Measured (20 seeds, 2026-12-07): max
+        # 1.95e-3 vs nn.GRU on bf16 weights, 1.54e-3 vs fp32; the bound 2^-8 is a 2x margin on both
+        assert (out - ref).abs().max() <= 2 ** -8
+        assert (out - fp32).abs().max() <= 2 ** -8
+        assert not torch.equal(out, fp32)  # bf16 really ran
         pad = torch.arange(7)[None] >= lengths[:, None]
         assert out[pad].abs().sum() == 0
         return out
