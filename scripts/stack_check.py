@@ -119,7 +119,8 @@ def check_ui(st: Stack, run_id: str, shot: Path) -> str:
         body = d.find_element("tag name", "body").text
         if run_name not in body:
             raise RuntimeError(f"flow-run page does not show {run_name!r}")
-        return f"title {d.title!r}; screenshot {shot.relative_to(REPO)}"
+        where = shot.relative_to(REPO) if shot.is_relative_to(REPO) else shot
+        return f"title {d.title!r}; screenshot {where}"
     finally:
         d.quit()
 
@@ -145,7 +146,8 @@ def steps(st: Stack, ids: dict, shot: Path):
     yield "clean slate (compose down -v)", lambda: (st.down(), "ok")[1]
     yield "up postgres (pg_isready)", lambda: (st.up_postgres(), "ready")[1]
     yield "up server (/api/health)", lambda: (st.up_server(), "healthy")[1]
-    yield "pools job (exit 0)", lambda: st.up_pools().strip().splitlines()[-1][:60]
+    yield "pools job (exit 0)", lambda: (st.up_pools(), ", ".join(sorted(
+        p["name"] for p in st.api("POST", "/work_pools/filter", {}))))[1]
     yield "up worker-cpu (ONLINE)", lambda: ", ".join(w["name"][:28] for w in st.up_workers())
     yield "non-root containers", lambda: check_users(st)
     yield "worker stack (torch/av/spacy/wordnet)", lambda: check_worker_stack(st)
