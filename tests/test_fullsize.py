@@ -184,3 +184,39 @@ def test_index_built_in_place(built, tmp_path):
     stored = sum(int(np.prod(shape)) * np.dtype(dt).itemsize for shape, dt in meta["arrays"].values())
     assert meta["n_videos"] == 40 and stored > 8 * 2 ** 20
     assert peak < 1.6 * stored, (peak, stored)
+
+
+def test_hgr_json_parse_tags_found_captions_without_the_parser(bundle, monkeypatch):
+    """bench_fullsize found parse at the edge of 1,000 captions/s: the hgr-json backend ran spaCy's dependency
+    parser on every caption although the role graph comes from the file (only tokens, tags and lemmas are
+    read). Found captions are now tagged with the parser disabled; captions absent from the file are parsed as
+    before; every output is identical."""
+    from contextlib import nullcontext
+
+    from pipeline.config import TextConfig
+    from pipeline.text import parse as P
+    from pipeline.text.lemmas import WordNetLemmas
+
+    root = bundle[0]
+    caps = [c for caps in list(bundle[2]["refs"].values())[:5] for c in caps] + ["a cat sits on the mat", ""]
+    cfg = TextConfig(spacy_model="en_core_web_sm", backend="hgr-json",
+                     hgr_json=str(root / "annotation" / "RET" / "sent2rolegraph.augment.json"))
+    nlp, lex = P.load_nlp(cfg), WordNetLemmas()
+    seen, real = [], P.safe_pipe
+
+    def spy(nlp_, items, *a, **k):
+        seen.append((len(items), "parser" in nlp_.pipe_names))
+        yield from real(nlp_, items, *a, **k)
+
+    monkeypatch.setattr(P, "safe_pipe", spy)
+    new = P.parse_captions(caps, cfg, nlp, lex)
+    assert seen == [(100, False), (1, True)]     # found captions without the parser, the missing one with it
+    assert "parser" in nlp.pipe_names            # restored afterwards
+    monkeypatch.setattr(P, "_without_parser", lambda nlp_: nullcontext())
+    old = P.parse_captions(caps, cfg, nlp, lex)
+
+    def key(p):
+        return p.status, p.message, p.tokens, p.pos, p.lemmas, (p.graph.node_rows(), p.graph.edge_rows()) if p.graph else None
+
+    assert [key(p) for p in new] == [key(p) for p in old]
+    assert new[-2].status == "error" and new[-2].tokens[:2] == ["a", "cat"] and new[-1].status == "empty"
