@@ -39,11 +39,11 @@ from torch import Tensor, nn
 
 from .batch import ROLES, ConceptLabels, TextBatch, VideoBatch
 from .config import HANetConfig
+from .layers import count_parameters  # noqa: F401  (re-exported: models.hanet.count_parameters)
 from .layers import (AttentionPool, AttnGCNLayer, BiGRUEncoder, ConceptHead, SEBlock,
                      action_clip_weights, action_clip_weights_reference, entity_clip_weights,
                      entity_clip_weights_reference, masked_max_pool, mil_pool, zero_pad)
 from .losses import concept_bce, hardest_negative_hinge
-from .registry import count_parameters  # noqa: F401  (re-exported: models.hanet.count_parameters)
 from .similarity import cosine_matrix, jaccard_matrix, stacked_attention
 
 PART_KEYS = ("ind_a", "ind_e", "loc_a", "loc_e", "glo", "jac_a", "jac_e", "c_l", "c_p")

@@ -323,3 +323,14 @@ class AttnGCNLayer(nn.Module):
         beta = torch.softmax(scores, dim=-1) * edge.to(g.dtype)  # nodes without edges get 0
         ctx = self.ctx(torch.bmm(beta, g))
         return self.norm(g + self.dropout(ctx))
+
+
+def count_parameters(model, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameter elements, each shared tensor counted once."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from .config import HANetConfig, TrainConfig
+from .layers import count_parameters  # noqa: F401  (re-exported: models.registry.count_parameters)
 from .model_configs import DATA_FIELDS, SHAPE_FIELDS, HCMIConfig, HGRConfig
 
 BATCH_FIELDS = ("video", "words", "graph", "labels")
@@ -138,17 +139,6 @@ def data_config(cfg: BaseModel) -> HANetConfig:
 
 def train_data_config(train_cfg: TrainConfig) -> HANetConfig:
     return data_config(model_config(train_cfg))
-
-
-def count_parameters(model, trainable_only: bool = True) -> int:
-    """Number of (trainable) parameter elements, each shared tensor counted once."""
-    seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total
 
 
 def _hanet(cfg: HANetConfig, word_embeddings=None):

@@ -9,24 +9,12 @@ import os
 from typing import TYPE_CHECKING
 
 from pipeline import runtime
+from pipeline.runtime import bf16_is_fast  # noqa: F401  (the rule lives with the probe that caches it)
 
 if TYPE_CHECKING:  # torch is imported where a device is used, not to plan a (cached) build
     import torch
 
 log = logging.getLogger(__name__)
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """bf16 autocast pays off on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX).
-
-    On other CPUs (e.g. AVX2-only) PyTorch emulates it and convolutions run
-    5-20x SLOWER than fp32, so there ``cfg.bf16`` falls back to fp32.
-    """
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def resolve_bf16(requested: bool, device: torch.device, what: str) -> tuple[bool, str]:

@@ -46,12 +46,33 @@ class Probe:
     versions: dict[str, str] = field(default_factory=dict)
 
 
+def bf16_is_fast(device) -> bool:
+    """bf16 autocast pays off on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX).
+
+    On other CPUs (e.g. AVX2-only) PyTorch emulates it and convolutions run
+    5-20x SLOWER than fp32, so there ``cfg.bf16`` falls back to fp32.
+    """
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the features (decoder included)."""
+    import av
+    import pytorchvideo
+    import torch
+    import torchvision
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
+            "pytorchvideo": getattr(pytorchvideo, "__version__", "?"), "av": av.__version__}
+
+
 def live_probe() -> Probe:
     """Ask torch (imports it)."""
     import torch
-
-    from pipeline.devices import bf16_is_fast
-    from pipeline.video.backbones import library_versions
 
     cuda = torch.cuda.is_available()
     return Probe(cuda_available=cuda, cuda_count=torch.cuda.device_count() if cuda else 0,

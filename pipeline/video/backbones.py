@@ -37,6 +37,7 @@ from torch import nn
 
 from pipeline.config import I3DConfig, ResNetConfig
 from pipeline.devices import resolve_bf16, resolve_device
+from pipeline.runtime import library_versions
 from pipeline.feedback import UserError
 from pipeline.fingerprint import sha256_file
 from pipeline.video.fold import fold_batchnorm, frozen_graph
@@ -121,14 +122,6 @@ def state_dict_sha256(model: nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
     return h.hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the features (decoder included)."""
-    import av
-    import pytorchvideo
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
-            "pytorchvideo": getattr(pytorchvideo, "__version__", "?"), "av": av.__version__}
 
 
 _versions = library_versions
