@@ -22,7 +22,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import h5py
 import numpy as np
@@ -145,7 +145,3 @@ def read_arrays(build_dir: Path, mmap: bool = True) -> dict[str, np.ndarray]:
             else:
                 out[name] = ds[()]
     return out
-
-
-def build_files(build_dir: Path) -> Iterable[Path]:
-    return (p for p in build_dir.rglob("*") if p.is_file())

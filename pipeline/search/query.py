@@ -99,11 +99,6 @@ class ShortlistMatrix:
         return cand[keep], s[keep]
 
 
-def shortlist_topk(matrix: torch.Tensor, q: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k rows (index order) of ``matrix @ q`` and their scores."""
-    return ShortlistMatrix(matrix, fast="off").topk(q, k)
-
-
 # ----------------------------------------------------------------------------- search
 
 
