@@ -151,6 +151,15 @@ def check_server(timeout_s: float = 20.0) -> None:
                         "`unset PREFECT_API_URL` (or `env -u PREFECT_API_URL vtr ...`)") from None
 
 
+def environment_error(exc: BaseException) -> str | None:
+    """A failure of the environment the user can act on, as one line (None: not one of them)."""
+    if isinstance(exc, RuntimeError) and "ephemeral Prefect API server" in str(exc):
+        return ("Prefect's temporary in-process server did not start in time (a busy machine?): start a "
+                "server once with `make prefect-up` and `source scripts/env.sh` (PREFECT_API_URL), or allow "
+                "longer: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300")
+    return None
+
+
 def _in_run() -> bool:
     from prefect.context import FlowRunContext, TaskRunContext
 

@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. A user error (pipeline/feedback.py) is one line on stderr and exit code 2; a
     traceback only for a bug, or with ``--debug`` (anywhere on the line) / ``VTR_DEBUG=1``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # in-process runs start a temporary Prefect server: Prefect's 20 s start limit is short on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if "--debug" in argv:
         argv = [a for a in argv if a != "--debug"]
         os.environ["VTR_DEBUG"] = "1"
@@ -219,9 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except Exception as exc:
-        if debug_enabled() or not is_user_error(exc):
+        from flows._feedback import environment_error
+
+        message = one_line(exc) if is_user_error(exc) else environment_error(exc)
+        if debug_enabled() or message is None:
             raise
-        print(f"vtr {_first_command(argv) or ''}: {one_line(exc)}", file=sys.stderr)
+        print(f"vtr {_first_command(argv) or ''}: {message}", file=sys.stderr)
         return 2
 
 

@@ -29,14 +29,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env(**extra: str) -> dict[str, str]:
+def _env(**extra: str | None) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT),
            # never fetch weights from the internet in a test: a closed local proxy fails at once
            "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "VTR_NO_PROGRESS": "1"}
     env.pop("VTR_DEBUG", None)
-    return {**env, **extra}
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}  # a None value: unset (e.g. PREFECT_API_URL)
 
 
 def _tiny_args(dataset_root: Path, annotation: Path, out: Path) -> list[str]:
@@ -68,6 +69,9 @@ def walkthrough(prefect_server, tiny_sample, tmp_path_factory):
         # README path: sample data, a build (one video missing: Completed + WARNING), validate
         "sample-data": (VTR + ["sample-data", "--out", str(tmp / "s"), "--n-videos", "2"], {}),
         "build-missing-video": (VTR + ["build", *tiny], {}),
+        # README: "Without a server, the same flows run in-process" (text stages only: no torch, quick)
+        "build-in-process": (VTR + ["build", *_tiny_args(Path(ann).parent / "videos", Path(ann), tmp / "out-ip"),
+                                    "--extractors"], {"PREFECT_API_URL": None}),
         # mistakes
         "build-no-annotation": (VTR + ["build"], {}),  # README's bare `vtr build`, no sample data here
         "build-bad-dataset-root": (VTR + ["build", "--annotation", str(ann), "--dataset-root", str(tmp / "nope")], {}),
@@ -130,6 +134,15 @@ def test_readme_path_completes_and_says_what_failed_where_the_user_looks(walkthr
     assert any("1 of 6 videos have no features (file not found: 1)" in m for m in logs), logs
     assert subprocess.run(VTR + ["validate", str(tmp / "out" / "tiny")], cwd=ROOT, env=_env(),
                           capture_output=True).returncode == 0
+
+
+def test_in_process_build_runs_cleanly(walkthrough):
+    """PREFECT_API_URL unset: Prefect's temporary server, and no internal ERROR lines or tracebacks."""
+    code, out, err = walkthrough["results"]["build-in-process"]
+    assert code == 0, err[-3000:]
+    assert "vocab executed" in out
+    for noise in ("ERROR", "Traceback", "Logging error", "Cannot put items", "EventsWorker"):
+        assert noise not in err + out, (noise, err[-3000:])
 
 
 def _flow_run_logs(flow_name: str, out_root: str) -> list[str]:
