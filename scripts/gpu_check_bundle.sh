@@ -16,6 +16,7 @@ PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --p
            --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 
 tmp=$(mktemp -d "$PWD/.gpu_bundle.tmp.XXXXXX")
+chmod 755 "$tmp"  # mktemp makes it 0700
 trap 'rm -rf "$tmp"' EXIT
 grep -v '^\s*#' "$REQ" | grep -v '# sdist' | sed 's/\s*#.*//' | grep . > "$tmp/wheels.txt"
 grep '# sdist' "$REQ" | sed 's/\s*#.*//' > "$tmp/sdists.txt"
