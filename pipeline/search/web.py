@@ -88,6 +88,15 @@ if(linked){document.getElementById('q').value=linked; search();}
 </script></body></html>"""
 
 
+def _bad_parameter(request, exc):
+    """HTTP 400 with one message naming the parameter, never the value echoed back (a query may be 10 KB)."""
+    from fastapi.responses import JSONResponse
+
+    problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+                         for e in exc.errors())
+    return JSONResponse({"error": problems}, status_code=400)
+
+
 def create_app(searcher: Searcher, default_top: int = DEFAULT_TOP):
     from fastapi import FastAPI, Query
     from fastapi.exceptions import RequestValidationError
@@ -107,12 +116,7 @@ def create_app(searcher: Searcher, default_top: int = DEFAULT_TOP):
     def index() -> str:
         return page
 
-    @app.exception_handler(RequestValidationError)
-    def bad_parameter(request, exc: RequestValidationError) -> JSONResponse:
-        """One message naming the parameter, never the value echoed back (a query may be 10 KB)."""
-        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
-                             for e in exc.errors())
-        return JSONResponse({"error": problems}, status_code=400)
+    app.add_exception_handler(RequestValidationError, _bad_parameter)
 
     @app.get("/api/search")
     def api_search(q: str = "", top: int = Query(default_top, ge=1, le=100),
