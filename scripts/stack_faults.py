@@ -8,8 +8,9 @@ sees (the flow run's final state and message) and what is on disk afterwards.
    feature array must be bit-identical to an uninterrupted build of the same videos.
 2. Restart the server container in the middle of a build.
 3. Restart the Postgres container in the middle of a build.
-4. Fill the output volume (a size-limited tmpfs volume, filled with a ballast file) before a
-   build: a clear failure, nothing half-written committed; after freeing space the rerun completes.
+4. Fill the output volume (a size-limited tmpfs volume `vtr-out-small` at /app/out-small, added by
+   an override file, filled with a ballast file) before a build into it: a clear failure, nothing
+   half-written committed; after freeing space the rerun completes.
 Log: bench/results/stack-faults-<date>.txt.
 """
 from __future__ import annotations
@@ -24,12 +25,19 @@ from stack_lib import REPO, Stack, machine_load, table, wait_for  # noqa: E402
 
 BUILD = "build-features/build-sample-features"
 N_VIDEOS = 24
-OUT_VOLUME_MB = 256
+OUT_VOLUME_MB = 64
+SMALL_OUT = """services:
+  worker-cpu:
+    volumes:
+      - vtr-out-small:/app/out-small
+volumes:
+  vtr-out-small:
+"""
 
 
-def params(dataset: str) -> dict:
+def params(dataset: str, out_root: str = "out") -> dict:
     return {"dataset": dataset, "dataset_root": "data/fsrc/videos", "annotation": "data/fsrc/annotation.json",
-            "generate_sample": N_VIDEOS}
+            "generate_sample": N_VIDEOS, "out_root": out_root}
 
 
 def wait_running(st: Stack, rid: str, extra: float, out: Path | None = None) -> float:
@@ -96,12 +104,13 @@ def fault_kill(st: Stack, out: Path) -> dict:
     rid = st.create_run(BUILD, params("fkill"))
     t_kill = wait_running(st, rid, 3.0, out / "fkill")
     st.podman("kill", "--signal", "KILL", st.cname("worker-cpu"))
-    seen, t0 = [], time.time()
+    seen, t0, to_final = [], time.time(), None
     while time.time() - t0 < 300:
         s = st.run_state(rid)["name"]
         if not seen or seen[-1] != s:
             seen.append(s)
         if st.run_state(rid)["type"] in {"CRASHED", "FAILED", "COMPLETED", "CANCELLED"}:
+            to_final = round(time.time() - t0)
             break
         time.sleep(5)
     worker = st.podman("inspect", "--format", "{{.State.Status}} restarts={{.RestartCount}}",
@@ -113,6 +122,7 @@ def fault_kill(st: Stack, out: Path) -> dict:
     rerun = st.run(BUILD, params("fkill"), 1200)
     return {"fault": "SIGKILL worker container mid-build",
             "killed_after_s": round(t_kill, 1), "states_seen_5min": " -> ".join(seen),
+            "kill_to_final_state_s": to_final,
             "user_sees": state_line(st, rid), "worker_container": worker,
             "disk_after_kill": after_kill, "rerun": rerun["name"],
             "vs_uninterrupted": same_arrays(out / "fref", out / "fkill"),
@@ -125,28 +135,31 @@ def fault_restart(st: Stack, out: Path, service: str, dataset: str) -> dict:
     t0 = time.time()
     st.podman("restart", "-t", "10", st.cname(service))
     restart_s = time.time() - t0
-    back = wait_for("API healthy again", lambda: st.api("GET", "/health") is not None, 300, 1)
+    wait_for("API healthy again", lambda: st.api("GET", "/health") is not None, 300, 1)
+    back = time.time() - t0
     final = st.wait_runs([rid], 1200)[rid]
     return {"fault": f"restart {service} container mid-build", "restarted_after_s": round(t_at, 1),
-            "restart_s": round(restart_s, 1), "api_back": bool(back), "user_sees": state_line(st, rid),
+            "restart_s": round(restart_s, 1), "api_back_after_s": round(back, 1), "user_sees": state_line(st, rid),
             "final": final["name"], "vs_uninterrupted": same_arrays(out / "fref", out / dataset),
             "disk": disk_report(out / dataset)}
 
 
 def fault_fill(st: Stack, out: Path) -> dict:
-    free = int(st.exec("worker-cpu", "sh", "-c", "df -B1 --output=avail /app/out | tail -1").stdout)
+    small = st.volume_path("vtr-out-small")
+    free = int(st.exec("worker-cpu", "sh", "-c", "df -B1 --output=avail /app/out-small | tail -1").stdout)
     leave = 256 * 1024
-    st.exec("worker-cpu", "sh", "-c", f"head -c {free - leave} /dev/zero > /app/out/ballast", check=False)
-    left = st.exec("worker-cpu", "sh", "-c", "df -B1 --output=avail /app/out | tail -1").stdout.strip()
-    res = st.run(BUILD, params("ffill"), 1200)
-    logs = [ln for ln in st.flow_run_logs(res["id"], 400) if "space" in ln.lower() or "Error" in ln]
-    disk = disk_report(out / "ffill")
-    st.exec("worker-cpu", "rm", "-f", "/app/out/ballast")
-    rerun = st.run(BUILD, params("ffill"), 1200)
+    st.exec("worker-cpu", "sh", "-c", f"head -c {free - leave} /dev/zero > /app/out-small/ballast", check=False)
+    left = st.exec("worker-cpu", "sh", "-c", "df -B1 --output=avail /app/out-small | tail -1").stdout.strip()
+    res = st.run(BUILD, params("ffill", "out-small"), 1200)
+    logs = [ln[:300] for ln in st.flow_run_logs(res["id"], 400) if "space" in ln.lower() or "Error" in ln]
+    disk = disk_report(small / "ffill")
+    st.exec("worker-cpu", "rm", "-f", "/app/out-small/ballast")
+    rerun = st.run(BUILD, params("ffill", "out-small"), 1200)
     return {"fault": f"output volume full ({OUT_VOLUME_MB} MiB tmpfs volume, {left} bytes left)",
             "user_sees": f"{res['name']}: {(res['message'] or '')[:200]}", "log_lines": logs[:3],
             "disk_when_full": disk, "rerun_after_freeing": rerun["name"],
-            "vs_uninterrupted": same_arrays(out / "fref", out / "ffill"), "disk_after_rerun": disk_report(out / "ffill")}
+            "vs_uninterrupted": same_arrays(out / "fref", small / "ffill"),
+            "disk_after_rerun": disk_report(small / "ffill")}
 
 
 def main() -> int:
@@ -155,14 +168,14 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--log", default=str(REPO / "bench" / "results" / f"stack-faults-{time.strftime('%Y-%m-%d')}.txt"))
     args = ap.parse_args()
-    st = Stack("vtr-faults", 4390, workers=1, worker_limit=1)
+    st = Stack("vtr-faults", 4390, workers=1, worker_limit=1, extra_compose=SMALL_OUT)
     lines = [f"stack-faults {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}: compose project {st.project}, "
              f"Postgres-backed server, 1 CPU worker; builds of {N_VIDEOS} generated videos", f"load before: {machine_load()}"]
     results, rc = [], 0
     try:
         st.down()
         st.podman("volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs", "--opt",
-                  f"o=size={OUT_VOLUME_MB}m,uid=10001,gid=10001,mode=0755", f"{st.project}_vtr-out")
+                  f"o=nr_blocks={OUT_VOLUME_MB * 256},uid=10001,gid=10001,mode=0755", f"{st.project}_vtr-out-small")
         st.up_postgres(), st.up_server(), st.up_pools(), st.up_workers()
         st.deploy_all()
         out = st.volume_path("vtr-out")
