@@ -168,7 +168,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--log", default=str(REPO / "bench" / "results" / f"stack-faults-{time.strftime('%Y-%m-%d')}.txt"))
     args = ap.parse_args()
-    st = Stack("vtr-faults", 4390, workers=1, worker_limit=1, extra_compose=SMALL_OUT)
+    st = Stack("vtr-faults", 4394, workers=1, worker_limit=1, extra_compose=SMALL_OUT)
     lines = [f"stack-faults {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}: compose project {st.project}, "
              f"Postgres-backed server, 1 CPU worker; builds of {N_VIDEOS} generated videos", f"load before: {machine_load()}"]
     results, rc = [], 0

@@ -120,6 +120,12 @@ class Stack:
                                                check=False).returncode == 0, 120)
 
     def up_server(self) -> None:
+        try:
+            self.api("GET", "/health", timeout=3)
+        except OSError:
+            pass
+        else:
+            raise RuntimeError(f"something already answers on 127.0.0.1:{self.port}: not starting a second server")
         self.compose("up", "-d", "--no-build", "--no-deps", "server")
         wait_for("server /api/health", lambda: self.api("GET", "/health") is not None, 240, 2)
 

@@ -110,7 +110,7 @@ def main() -> int:
     ap.add_argument("--log", default=str(REPO / "bench" / "results" / f"stack-load-{time.strftime('%Y-%m-%d')}.txt"))
     args = ap.parse_args()
     backends = ["postgres", "sqlite"] if args.backend == "both" else [args.backend]
-    ports = {"postgres": 4390, "sqlite": 4391}
+    ports = {"postgres": 4393, "sqlite": 4391}
     lines = [f"stack-load {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}: 3 worker containers "
              f"(--limit {args.worker_limit} each), pool concurrency limit {args.pool_limit}, 24 flow runs "
              f"submitted at once (12 builds of 8 videos, 6 trains, 3 evaluates, 3 index builds)",
