@@ -145,8 +145,21 @@ def test_in_process_build_runs_cleanly(walkthrough):
         assert noise not in err + out, (noise, err[-3000:])
 
 
+def test_a_failed_run_has_the_same_message_as_state_and_log_without_traceback(walkthrough):
+    """The Prefect side of a mistake: the run's state message is the CLI's line, its log has no traceback."""
+    _, _, err = walkthrough["results"]["build-bad-dataset-root"]
+    line = next(ln for ln in err.splitlines() if ln.startswith("vtr build: "))[len("vtr build: "):]
+    run, logs = _flow_run("build-features", "dataset_root", str(walkthrough["tmp"] / "nope"))
+    assert run.state.is_failed() and line in run.state.message
+    assert any(line in m for m in logs) and not any("Traceback" in m for m in logs), logs
+
+
 def _flow_run_logs(flow_name: str, out_root: str) -> list[str]:
-    """Messages logged by the (one) run of ``flow_name`` whose out_root parameter is ``out_root``."""
+    return _flow_run(flow_name, "out_root", out_root)[1]
+
+
+def _flow_run(flow_name: str, param: str, value: str):
+    """(the one run of ``flow_name`` whose parameter ``param`` is ``value``, the messages it logged)."""
     import asyncio
 
     from prefect.client.orchestration import get_client
@@ -155,8 +168,8 @@ def _flow_run_logs(flow_name: str, out_root: str) -> list[str]:
     async def read() -> list[str]:
         async with get_client() as client:
             runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
-            (run,) = [r for r in runs if r.parameters.get("out_root") == out_root]
+            (run,) = [r for r in runs if r.parameters.get(param) == value]
             logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-            return [log.message for log in logs]
+            return run, [log.message for log in logs]
 
     return asyncio.run(read())
