@@ -108,3 +108,17 @@ def test_refuses_disjoint_or_different_widths():
         compare_sets({"a": np.ones((3, 4))}, {"b": np.ones((3, 4))})
     with pytest.raises(ValueError, match="widths differ"):
         compare_sets({"a": np.ones((3, 4))}, {"a": np.ones((3, 5))})
+
+
+def test_compare_features_flow(tmp_path, prefect_server):
+    """The flow (flows/compare_features.py) as `vtr compare-features` and the deployment run it."""
+    from flows.compare_features import compare_features
+
+    with h5py.File(tmp_path / "a.h5", "w") as fa, h5py.File(tmp_path / "b_ft.hdf5", "w") as fb:
+        for k, u in list(U.items())[:4]:
+            fa[k] = u
+            fb[k] = u[8::16]
+    r = compare_features(str(tmp_path / "a.h5"), str(tmp_path / "b_ft.hdf5"), out_dir=str(tmp_path / "o"),
+                         a_stride=1)
+    assert r["winner"] == "b_from_a:s16:o8" and "from frame 8" in r["verdict"]["text"]
+    assert (tmp_path / "o/compare.md").is_file() and (tmp_path / "o/histogram.png").is_file()
