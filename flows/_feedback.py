@@ -34,6 +34,8 @@ class _TracebackOfUserErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and is_user_error(exc) and not debug_enabled():
+            if str(record.msg).startswith("Engine execution exited with unexpected exception"):
+                return False  # Prefect's second report of the same failure, with nothing new in it
             record.exc_info, record.exc_text = None, None
         return True
 
