@@ -60,6 +60,9 @@ def test_log_filter_strips_the_traceback_of_user_errors_only(monkeypatch):
     f = _TracebackOfUserErrors()
     assert f.filter(user) and user.exc_info is None and "annotation='x'" in user.getMessage()
     assert f.filter(bug) and bug.exc_info is not None  # a bug keeps its traceback
+    engine = record(UserError("again"))
+    engine.msg, engine.args = "Engine execution exited with unexpected exception", ()
+    assert not f.filter(engine)  # Prefect's duplicate report of a user error is dropped
     monkeypatch.setenv("VTR_DEBUG", "1")
     again = record(UserError("u"))
     assert f.filter(again) and again.exc_info is not None
@@ -300,3 +303,12 @@ def test_progress_artifact_moves_with_every_step(prefect_server, monkeypatch):
 
     steps()
     assert seen == [25.0, 50.0, 75.0, 100.0]
+
+
+def test_env_sh_makes_the_server_stream_logs_for_watch():
+    import subprocess
+
+    out = subprocess.run(["bash", "-c", "source scripts/env.sh && env"], cwd=ROOT, capture_output=True, text=True,
+                         env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}).stdout
+    assert "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true" in out
+    assert "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true" in out
