@@ -171,3 +171,28 @@ def test_export_flow_in_process(round_trip, tmp_path, prefect_server):
     assert (tmp_path / "flow-export/annotation/RET/ref_captions.json").is_file()
     assert s["counts"]["test_videos"] == sum(v["split"] == "test" for v in _rows(src, "videos.parquet"))
     assert "ordered_feature/SA/resnet152.pth" in export_report(s)
+
+
+def test_bundle_import_then_export_gives_the_bundle_back(tmp_path):
+    """The other direction: a released bundle (tests/test_bundle.py's, imported features) -> our shards ->
+    export writes the same files (captions, graphs, names, vocabulary, HANet files for its train videos)."""
+    from tests.test_bundle import _cfg, make_bundle
+
+    facts = make_bundle(tmp_path / "rel")
+    root = Path(build_bundle(_cfg(tmp_path / "rel", tmp_path / "out"))["root"])
+    s = run_export(root, tmp_path / "again")
+    assert s["features"]["imported-resnet152"]["folder"] == "resnet152.pth"
+    for rel in ("annotation/RET/ref_captions.json", "annotation/RET/sent2rolegraph.augment.json",
+                "annotation/RET/word2int.json", "annotation/verb_words_freq.json", "annotation/noun_words_freq.json"):
+        a, b = (json.loads((d / rel).read_text()) for d in (tmp_path / "rel", tmp_path / "again"))
+        assert a == b and list(a) == list(b), rel
+    for rel in ("annotation/RET/int2word.npy", *(f"public_split/{c}_names.npy" for c in ("trn", "val", "tst"))):
+        assert np.load(tmp_path / "rel" / rel).tolist() == np.load(tmp_path / "again" / rel).tolist(), rel
+    for kind in ("verb", "noun"):   # ours lists every video; the release's train videos are unchanged
+        gt = json.loads((tmp_path / "again/annotation" / f"{kind}_gt.json").read_text())
+        assert {k: gt[k] for k in facts["names"]["trn"]} == \
+            {k: [sorted(set(ids)) for ids in v] for k, v in facts[f"{kind}_gt"].items()}
+    for code in ("trn", "val", "tst"):
+        with h5py.File(tmp_path / "rel/ordered_feature/SA/resnet152.pth" / f"{code}_ft.hdf5") as f, \
+                h5py.File(tmp_path / "again/ordered_feature/SA/resnet152.pth" / f"{code}_ft.hdf5") as g:
+            assert set(f) == set(g) and all(f[k][()].tobytes() == g[k][()].tobytes() for k in f)
