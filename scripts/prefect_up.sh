@@ -33,7 +33,7 @@ echo "work pool: $VTR_WORK_POOL"
 
 prefect --no-prompt deploy --all >"$PREFECT_HOME/deploy.log" 2>&1 \
   || { echo "prefect deploy failed:" >&2; tail -30 "$PREFECT_HOME/deploy.log" >&2; exit 1; }
-prefect deployment ls 2>/dev/null | grep -E "build-features|train|evaluate|retrain|compare|build-index" | sed 's/^/  /' || true
+prefect deployment ls 2>/dev/null | grep -E "build-features|train|evaluate|retrain|compare|build-index|export" | sed 's/^/  /' || true
 
 if ! alive "$PREFECT_HOME/worker.pid"; then
   echo "starting worker on pool $VTR_WORK_POOL (log: $PREFECT_HOME/worker.log)"
