@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # in-process runs start a temporary Prefect server: Prefect's 20 s start limit is short on a busy machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    if "--debug" in argv:
+    before = os.environ.get("VTR_DEBUG")
+    if "--debug" in argv:  # for this command only (tests call main() in one process)
         argv = [a for a in argv if a != "--debug"]
         os.environ["VTR_DEBUG"] = "1"
     args = build_parser(argv).parse_args(argv)
@@ -228,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vtr {_first_command(argv) or ''}: {message}", file=sys.stderr)
         return 2
+    finally:
+        if before is None:
+            os.environ.pop("VTR_DEBUG", None)
+        else:
+            os.environ["VTR_DEBUG"] = before
 
 
 if __name__ == "__main__":

@@ -312,3 +312,20 @@ def test_env_sh_makes_the_server_stream_logs_for_watch():
                          env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}).stdout
     assert "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true" in out
     assert "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true" in out
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path, capsys, monkeypatch):
+    from flows import cli
+
+    monkeypatch.delenv("VTR_DEBUG", raising=False)
+    argv = ["import-checkpoint", "src.th", str(tmp_path / "dst.pt"), "--config", str(tmp_path / "c.json")]
+    assert cli.main(argv) == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    with pytest.raises(FileNotFoundError, match="--config"):
+        cli.main(["--debug", *argv])
+    monkeypatch.setenv("VTR_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        cli.main(argv)
+    monkeypatch.delenv("VTR_DEBUG")
+    with pytest.raises(FileNotFoundError):
+        cli.main(["--debug", *argv])
+    assert "VTR_DEBUG" not in os.environ  # --debug is for that command only
