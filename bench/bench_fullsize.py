@@ -336,7 +336,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("VTR_FULLSIZE_DIR", "/tmp/vtr_fullsize")))
     ap.add_argument("--dataset", choices=["msrvtt", "vatex"], default="msrvtt")
-    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--scale", type=float, default=0.125, help="1/8, 1/4, 1/2, 1 (= the real sizes); default 1/8 (make bench)")
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="training precision (TrainConfig)")
@@ -349,7 +349,7 @@ def main() -> None:
     if args.child:
         child_main(args)
     elif args.report:
-        from bench_fullsize_report import report
+        from fullsize_report import report
 
         report(args.work / "results")
     else:
