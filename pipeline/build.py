@@ -207,10 +207,11 @@ def resolve_weights(cfg: BuildConfig, allow_random: bool) -> tuple[BuildConfig, 
         try:
             backbones.get_backbone(EXTRACTOR_OF[name], sub)
         except backbones.BackboneWeightsError as err:
-            if not allow_random:
-                raise
             fallbacks[name] = err
             updates[name] = sub.model_copy(update={"weights": "random"})
+    if fallbacks and not allow_random:  # one message for every backbone that lacks its weights
+        errors = list(fallbacks.values())
+        raise errors[0] if len(errors) == 1 else backbones.BackboneWeightsError(" | ".join(map(str, errors)))
     return cfg.model_copy(update=updates), fallbacks
 
 

@@ -94,7 +94,7 @@ MISTAKES = {  # name -> what the one line must name
     "build-bad-dataset-root": ["dataset_root=", "no such folder"],
     "build-weights-file-both": ["resnet_weights=", "i3d_weights="],
     "build-bad-override": ["shard_size"],
-    "build-offline-weights": ["resnet_weights=", "resnet152-394f9c45.pth"],
+    "build-offline-weights": ["resnet_weights=", "resnet152-394f9c45.pth", "i3d_weights=", "I3D_8x8_R50.pyth"],
     "build-no-server": ["PREFECT_API_URL=", "make prefect-up", "unset PREFECT_API_URL"],
     "evaluate-no-dataset": ["dataset='sample'", "out/sample does not exist"],
     "evaluate-no-checkpoint": ["checkpoint=", "no such file"],
