@@ -2,16 +2,17 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.vtr-installed
-REQS := requirements/base.txt $(wildcard requirements/text-models.txt requirements/dev.txt requirements/ray.txt) pyproject.toml
+REQS := requirements/lock.txt $(wildcard requirements/text-models.txt) pyproject.toml
 ENV := source scripts/env.sh &&
 
 GPU_CHECK_ARGS ?= --device cuda
 
-.PHONY: setup browser demo test test-fast bench gpu-check gpu-bundle prefect-up prefect-down lint-docker images stack-check validate clean help
+.PHONY: setup lock browser demo test test-fast bench gpu-check gpu-bundle prefect-up prefect-down lint-docker images stack-check validate clean help
 
 help:
 	@echo "make demo        set up, start Prefect (server+worker), build + train + evaluate the sample dataset"
 	@echo "make test        run the test suite (what CI runs)"
+	@echo "make lock        regenerate requirements/lock.txt after changing pyproject.toml's dependencies"
 	@echo "make bench       run the benchmarks in bench/"
 	@echo "make gpu-check   the pipeline on one GPU (<= 8 min): roofline, extraction, sample build, train/eval, CPU-vs-GPU"
 	@echo "make gpu-bundle  wheels for the lent GPU machine (.gpu_bundle/, <= 64 MiB with the tree): README 'GPU check'"
@@ -22,6 +23,11 @@ setup: $(STAMP) .nltk_data/.vtr-wordnet
 $(STAMP): $(REQS) scripts/install.sh
 	bash scripts/install.sh
 	touch $@
+
+# requirements/lock.txt (hash-pinned closure of pyproject.toml's dependencies + [ray] + [dev]) after
+# changing a dependency; tests/test_packaging.py fails until the lock matches pyproject.toml
+lock:
+	bash scripts/lock.sh
 
 .nltk_data/.vtr-wordnet: scripts/setup_wordnet.sh
 	bash scripts/setup_wordnet.sh .nltk_data

