@@ -147,3 +147,23 @@ def test_dockerignore_required(tmp_path):
     res = _run(str(docker), env={"SKIP_HADOLINT": "1", "CI": ""})
     assert res.returncode == 1
     assert ".dockerignore" in res.stdout
+
+
+def test_pools_job_unresponsive_run_automation_is_valid_json():
+    """The pools job hands this JSON to `prefect automation create`; compose interpolates the
+    ${VAR:-default}s first. It must parse, crash runs whose heartbeats stop, and carry the name
+    the job's `prefect automation inspect` looks for (else it would be created again each start)."""
+    import json
+
+    import yaml
+
+    doc = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    pools = doc["services"]["pools"]
+    raw = pools["environment"]["VTR_UNRESPONSIVE_AUTOMATION"]
+    auto = json.loads(re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", raw))
+    assert auto["trigger"]["posture"] == "Proactive"
+    assert auto["trigger"]["after"] == ["prefect.flow-run.heartbeat"]
+    assert auto["actions"][0]["type"] == "change-flow-run-state" and auto["actions"][0]["state"] == "CRASHED"
+    heartbeat = int(re.sub(r"\$\{[^:]+:-([^}]*)\}", r"\1", str(doc["x-prefect-env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"])))
+    assert heartbeat >= 30 and auto["trigger"]["within"] >= 2 * heartbeat
+    assert f"prefect automation inspect {auto['name']} " in pools["command"][-1]
