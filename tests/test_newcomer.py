@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -134,6 +135,17 @@ def test_readme_path_completes_and_says_what_failed_where_the_user_looks(walkthr
     assert any("1 of 6 videos have no features (file not found: 1)" in m for m in logs), logs
     assert subprocess.run(VTR + ["validate", str(tmp / "out" / "tiny")], cwd=ROOT, env=_env(),
                           capture_output=True).returncode == 0
+    # the README's inspection commands, on this tree as out/sample
+    (tmp / "insp" / "out").mkdir(parents=True)
+    (tmp / "insp" / "out" / "sample").symlink_to(tmp / "out" / "tiny")
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r'^  (python -c "import pyarrow.*?"[^\n]*?)(?:   #.*)?$', readme.replace("\\\n", ""), re.M)
+    assert len(commands) == 2, commands
+    env = _env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    outs = [subprocess.run(["bash", "-c", c], cwd=tmp / "insp", env=env, capture_output=True, text=True)
+            for c in commands]
+    assert all(o.returncode == 0 for o in outs), [o.stderr[-500:] for o in outs]
+    assert "video1" in outs[0].stdout and missing.split(".")[0] in outs[1].stdout and "file not found" in outs[1].stdout
 
 
 def test_in_process_build_runs_cleanly(walkthrough):
