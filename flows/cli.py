@@ -56,6 +56,7 @@ def prepare_flow_run() -> None:
 
 def run_flow(flow: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     """Call a flow in this process (one place, so tests can observe the exact call)."""
+    prepare_flow_run()
     return flow(**kwargs)
 
 
@@ -127,7 +128,6 @@ def flow_parser(sub, command: str) -> argparse.ArgumentParser:
 
     def _run(a: argparse.Namespace) -> int:
         kwargs = {name: getattr(a, name) for name in inspect.signature(fn).parameters}
-        prepare_flow_run()
         run_flow(getattr(importlib.import_module(module), attr), kwargs)
         return 0
 
