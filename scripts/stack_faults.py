@@ -151,7 +151,7 @@ def fault_fill(st: Stack, out: Path) -> dict:
     st.exec("worker-cpu", "sh", "-c", f"head -c {free - leave} /dev/zero > /app/out-small/ballast", check=False)
     left = st.exec("worker-cpu", "sh", "-c", "df -B1 --output=avail /app/out-small | tail -1").stdout.strip()
     res = st.run(BUILD, params("ffill", "out-small"), 1200)
-    logs = [ln[:300] for ln in st.flow_run_logs(res["id"], 400) if "space" in ln.lower() or "Error" in ln]
+    logs = [ln[:300] for ln in st.flow_run_logs(res["id"], 200) if "space" in ln.lower() or "Error" in ln]
     disk = disk_report(small / "ffill")
     st.exec("worker-cpu", "rm", "-f", "/app/out-small/ballast")
     rerun = st.run(BUILD, params("ffill", "out-small"), 1200)
