@@ -20,6 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker" / "compose.yaml"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -69,13 +71,11 @@ class Stack:
             "VTR_CPU_THREADS": self.env.get("VTR_CPU_THREADS", "2"),
         })
         self.files = [str(COMPOSE)]
-        override = ""
-        if workers > 1:
-            override += f"services:\n  worker-cpu:\n    deploy:\n      replicas: {workers}\n"
-        override += extra_compose
-        if override:
+        override = _merge(yaml.safe_load(extra_compose) or {} if extra_compose else {},
+                          {"services": {"worker-cpu": {"deploy": {"replicas": workers}}}} if workers > 1 else {})
+        if override:  # ONE document: two concatenated `services:` blocks would keep only the last
             path = Path(self.env["VTR_IMAGES_CACHE"]) / f"{project}.override.yaml"
-            path.write_text(override)
+            path.write_text(yaml.safe_dump(override, sort_keys=False))
             self.files.append(str(path))
         self.api_url = f"http://127.0.0.1:{port}/api"
 
@@ -252,6 +252,13 @@ def _bytes(text: str) -> float:
     num = "".join(c for c in text if c.isdigit() or c == ".")
     unit = text[len(num):].strip().lower() or "b"
     return float(num) * units.get(unit, 1) if num else 0.0
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def machine_load() -> str:
