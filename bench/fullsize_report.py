@@ -80,6 +80,22 @@ def slope(a: float, b: float, na: float, nb: float) -> float | None:
     return math.log(b / a) / math.log(nb / na)
 
 
+COST_LABEL = {"evaluate": " per pair", "train": " epoch (extrapolated where capped)", "search": " p95"}
+
+
+def cost(stage: str, s: dict) -> tuple[float, float]:
+    """(wall, cpu) that should grow at most linearly: evaluation vs pairs; a training EPOCH (steps scaled to the
+    full epoch when capped); search p95 latency; else the stage's wall and CPU time."""
+    if stage == "evaluate" and "eval_wall_s" in s:
+        return s["eval_wall_s"], s["eval_cpu_s"]
+    if stage == "train" and s.get("steps"):
+        f = (s.get("epoch_steps") or s["steps"]) / s["steps"]
+        return s["epoch_s"] * f, s["cpu_s"] * f
+    if stage == "search" and "p95_ms" in s:
+        return s["p95_ms"], s.get("cpu_p95_ms", s["p95_ms"])
+    return s["stage_wall_s"], s["cpu_s"]
+
+
 def curves(runs: list[dict]) -> list[str]:
     out, worse = [], []
     ms = [r for r in runs if r["dataset"] == "msrvtt"]
@@ -91,13 +107,12 @@ def curves(runs: list[dict]) -> list[str]:
             if "stage_wall_s" not in x or "stage_wall_s" not in y:
                 continue
             unit = "pairs" if st == "evaluate" else "videos"
-            wa = x.get("eval_wall_s", x["stage_wall_s"]) if st == "evaluate" else x["stage_wall_s"]
-            wb = y.get("eval_wall_s", y["stage_wall_s"]) if st == "evaluate" else y["stage_wall_s"]
+            (wa, ca), (wb, cb) = cost(st, x), cost(st, y)
             k = slope(wa, wb, sa[unit], sb[unit])
-            kc = slope(x["cpu_s"], y["cpu_s"], sa[unit], sb[unit])
+            kc = slope(ca, cb, sa[unit], sb[unit])
             if k is None:
                 continue
-            parts.append(f"{st} {k:.2f} (cpu {kc:.2f})" + ("/pair" if unit == "pairs" else ""))
+            parts.append(f"{st}{COST_LABEL.get(st, '')} {k:.2f} (cpu {kc:.2f})")
             if k > LINEAR_SLACK and (kc is None or kc > LINEAR_SLACK):
                 worse.append(f"{st} x{a['scale']:g}->x{b['scale']:g}: {k:.2f}")
         out.append(f"  x{a['scale']:g} -> x{b['scale']:g} ({sa['videos']:,} -> {sb['videos']:,} videos): "
@@ -169,7 +184,7 @@ def report(results: Path) -> None:
         for st in STAGES:
             if st in r["stages"]:
                 print(fmt_row(st, r["stages"][st]))
-    print("\n=== cost-curve exponents (log-log slope of stage wall between sizes; 1.0 = linear) ===")
+    print("\n=== cost-curve exponents (log-log slope between sizes, per video unless said; 1.0 = linear) ===")
     print("\n".join(curves(runs)))
     print("\n=== targets at full MSR-VTT size ===")
     print("\n".join(targets(runs)))
