@@ -111,6 +111,8 @@ def eval_rows(results: Path) -> list[str]:
                     f"captions/s = {x['gflops']:.0f} GFLOP/s ({t['gflop_per_caption']:.3f} GFLOP/caption) | "
                     f"matmul roofline {roof:.0f} GFLOP/s, same process, same precision | **same run** "
                     f"{x['gflops'] / roof:.0%} of roofline | ≥ 40 %: {ok(x['gflops'] / roof >= 0.4)} |")
+    if fullsize_eval(results) is not None:  # measured at full size: no extrapolated row (fullsize_rows)
+        return rows
     of, nf, o16 = r["ours_full"], r["naive_full"], r["ours_bf16_full"]
     V = r["ours"]["n_videos"]
     rows.append(f"| {'MSR-VTT test scale ' if V == 2990 else ''}{V:,} × {V * 20:,}, **extrapolated** from per-unit costs "
@@ -119,6 +121,68 @@ def eval_rows(results: Path) -> list[str]:
                 f"{nf['total_s'] / 3600:.1f} h. Context, measured elsewhere: the reference code 5–6.5 h, 11.7 GB (at 2,990 × 59,800) | "
                 f"extrapolated from same-run costs: {nf['total_s'] / of['total_s']:.0f}× | ≤ 3 GB: "
                 f"{ok(r['ours_rss_full_mb'] <= 3 * 1024)} |")
+    return rows
+
+
+def _fullsize(results: Path) -> tuple[Path, list[dict]] | None:
+    found = latest("bench_fullsize", results)
+    if found is None or not isinstance(found[1], list):
+        return None
+    return found
+
+
+def fullsize_eval(results: Path) -> dict | None:
+    """The full-size MSR-VTT evaluation of the newest bench_fullsize log, if it was measured."""
+    found = _fullsize(results)
+    full = next((r for r in found[1] if r["dataset"] == "msrvtt" and r["scale"] == 1.0), None) if found else None
+    ev = (full or {}).get("stages", {}).get("evaluate", {})
+    return ev if "eval_wall_s" in ev else None
+
+
+def fullsize_rows(results: Path) -> list[str]:
+    """One row per dataset measured at full size by bench_fullsize.py (every stage, measured, not extrapolated)."""
+    found = _fullsize(results)
+    if found is None:
+        return []
+    p, runs = found
+    machine = "2-core shared CPU machine, " + date_of(p)
+    rows = []
+    for r in (r for r in runs if r["scale"] == 1.0):
+        st, name = r["stages"], {"msrvtt": "MSR-VTT", "vatex": "VATEX"}[r["dataset"]]
+        parts = []
+        if "parse" in st and "timings" in st["parse"]:
+            parts.append(f"parse {st['parse']['counts']['captions'] / st['parse']['timings']['parse']:,.0f} captions/s")
+        tg = []
+        if "epoch_s" in st.get("train", {}):
+            t = st["train"]
+            full = t.get("epoch_steps") or t["steps"]
+            epoch = (f"{t['steps']:,} of an epoch's {full:,} steps {t['epoch_s'] / 60:.1f} min (full epoch "
+                     f"**extrapolated** {t['epoch_s'] * full / t['steps'] / 60:.0f} min)" if full > t["steps"]
+                     else f"one epoch ({full:,} steps) {t['epoch_s'] / 60:.1f} min")
+            parts.append(f"training ({t['precision']}) {epoch}, loader {t['loader_s'] / t['epoch_s']:.0%} of the steps' "
+                         f"time, peak RSS {t['peak_rss_mb'] / 1024:.1f} GB")
+            tg.append(f"train ≤ 8 GB: {ok(t['peak_rss_mb'] <= 8 * 1024)}")
+        if "eval_wall_s" in st.get("evaluate", {}):
+            e = st["evaluate"]
+            parts.append(f"test evaluation {e['n_videos']:,} × {e['n_captions']:,} {e['eval_wall_s'] / 60:.1f} min, "
+                         f"peak RSS {e['eval_peak_rss_mb'] / 1024:.1f} GB, {e['gflops_achieved'] / e['roofline_gflops']:.0%}"
+                         f" of the same-run matmul roofline")
+        if "n_videos" in st.get("index", {}):
+            parts.append(f"index of {st['index']['n_videos']:,} videos {st['index']['stage_wall_s']:.0f} s")
+        if "p95_ms" in st.get("search", {}):
+            parts.append(f"search p50 / p95 {st['search']['p50_ms']:.0f} / {st['search']['p95_ms']:.0f} ms")
+            tg.append(f"search p95 ≤ 50 ms: {ok(st['search']['p95_ms'] <= 50)}")
+        if "timings" in st.get("parse", {}):
+            tg.insert(0, f"parse ≥ 1,000/s: {ok(st['parse']['counts']['captions'] / st['parse']['timings']['parse'] >= 1000)}")
+        if "eval_wall_s" in st.get("evaluate", {}):
+            e = st["evaluate"]
+            tg.append(f"evaluation ≤ 15 min: {ok(e['eval_wall_s'] <= 900)}, ≤ 4 GB: {ok(e['eval_peak_rss_mb'] <= 4096)}")
+        done = [k for k in st if k != "generate" and "stage_wall_s" in st[k]]
+        total = sum(st[k]["process_wall_s"] for k in done) / 60
+        load = max(st[k]["load_after"][0] for k in done) if done else float("nan")
+        rows.append(f"| `bench_fullsize.py` {name} at full size, {r['videos']:,} videos × {r['captions']:,} captions, "
+                    f"**measured** ({p.name}; {machine}; load up to {load:.1f}) | {'; '.join(parts)} | — | "
+                    f"{len(done)} product stages measured, {total:.0f} min in all as run | {'; '.join(tg)} |")
     return rows
 
 
@@ -161,7 +225,7 @@ def parse_rows(results: Path) -> list[str]:
 
 def table(results: Path) -> str:
     head = ["| bench | ours | baseline | ratio (label) | target |", "|---|---|---|---|---|"]
-    return "\n".join([START, *head, *train_row(results), *eval_rows(results), *extract_rows(results), *build_rows(results), *parse_rows(results), END])
+    return "\n".join([START, *head, *train_row(results), *eval_rows(results), *fullsize_rows(results), *extract_rows(results), *build_rows(results), *parse_rows(results), END])
 
 
 def main() -> None:
