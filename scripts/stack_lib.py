@@ -113,6 +113,7 @@ class Stack:
         for v in vols:
             if v.startswith(self.project + "_"):
                 self.podman("volume", "rm", "-f", v, check=False)
+        self.podman("network", "rm", f"{self.project}_default", check=False)  # 1.0.3's down leaves it
 
     def up_postgres(self) -> None:
         self.compose("up", "-d", "--no-build", "postgres")
