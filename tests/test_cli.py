@@ -6,6 +6,7 @@ import importlib
 import inspect
 import json
 
+import av
 import pytest
 
 from flows import cli
@@ -73,7 +74,13 @@ def test_bad_json_and_bad_choice_are_usage_errors(calls, capsys):
 
 def test_sample_data_and_validate(tmp_path, capsys):
     assert cli.main(["sample-data", "--out", str(tmp_path / "s"), "--n-videos", "2"]) == 0
-    assert (tmp_path / "s" / "annotation.json").exists()
+    ann = json.loads((tmp_path / "s" / "annotation.json").read_text())
+    assert [v["video_id"] for v in ann["videos"]] == ["video0", "video1"]
+    for v in ann["videos"]:  # each video file decodes (PyAV directly), each caption names its first object's colour
+        with av.open(str(tmp_path / "s" / "videos" / f"{v['video_id']}.mp4")) as container:
+            assert sum(1 for _ in container.decode(video=0)) > 0
+        captions = [c["caption"] for c in ann["sentences"] if c["video_id"] == v["video_id"]]
+        assert captions and all(v["sample_spec"]["objects"][0]["colour"] in c for c in captions)
     assert cli.main(["validate", str(tmp_path / "nothing-built")]) == 1
 
 
