@@ -38,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_eval import matmul_roofline  # noqa: E402  (one roofline for every bench)
 
 STAGES = ("generate", "ingest", "import-features", "parse", "concepts", "vocab", "train", "evaluate", "index",
           "search")
@@ -147,20 +149,6 @@ def child_train(d: dict[str, Path], dataset: str, args) -> dict:
             "best_checkpoint": s["best_checkpoint"]}
 
 
-def matmul_roofline(n: int = 2048, reps: int = 3) -> float:
-    """GFLOP/s of the best of ``reps`` fp32 n x n matmuls (this process, now)."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
-
-
 def eval_flops(checkpoint: Path, shards: Path, features: str) -> dict:
     """FLOPs per video encoded, per caption encoded, per pair scored (torch.utils.flop_counter, a test sample)."""
     import numpy as np
@@ -199,12 +187,12 @@ def child_evaluate(d: dict[str, Path], dataset: str, args) -> dict:
     from pipeline.learn.evaluate import run_evaluate
 
     ck = d["run"] / "best.pt"
-    roof0 = matmul_roofline()
+    roof0 = matmul_roofline("float32")
     t = time.perf_counter()
     rep = run_evaluate(ck, d["shards"], EvalConfig(split="test", n_heatmaps=0), out_dir=d["eval"])
     wall = time.perf_counter() - t
     eval_usage = usage()
-    roof1 = matmul_roofline()
+    roof1 = matmul_roofline("float32")
     m = rep["metrics"]
     f = eval_flops(ck, d["shards"], FEATURES[dataset])
     V, C = m["n_videos"], m["n_captions"]
