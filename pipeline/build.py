@@ -294,7 +294,12 @@ def text_stage_keys(root: str | Path, cfg: BuildConfig) -> dict[str, StageKey]:
 # ---- summary and failures: pipeline/build_report.py (re-exported: flows and tests use pipeline.build.*) ----
 
 from pipeline.build_report import (ERROR_KINDS, check_failures, error_kind, failed_videos,  # noqa: E402,F401
-                                   failure_summary, failure_warning, sort_summary, stage_lines, summary_row)
+                                   failure_summary, failure_warning, stage_lines, summary_row)
+
+
+def sort_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in DAG order (STAGES), then by shard."""
+    return sorted(rows, key=lambda r: (STAGES.index(r["stage"]) if r["stage"] in STAGES else 99, r["shard"]))
 
 
 def slug(name: str) -> str:

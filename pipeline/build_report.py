@@ -12,8 +12,6 @@ from pipeline.config import BuildConfig
 from pipeline.stage import BuildFailedError, too_many_failed
 from storage.tables import read_table
 
-STAGE_ORDER = ("ingest", "resnet152", "i3d_r50", "merge-resnet152", "merge-i3d_r50", "import-features", "parse",
-               "concepts", "vocab")
 COLUMNS = ("ok", "error", "frames")  # counts shown as their own columns; the rest stay in 'other'
 FIRST_FAILED = 3  # per-video messages quoted in a build's warning / failure
 
@@ -30,12 +28,6 @@ def summary_row(manifest: dict[str, Any], started_at: float) -> dict[str, Any]:
     row["seconds"] = round(float(manifest["timings_s"].get("total", 0.0)), 2)
     row["other"] = json.dumps(counts, sort_keys=True) if counts else ""
     return row
-
-
-def sort_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows in DAG order, then by shard."""
-    return sorted(rows, key=lambda r: (STAGE_ORDER.index(r["stage"]) if r["stage"] in STAGE_ORDER else 99,
-                                       r["shard"]))
 
 
 def stage_lines(rows: list[dict[str, Any]]) -> list[str]:
