@@ -19,6 +19,10 @@ reference code itself by scripts/run_reference_on_export.py)::
 graph_nodes: ``{"ROOT": {role, spans: all tokens, words: tokens}, "1": {role, spans, words}, ...}``;
 graph_edges: ``[[verb node id, argument node id, role], ...]``; spans index ``caption.split()``
 (the readers' tokenisation). Every file is written atomically (temporary name, fsync, rename).
+
+Two ways in: whole files from a built shard tree (pipeline/datasets/export.py), or streamed one
+video / caption at a time (:class:`JsonMapWriter`, :class:`FeatureFileWriter`) so a generator
+(pipeline/datasets/fullsize.py) never holds a whole dataset.
 """
 from __future__ import annotations
 
@@ -32,10 +36,10 @@ import numpy as np
 
 from storage._h5 import atomic_h5, h5_size_estimate, put_attrs
 from storage.atomic import atomic_path, atomic_write_text
-from storage.bundle import ANNOTATION_DIR, SPLIT_CODES, SPLIT_DIR
+from storage.bundle import CONCEPT_FILES, FEATURE_DIRS, REQUIRED, SPLIT_CODES
 from storage.features import dataset_name
 
-FEATURE_DIR = "ordered_feature/SA"
+FEATURE_DIR = FEATURE_DIRS[0]                              # ordered_feature/SA
 CONCEPT_DIR = "annotation"                                  # HANet's MSR-VTT path.json
 EMBEDDINGS_FILE = "results/RET.released/word_embeds.glove42b.th"   # hgr_v2t README: $resdir/../../
 EMBEDDINGS_KEY = ("text_encoder", "embedding.we.weight")   # SentEncoder.embedding (Embedding).we
@@ -123,20 +127,67 @@ def read_word_embeddings(path: str | os.PathLike) -> np.ndarray:
 
 
 def layout_paths(root: Path) -> dict[str, Path]:
-    """Where each small file of an export goes."""
-    ann = root / ANNOTATION_DIR
-    out = {"ref_captions": ann / "ref_captions.json", "rolegraphs": ann / "sent2rolegraph.augment.json",
-           "int2word": ann / "int2word.npy", "word2int": ann / "word2int.json",
-           "embeddings": root / EMBEDDINGS_FILE}
-    out.update({f"names_{s}": root / SPLIT_DIR / f"{c}_names.npy" for s, c in SPLIT_CODES.items()})
-    for kind in ("verb", "noun"):
-        for what, suffix in (("gt", "gt.json"), ("gt_all", "gt_all.json"), ("freq", "words_freq.json")):
-            out[f"{kind}_{what}"] = root / CONCEPT_DIR / f"{kind}_{suffix}"
+    """Where each small file of an export goes (the paths storage/bundle.py looks for first)."""
+    out = {k: root / rel for k, rel in REQUIRED.items()}
+    out["embeddings"] = root / EMBEDDINGS_FILE
+    out.update({k: root / CONCEPT_DIR / name for k, name in CONCEPT_FILES.items()})
     return out
 
 
-def feature_path(root: Path, folder: str, split: str) -> Path:
-    return root / FEATURE_DIR / folder / f"{SPLIT_CODES[split]}_ft.hdf5"
+def feature_path(root: str | os.PathLike, folder: str, split: str) -> Path:
+    return Path(root) / FEATURE_DIR / folder / f"{SPLIT_CODES[split]}_ft.hdf5"
+
+
+class JsonMapWriter:
+    """``with JsonMapWriter(path) as w: w.add(key, value)`` -> one JSON object, streamed to disk."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._ctx = atomic_path(self.path)
+        self._f = None
+        self.n = 0
+
+    def __enter__(self) -> "JsonMapWriter":
+        tmp = self._ctx.__enter__()
+        self._f = open(tmp, "w", encoding="utf-8")
+        self._f.write("{")
+        return self
+
+    def add(self, key: str, value: Any) -> None:
+        self._f.write(("," if self.n else "") + json.dumps(key) + ":" + json.dumps(value, separators=(",", ":")))
+        self.n += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self._f.write("}")
+        self._f.close()
+        return bool(self._ctx.__exit__(exc_type, exc, tb))
+
+
+class FeatureFileWriter:
+    """``with FeatureFileWriter(path) as w: w.add(video_name, frames)`` -> one released ``*_ft.hdf5``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._ctx = atomic_path(self.path)
+        self._f: h5py.File | None = None
+        self.n = 0
+        self.bytes = 0
+
+    def __enter__(self) -> "FeatureFileWriter":
+        self._f = h5py.File(self._ctx.__enter__(), "w")
+        return self
+
+    def add(self, name: str, frames: np.ndarray) -> None:
+        if frames.ndim != 2:
+            raise ValueError(f"{name}: features must be (n_frames, dim), got shape {frames.shape}")
+        self._f.create_dataset(dataset_name(name), data=np.asarray(frames, dtype=np.float32))
+        self.n += 1
+        self.bytes += frames.shape[0] * frames.shape[1] * 4
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._f.close()
+        return bool(self._ctx.__exit__(exc_type, exc, tb))
 
 
 def read_feature_set(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

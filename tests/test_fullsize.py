@@ -1,4 +1,4 @@
-"""Full-size dataset generator (pipeline/datasets/fullsize.py, storage/bundle_stream.py) at a tiny scale:
+"""Full-size dataset generator (pipeline/datasets/fullsize.py, storage/bundle_write.py streamed writers) at a tiny scale:
 released bundle layout, real per-video shapes, determinism, streaming (per-video seeds, bounded memory),
 and a bundle build (format=hgr-bundle) that reads it back."""
 from __future__ import annotations

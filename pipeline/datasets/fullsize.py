@@ -5,7 +5,7 @@ real sizes: 10,000 videos (6,513 / 497 / 2,990), 20 captions each (~9.3 words), 
 the order of 10k words, ResNet152 features (2048-d, 10-40 frames per video); ``'vatex'``: 25,991 /
 1,500 / 1,500 videos, 10 captions each (~15 words), I3D features (1024-d, 16-32 frames). ``scale``
 (1/8, 1/4, 1/2, 1 ...) multiplies the video counts (captions per video, lengths and widths stay).
-Files: layout in :mod:`storage.bundle`, written by :mod:`storage.bundle_stream`, including HGR's
+Files: layout in :mod:`storage.bundle`, written by :mod:`storage.bundle_write` (its streamed writers), including HGR's
 role graphs (``sent2rolegraph.augment.json``: ROOT + V + ARG0 + ARG1 [+ ARGM-LOC] per caption)
 and its vocabulary (``int2word.npy`` / ``word2int.json``: BOS/EOS/UNK then train words by count).
 
@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from storage import bundle_stream as bw
+from storage import bundle_write as bw
 
 _VERBS = ["ride", "cook", "play", "sing", "dance", "drive", "swim", "throw", "read", "paint", "climb", "jump",
           "kick", "cut", "wash", "feed", "catch", "push", "pull", "carry", "chase", "watch", "build", "fix",
@@ -187,8 +187,8 @@ def write_fullsize_bundle(root: str | os.PathLike, dataset: str, scale: float = 
     train_words: Counter = Counter()
     n_caps = n_words = n_frames = 0
     offset = 0
-    with bw.JsonMapWriter(bw.annotation_path(root, "ref_captions.json")) as refs, \
-            bw.JsonMapWriter(bw.annotation_path(root, "sent2rolegraph.augment.json")) as graphs:
+    paths = bw.layout_paths(root)
+    with bw.JsonMapWriter(paths["ref_captions"]) as refs, bw.JsonMapWriter(paths["rolegraphs"]) as graphs:
         seen_text: set[bytes] = set()
         for split in SPLITS:
             names = []
@@ -210,11 +210,11 @@ def write_fullsize_bundle(root: str | os.PathLike, dataset: str, scale: float = 
                     n_caps += len(caps)
                     if progress is not None and len(names) % 2000 == 0:
                         progress(f"{split}: {len(names)}/{counts[split]} videos")
-            bw.write_string_array(bw.names_path(root, split), names)
+            bw.write_string_array(paths[f"names_{split}"], names)
             offset += counts[split]
     int2word = ["<BOS>", "<EOS>", "<UNK>"] + sorted(train_words, key=lambda t: (-train_words[t], t))
-    bw.write_string_array(bw.annotation_path(root, "int2word.npy"), int2word)
-    bw.write_json(bw.annotation_path(root, "word2int.json"), {t: i for i, t in enumerate(int2word)})
+    bw.write_string_array(paths["int2word"], int2word)
+    bw.write_json(paths["word2int"], {t: i for i, t in enumerate(int2word)})
     return {"dataset": dataset, "scale": scale, "seed": seed, "videos": sum(counts.values()),
             **{f"{s}_videos": counts[s] for s in SPLITS}, "captions": n_caps, "mean_words": n_words / max(n_caps, 1),
             "vocabulary": len(int2word), "dim": spec.dim, "frames": n_frames, "feature_folder": spec.feature_folder,
