@@ -180,8 +180,7 @@ def _report(summary: dict, cfg: BuildConfig) -> None:
     if cfg.ingest.format == "hgr-bundle":
         bundle_plan.check_import_failures(root, cfg)
         return
-    plan.check_failures(root, cfg)
-    warning = plan.failure_warning(root, cfg)
+    warning = plan.check_failures(root, cfg)  # raises past max_failed_fraction, else the warning (or None)
     if warning:
         logger.warning(warning)
 

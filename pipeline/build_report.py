@@ -106,11 +106,13 @@ def failure_warning(root: Path, cfg: BuildConfig) -> str | None:
     return _failure_text(root, n, failed) if failed else None
 
 
-def check_failures(root: Path, cfg: BuildConfig) -> None:
-    """Raise :class:`BuildFailedError` (error kinds, the first per-video messages) when too many videos failed."""
+def check_failures(root: Path, cfg: BuildConfig) -> str | None:
+    """Raise :class:`BuildFailedError` (error kinds, the first per-video messages) when too many videos failed;
+    else the warning of :func:`failure_warning` (one read of the status tables for both)."""
     n, failed = failed_videos(root, cfg)
     if too_many_failed(n, len(failed), cfg.max_failed_fraction):
         raise BuildFailedError(
             f"more than max_failed_fraction={cfg.max_failed_fraction:g} of the videos failed: "
             f"{_failure_text(root, n, failed)}; the shards written so far are kept. Check dataset_root / "
             "annotation, or raise max_failed_fraction")
+    return _failure_text(root, n, failed) if failed else None
