@@ -148,15 +148,11 @@ def caption(rng: np.random.Generator, w: World, events: list[dict[str, int]]) ->
         words += ["in", "the", _PLACES[int(rng.integers(len(_PLACES)))]]
         extra -= PLACE_WORDS
     words += w.filler(rng, extra)
-    nodes: dict[str, Any] = {"ROOT": {"role": "ROOT", "spans": list(range(len(words))), "words": words},
-                             "1": {"role": "V", "spans": [2], "words": [verb]},
-                             "2": {"role": "ARG0", "spans": [0, 1], "words": ["a", subj]},
-                             "3": {"role": "ARG1", "spans": [3, 4], "words": ["a", obj]}}
-    edges = [["1", "2", "ARG0"], ["1", "3", "ARG1"]]
+    nodes = [{"role": "V", "spans": [2]}, {"role": "ARG0", "spans": [0, 1]}, {"role": "ARG1", "spans": [3, 4]}]
     if place:
-        nodes["4"] = {"role": "ARGM-LOC", "spans": [5, 6, 7], "words": words[5:8]}
-        edges.append(["1", "4", "ARGM-LOC"])
-    return " ".join(words), [nodes, edges]
+        nodes.append({"role": "ARGM-LOC", "spans": [5, 6, 7]})
+    edges = [{"src": 0, "dst": j, "role": n["role"]} for j, n in enumerate(nodes) if j]
+    return " ".join(words), bw.hgr_graph(words, nodes, edges)
 
 
 def video_name(spec: Spec, split: str, i: int, offset: int) -> str:
