@@ -5,6 +5,7 @@ error kinds, the failure rule and the warning of a Completed build with failed v
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,7 @@ def failed_videos(root: Path, cfg: BuildConfig) -> tuple[int, dict[str, str | No
 
 
 def _kinds(failed: dict[str, str | None]) -> dict[str, int]:
-    kinds: dict[str, int] = {}
-    for msg in failed.values():
-        kinds[error_kind(msg)] = kinds.get(error_kind(msg), 0) + 1
-    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+    return dict(Counter(map(error_kind, failed.values())).most_common())  # most frequent first, ties as met
 
 
 def failure_summary(root: Path, cfg: BuildConfig) -> tuple[int, int, dict[str, int]]:
