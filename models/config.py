@@ -134,3 +134,7 @@ class EvalConfig(_Config):
                                                "(CUDA, AVX512-BF16/AMX CPUs; else fp32): ~2.5x faster on such CPUs, "
                                                "scores differ by ~5e-5 on average, <= ~5e-3 (bench/bench_bf16_scores.py; "
                                                "off: bit-exact reference parity)")
+    score_bf16: bool = Field(False, description="the stacked-attention cosine matmul in bf16 where the device has native "
+                                                "bf16 (models.similarity.cosine_matmul_dtype; attention and fusion stay "
+                                                "fp32): ~2x faster scoring on such CPUs; deviation measured by "
+                                                "bench/bench_bf16_scores.py (off: bit-exact reference parity)")

@@ -8,13 +8,31 @@ are processed in chunks so that no (B_v, N, chunk) temporary exceeds `max_elems`
 """
 from __future__ import annotations
 
-from typing import Literal
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 DEFAULT_MAX_ELEMS = 1 << 21  # 2 M elements (8 MB float32) per pairwise temporary
+
+_COSINE_MATMUL_DTYPE: ContextVar[torch.dtype | None] = ContextVar("cosine_matmul_dtype", default=None)
+
+
+@contextmanager
+def cosine_matmul_dtype(dtype: torch.dtype | None) -> Iterator[None]:
+    """Run the frame x component cosine matmul of :func:`stacked_attention` in ``dtype``
+    (e.g. ``torch.bfloat16``; None = the inputs' dtype, the default). Only that matmul changes:
+    its (unit-length) operands are rounded to ``dtype`` and its product is read back as float32,
+    so every later step (attention, softmax, Gram) stays float32. Opt-in (EvalConfig.score_bf16):
+    it trades bit-exact reference parity for ~3x faster matmuls on CPUs with native bf16."""
+    token = _COSINE_MATMUL_DTYPE.set(dtype)
+    try:
+        yield
+    finally:
+        _COSINE_MATMUL_DTYPE.reset(token)
 
 
 def cosine_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
@@ -95,13 +113,29 @@ def stacked_attention(
     else:
         weight = (v_mask.to(dtype) if v_mask is not None else v_norm.new_ones(Bv, N)).unsqueeze(-1)
     chunk = max(1, max_elems // max(1, Bv * N))
-    scores = [_component_scores(vn2 @ rows[a:a + chunk].T, Bv, N, weight, gram if fusion == "embed" else None,
-                                lam, eps, inplace) for a in range(0, rows.shape[0], chunk)]
+    vn2, rows_mm, upcast = _matmul_operands(vn2, rows)
+    scores = [_component_scores(_cosines(vn2, rows_mm[a:a + chunk], upcast), Bv, N, weight,
+                                gram if fusion == "embed" else None, lam, eps, inplace)
+              for a in range(0, rows.shape[0], chunk)]
     if not scores:  # no caption in the block has a component of this kind
         return v.new_zeros(Bv, Bt)
     score = torch.cat(scores, 1) if len(scores) > 1 else scores[0]  # (Bv, M)
     total = score.new_zeros(Bv, Bt).index_add(1, owner, score)
     return total / s_mask.sum(1).clamp(min=1).to(dtype)  # mean over valid components (0 if none)
+
+
+def _matmul_operands(vn2: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """The cosine matmul's operands in the dtype :func:`cosine_matmul_dtype` set (+ whether to upcast)."""
+    low = _COSINE_MATMUL_DTYPE.get()
+    if low is None or low == vn2.dtype:
+        return vn2, rows, False
+    return vn2.to(low), rows.to(low), True
+
+
+def _cosines(vn2: Tensor, rows: Tensor, upcast: bool) -> Tensor:
+    """(Bv*N, D) @ (m, D)^T, read back as float32 when computed in a lower precision."""
+    c = vn2 @ rows.T
+    return c.float() if upcast else c
 
 
 def _component_scores(c: Tensor, Bv: int, N: int, weight: Tensor, gram: Tensor | None, lam: float, eps: float,

@@ -30,6 +30,7 @@ import torch
 from models import registry
 from models.config import EvalConfig, HANetConfig, TrainConfig
 from models.metrics import RankAccumulator, format_metrics
+from models.similarity import cosine_matmul_dtype
 from pipeline.progress import StepFn
 from pipeline.progress import report as report_step
 from pipeline.devices import bf16_is_fast, resolve_device
@@ -126,9 +127,8 @@ def evaluate_model(model, data: SplitData, cfg: EvalConfig, device: torch.device
                    progress: Callable[[str], None] | None = None, step: StepFn | None = None) -> dict[str, Any]:
     """Metrics of ``model`` on ``data`` (see module docstring); restores the train/eval mode. ``step``: per block.
 
-    Video groups are encoded during the first caption chunk; once the first ``similarity``
-    call has shown which video outputs it reads, the others (e.g. frame-level concept
-    probabilities, only needed for heatmaps) are dropped (``cfg.prune_video_outputs``).
+    Video groups are encoded during the first caption chunk; once the first ``similarity`` call has shown
+    which video outputs it reads, the others (e.g. heatmap-only ones) are dropped (``cfg.prune_video_outputs``).
     """
     device = device or resolve_device(cfg.device)
     store = None if cfg.store_dtype == "float32" else _DTYPES[cfg.store_dtype]
@@ -145,7 +145,7 @@ def evaluate_model(model, data: SplitData, cfg: EvalConfig, device: torch.device
     n_chunks = math.ceil(C / cfg.caption_chunk)
     t_video = t_text = t_score = t_rank = 0.0
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), cosine_matmul_dtype(low := _score_dtype(cfg, device)):
             for k, c0 in enumerate(range(0, C, cfg.caption_chunk)):
                 idx = order[c0:c0 + cfg.caption_chunk]
                 t1 = time.perf_counter()
@@ -180,8 +180,14 @@ def evaluate_model(model, data: SplitData, cfg: EvalConfig, device: torch.device
             metrics: dict[str, Any] = acc.metrics()
     finally:
         model.train(was_training)
-    metrics.update(_run_stats(V, C, time.perf_counter() - t0, (t_video, t_text, t_score, t_rank), acc, cache))
+    metrics.update(_run_stats(V, C, time.perf_counter() - t0, (t_video, t_text, t_score, t_rank), acc, cache),
+                   score_matmul_bf16=float(low is not None))  # what cfg.score_bf16 gave here
     return metrics
+
+
+def _score_dtype(cfg: EvalConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 for the stacked-attention cosine matmul iff asked for and native on ``device`` (else None = fp32)."""
+    return torch.bfloat16 if cfg.score_bf16 and bf16_is_fast(device) else None
 
 
 def _run_stats(V: int, C: int, seconds: float, times: tuple[float, float, float, float], acc: RankAccumulator,
