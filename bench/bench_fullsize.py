@@ -43,6 +43,7 @@ from bench_eval import matmul_roofline  # noqa: E402  (one roofline for every be
 
 STAGES = ("generate", "ingest", "import-features", "parse", "concepts", "vocab", "train", "evaluate", "index",
           "search")
+EXTRA_STAGES = ("evaluate-fp32",)  # on request only: the fp32 evaluation beside a --eval-precision bf16 one
 BUNDLE_STAGES = ("ingest", "import-features", "parse", "concepts", "vocab")
 FEATURES = {"msrvtt": "imported-resnet152", "vatex": "imported-i3d"}
 T_PARSE_CPS, T_EVAL_S, T_EVAL_GB, T_TRAIN_GB, T_P95_MS, T_TOTAL_S = 1000.0, 900.0, 4.0, 8.0, 50.0, 3600.0
@@ -180,7 +181,7 @@ def eval_flops(checkpoint: Path, shards: Path, features: str) -> dict:
     return out
 
 
-def child_evaluate(d: dict[str, Path], dataset: str, args) -> dict:
+def child_evaluate(d: dict[str, Path], dataset: str, args, precision: str) -> dict:
     import torch
 
     from models.config import EvalConfig
@@ -188,8 +189,10 @@ def child_evaluate(d: dict[str, Path], dataset: str, args) -> dict:
 
     ck = d["run"] / "best.pt"
     roof0 = matmul_roofline("float32")
+    fast = precision == "bf16"  # the product's opt-in fast path: bf16 caption encoding + bf16 cosine matmul
     t = time.perf_counter()
-    rep = run_evaluate(ck, d["shards"], EvalConfig(split="test", n_heatmaps=0), out_dir=d["eval"])
+    rep = run_evaluate(ck, d["shards"], EvalConfig(split="test", n_heatmaps=0, text_bf16=fast, score_bf16=fast),
+                       out_dir=d["eval"] / precision)
     wall = time.perf_counter() - t
     eval_usage = usage()
     roof1 = matmul_roofline("float32")
@@ -203,7 +206,8 @@ def child_evaluate(d: dict[str, Path], dataset: str, args) -> dict:
             "score_s": m["score_seconds"], "rank_s": m["rank_seconds"], "flops": flops, "flops_per": f,
             "gflops_achieved": flops / wall / 1e9, "roofline_gflops": max(roof0, roof1),
             "roofline_before_after": [roof0, roof1], "torch_threads": torch.get_num_threads(),
-            "chance_r1": 100.0 / V}
+            "chance_r1": 100.0 / V, "eval_precision": precision, "score_matmul_bf16": m.get("score_matmul_bf16", 0.0),
+            "bf16_roofline_gflops": matmul_roofline("bfloat16") if fast else None}
 
 
 def child_index(d: dict[str, Path]) -> dict:
@@ -268,8 +272,8 @@ def child_main(args) -> None:
         out = child_bundle_stage(d, args.dataset, args.child)
     elif args.child == "train":
         out = child_train(d, args.dataset, args)
-    elif args.child == "evaluate":
-        out = child_evaluate(d, args.dataset, args)
+    elif args.child in ("evaluate", "evaluate-fp32"):
+        out = child_evaluate(d, args.dataset, args, "fp32" if args.child == "evaluate-fp32" else args.eval_precision)
     elif args.child == "index":
         out = child_index(d)
     else:
@@ -299,7 +303,8 @@ def run_size(args) -> dict:
     for stage in args.stages:
         cmd = [sys.executable, __file__, "--child", stage, "--dataset", args.dataset, "--scale", repr(args.scale),
                "--work", str(args.work), "--threads", str(args.threads), "--precision", args.precision,
-               "--queries", str(args.queries), "--train-steps", str(args.train_steps)]
+               "--queries", str(args.queries), "--train-steps", str(args.train_steps),
+               "--eval-precision", args.eval_precision]
         t = time.perf_counter()
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t
@@ -325,14 +330,16 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("VTR_FULLSIZE_DIR", "/tmp/vtr_fullsize")))
     ap.add_argument("--dataset", choices=["msrvtt", "vatex"], default="msrvtt")
     ap.add_argument("--scale", type=float, default=0.125, help="1/8, 1/4, 1/2, 1 (= the real sizes); default 1/8 (make bench)")
-    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES + EXTRA_STAGES)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="training precision (TrainConfig)")
+    ap.add_argument("--eval-precision", choices=["fp32", "bf16"], default="fp32",
+                    help="evaluate stage: fp32 (EvalConfig defaults, reference parity) or bf16 (text_bf16 + score_bf16)")
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--train-steps", type=int, default=0,
                     help="TrainConfig.max_steps_per_epoch (0 = a full epoch; else the epoch time is extrapolated, labelled)")
     ap.add_argument("--report", action="store_true", help="print the table, curves and targets of every stored size")
-    ap.add_argument("--child", choices=STAGES)
+    ap.add_argument("--child", choices=STAGES + EXTRA_STAGES)
     args = ap.parse_args()
     if args.child:
         child_main(args)

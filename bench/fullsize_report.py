@@ -31,6 +31,13 @@ def size_of(r: dict) -> dict:
             "pairs": (ev.get("n_videos") or 0) * (ev.get("n_captions") or 0)}
 
 
+def _eval_precision(s: dict) -> str:
+    if s.get("eval_precision") == "bf16":
+        ran = "bf16 cosine matmul ran" if s.get("score_matmul_bf16") else "no native bf16 here: ran fp32"
+        return f"EvalConfig(text_bf16, score_bf16) ({ran})"
+    return "fp32 (EvalConfig defaults, reference parity)"
+
+
 def fmt_row(stage: str, s: dict) -> str:
     if s.get("failed"):
         return f"  {stage:>15}: FAILED (rc {s.get('rc')})"
@@ -48,8 +55,8 @@ def fmt_row(stage: str, s: dict) -> str:
                  f"{s['compute_s']:.0f} s ({1e3 * s['compute_s'] / max(s['steps'], 1):.0f} ms/step); setup "
                  f"{s['setup_s']:.0f} s, validation {s['val_s']:.0f} s, checkpoints {s['ckpt_s']:.0f} s; val rsum "
                  f"{s['val_rsum']:.1f}")
-    elif stage == "evaluate":
-        extra = (f"; {s['n_videos']:,} x {s['n_captions']:,}: {s['eval_wall_s']:.0f} s (video enc "
+    elif stage in ("evaluate", "evaluate-fp32"):
+        extra = (f"; {_eval_precision(s)}; {s['n_videos']:,} x {s['n_captions']:,}: {s['eval_wall_s']:.0f} s (video enc "
                  f"{s['video_encode_s']:.0f}, text enc {s['text_encode_s']:.0f}, scoring {s['score_s']:.0f}, ranking "
                  f"{s['rank_s']:.0f}); {s['flops'] / 1e12:.2f} TFLOP, {s['gflops_achieved']:.0f} GFLOP/s = "
                  f"{s['gflops_achieved'] / s['roofline_gflops']:.0%} of the same-run fp32 matmul roofline "
@@ -136,13 +143,18 @@ def targets(runs: list[dict]) -> list[str]:
         out.append(f"  parse >= {T_PARSE_CPS:,.0f} captions/s: {cps:,.0f} {ok(cps >= T_PARSE_CPS)}")
     if "evaluate" in st and "eval_wall_s" in st["evaluate"]:
         e = st["evaluate"]
-        out.append(f"  full evaluation <= {T_EVAL_S / 60:.0f} min: {e['eval_wall_s'] / 60:.1f} min "
+        out.append(f"  full evaluation <= {T_EVAL_S / 60:.0f} min [{_eval_precision(e)}]: {e['eval_wall_s'] / 60:.1f} min "
                    f"{ok(e['eval_wall_s'] <= T_EVAL_S)} (process CPU {e['eval_cpu_s'] / 60:.1f} min: >= "
                    f"{e['eval_cpu_s'] / 120:.1f} min even with both cores free; scoring {e['score_s'] / e['eval_wall_s']:.0%}"
                    f" of the wall at {e['flops_per']['per_pair'] * e['n_videos'] * e['n_captions'] / e['score_s'] / 1e9:.0f}"
                    f" GFLOP/s); peak RSS <= {T_EVAL_GB} GB: {e['eval_peak_rss_mb'] / 1024:.2f} GB "
                    f"{ok(e['eval_peak_rss_mb'] / 1024 <= T_EVAL_GB)}; {e['flops'] / 1e12:.2f} TFLOP at "
                    f"{e['gflops_achieved'] / e['roofline_gflops']:.0%} of the same-run matmul roofline")
+    if "eval_wall_s" in st.get("evaluate-fp32", {}):
+        e = st["evaluate-fp32"]
+        out.append(f"  full evaluation [{_eval_precision(e)}]: {e['eval_wall_s'] / 60:.1f} min "
+                   f"{ok(e['eval_wall_s'] <= T_EVAL_S)} (CPU {e['eval_cpu_s'] / 60:.1f} min), peak RSS "
+                   f"{e['eval_peak_rss_mb'] / 1024:.2f} GB, rsum {e['rsum']:.1f}")
     if "train" in st and "epoch_s" in st["train"]:
         t = st["train"]
         full = t.get("epoch_steps") or t["steps"]
@@ -181,7 +193,7 @@ def report(results: Path) -> None:
         print(f"\n=== {r['dataset']} x{r['scale']:g}: {sz['videos']:,} videos, {sz['captions']:,} captions; started "
               f"{r['started_utc']} UTC, load before {r['load_before'][0]:.1f}, {r['cpus']} CPUs, {r['threads']} torch "
               f"threads ===")
-        for st in STAGES:
+        for st in STAGES + ("evaluate-fp32",):
             if st in r["stages"]:
                 print(fmt_row(st, r["stages"][st]))
     print("\n=== cost-curve exponents (log-log slope between sizes, per video unless said; 1.0 = linear) ===")
