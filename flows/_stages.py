@@ -1,6 +1,6 @@
 """Prefect plumbing shared by the flows: cached stage tasks, I/O retries, runners.
 
-Caching has two layers with ONE key per stage/shard (``pipeline.stage.stage_key``:
+Caching has two layers with ONE key per stage/shard (``pipeline.fingerprint.stage_key``:
 stage name, stage config, stage code version, input fingerprints):
 1. Prefect's cache (``cache_key_fn`` returns that key; results persisted), so
    a rerun shows the task as ``Cached`` without running it;
@@ -17,7 +17,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from flows._feedback import install_log_filters
-from pipeline.fingerprint import stable_hash
+from pipeline.fingerprint import multi_stage_key
 from pipeline.stage import StagePlan, StageResult, run_stage, run_stages
 from storage.manifest import is_committed
 
@@ -78,7 +78,7 @@ def multi_stage_task(name: str, fn: Callable[..., dict[str, StageResult]]):
     ``fn(stages=[...], **kwargs)`` (``pipeline.stage.run_stages``): only those not committed under
     their own key (or forced) run, each gets its own manifest. Returns one manifest dict per stage.
 
-    Its Prefect cache key (:func:`multi_stage_key`) is the tuple of the per-stage keys, so a cached
+    Its Prefect cache key (:func:`pipeline.fingerprint.multi_stage_key`) is the tuple of the per-stage keys, so a cached
     result is only ever served when every stage it reports has the same key as now.
     """
 
@@ -97,11 +97,6 @@ def multi_stage_task(name: str, fn: Callable[..., dict[str, StageResult]]):
         return out
 
     return _task
-
-
-def multi_stage_key(shard: str | None, plans: list[dict]) -> str:
-    """Prefect cache key of a combined task: its shard and every (stage, key) it must produce."""
-    return stable_hash({"shard": shard, "stages": [[p["stage"], p["key"]] for p in plans]})
 
 
 def submit_stages(task_fn, *, root: str, plans: list[dict], shard: str | None = None, wait_for=None, **params):

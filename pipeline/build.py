@@ -14,8 +14,8 @@ from pipeline.datasets import ingest
 from pipeline.datasets.annotations import annotation_sources
 from pipeline import runtime
 from pipeline.devices import shard_devices
-from pipeline.fingerprint import code_version, content_fingerprint, sha256_file
-from pipeline.stage import BuildFailedError, stage_key  # noqa: F401 (BuildFailedError: re-exported)
+from pipeline.fingerprint import code_version, content_fingerprint, sha256_file, shard_fingerprint, stage_key
+from pipeline.stage import BuildFailedError  # noqa: F401 (BuildFailedError: re-exported)
 from pipeline.text import concepts as text_concepts
 from pipeline.text import hgr_json, lemmas, resources, roles, vocab
 from pipeline.text import parse as text_parse
@@ -257,7 +257,7 @@ def video_stage_keys(root: Path, cfg: BuildConfig) -> list[ShardKey]:
         rt = runtime.runtime_fingerprint(sub.device, sub.bf16)
         model_key = sub.model_dump(mode="json", exclude={"device"})
         for spec in specs:
-            inputs = {"videos": spec.fingerprint(), "weights": wfp, "runtime": rt}
+            inputs = {"videos": shard_fingerprint(spec), "weights": wfp, "runtime": rt}
             key = stage_key(name, {"decode": cfg.decode, "model": model_key}, code, inputs)
             out.append(ShardKey(name, spec, key, sub, code, inputs))
     return out

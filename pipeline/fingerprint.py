@@ -1,4 +1,13 @@
-"""Stable hashes for cache keys: configs, input files and stage code."""
+"""Every fingerprint the project computes, in one module: the hash rule (:func:`stable_hash`), files
+(:func:`sha256_file`, :func:`file_fingerprint`, :func:`content_fingerprint`), stage code
+(:func:`code_version`), stage cache keys (:func:`stage_key`, :func:`multi_stage_key`), a shard's videos
+(:func:`shard_fingerprint`), the shards a training run reads (:func:`data_fingerprint`), a vocabulary
+(:func:`vocabulary_fingerprint`) and a model's weights (:func:`state_dict_sha256`).
+
+Torch-free and light to import (a cached build plans every key without torch); the readers a
+fingerprint needs are imported inside it. Not here, on purpose: ``storage.index.safe_name`` (a file-name
+rule of the index format; storage/ imports nothing from pipeline/) and ``pipeline.runtime.identity`` /
+``runtime_fingerprint`` (the machine probe's answers; hashed with :func:`stable_hash`)."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 from pydantic import BaseModel
 
@@ -147,3 +156,76 @@ def code_version(*modules: ModuleType | str) -> str:
     outside = [n for n in names if _module_file(n, REPO_ROOT) is None]
     extra = [inspect.getsource(sys.modules[n]) for n in outside]  # e.g. a test module: hash its source
     return stable_hash([code_fingerprint(names), extra], n=12) if extra else code_fingerprint(names)
+
+
+# ----------------------------------------------------------------------------- stage cache keys
+def stage_key(stage: str, config: Any, code: str, inputs: Any) -> str:
+    """Cache key of one stage (or shard): what it runs, with what, on what."""
+    return stable_hash({"stage": stage, "config": config, "code": code, "inputs": inputs})
+
+
+def multi_stage_key(shard: str | None, plans: Sequence[Mapping[str, Any]]) -> str:
+    """Prefect cache key of a combined task: its shard and every (stage, key) it must produce."""
+    return stable_hash({"shard": shard, "stages": [[p["stage"], p["key"]] for p in plans]})
+
+
+def shard_fingerprint(spec: Any) -> str:
+    """A feature shard's videos (a ``pipeline.video.shards.ShardSpec``): changes when a video file
+    (path, size, mtime) or an ingest status changes."""
+    files = [file_fingerprint(p) for p in spec.paths]
+    return stable_hash({"id": spec.id, "keys": spec.keys, "statuses": spec.statuses, "files": files})
+
+
+# ----------------------------------------------------------------------------- data a run reads
+def data_fingerprint(root: str | os.PathLike, extractor: str) -> str:
+    """Hash of what training reads: table row counts/schema tags/sizes, feature file sizes,
+    stage manifest keys. Path- and mtime-free, so a copied shard tree keeps its hash."""
+    from storage.manifest import manifest_files, read_manifest_data
+    from storage.tables import table_stats
+
+    root = Path(root)
+    items: list[Any] = []
+    tables = [root / "videos.parquet", root / "captions.parquet", *sorted((root / "text").glob("*.parquet"))]
+    for p in tables:
+        if p.exists():
+            num_rows, meta = table_stats(p)
+            items.append([p.relative_to(root).as_posix(), num_rows, meta, p.stat().st_size])
+    for p in [root / "text" / "embeddings.h5", *sorted((root / "features" / extractor).glob("*.h5"))]:
+        if p.exists():
+            items.append([p.relative_to(root).as_posix(), p.stat().st_size])
+    for p in manifest_files(root):
+        try:
+            m = read_manifest_data(p)
+            items.append([p.relative_to(root).as_posix(), m.get("key"), m.get("counts")])
+        except (OSError, ValueError):
+            items.append([p.relative_to(root).as_posix(), "unreadable"])
+    return stable_hash(items)
+
+
+def built_data_fingerprint(root: str | os.PathLike, extractor: str) -> str:
+    """:func:`data_fingerprint` of a dataset that was built (FileNotFoundError when ``root`` has no
+    committed stage): what scheduled retraining compares with the fingerprint of its last run."""
+    from storage.manifest import manifest_files
+
+    if not manifest_files(root):
+        raise FileNotFoundError(f"{root}: no committed stages; run a build-features deployment first")
+    return data_fingerprint(root, extractor)
+
+
+def vocabulary_fingerprint(words: Mapping[str, int], concepts: Mapping[str, list[str]]) -> str:
+    """Hash of a word vocabulary ({word: id}, hashed in id order) and the concept vocabularies
+    ({'verb'|'noun': [lemma by id]}; {} when the shards have none)."""
+    return stable_hash({"words": sorted((i, w) for w, i in words.items()), "concepts": dict(concepts)})
+
+
+# ----------------------------------------------------------------------------- weights
+def state_dict_sha256(model: Any) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every state-dict entry of a torch module, in order."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()

@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from pipeline.fingerprint import stable_hash
 from pipeline.feedback import UserError
 from storage.manifest import StageManifest, commit_status, read_manifest, write_manifest
 
@@ -24,11 +23,6 @@ class StageResult:
     counts: dict[str, int] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def stage_key(stage: str, config: Any, code: str, inputs: Any) -> str:
-    """Cache key of one stage (or shard): what it runs, with what, on what."""
-    return stable_hash({"stage": stage, "config": config, "code": code, "inputs": inputs})
 
 
 def run_stage(root: str | os.PathLike, stage: str, key: str, fn: Callable[[], StageResult], *,

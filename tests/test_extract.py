@@ -16,7 +16,7 @@ import torch
 
 from pipeline.video import backbones
 from pipeline.video.backbones import BackboneWeightsError, get_backbone, load_backbone
-from pipeline.fingerprint import sha256_file
+from pipeline.fingerprint import sha256_file, shard_fingerprint
 from pipeline.config import BuildConfig, DecodeConfig, I3DConfig, IngestConfig, ResNetConfig
 from pipeline.video.decode import DecodeTimeoutError
 from pipeline.video.extract import (ShardSpec, extract_shard, extract_shards_multi, plan_shards, prefetch_map,
@@ -74,11 +74,11 @@ def test_plan_shards_sorts_chunks_and_fingerprints(shard_root):
     assert [s.keys for s in specs] == [["a", "b"], ["c", "d"], ["e"]]
     assert all(Path(p).is_absolute() for s in specs for p in s.paths)
     assert specs[1].statuses == ["ok", "error"] and specs[0].splits == ["train", "train"]
-    before = specs[0].fingerprint()
-    assert before == plan_shards(shard_root, 2)[0].fingerprint()
+    before = shard_fingerprint(specs[0])
+    assert before == shard_fingerprint(plan_shards(shard_root, 2)[0])
     st = os.stat(specs[0].paths[0])
     os.utime(specs[0].paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-    assert plan_shards(shard_root, 2)[0].fingerprint() != before
+    assert shard_fingerprint(plan_shards(shard_root, 2)[0]) != before
 
 
 def test_shard_features_and_status(shard_root, resnet_run):

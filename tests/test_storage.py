@@ -5,7 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.stage import StageResult, run_stage, stage_key
+from pipeline.fingerprint import stage_key
+from pipeline.stage import StageResult, run_stage
 from storage import atomic_path
 from storage.atomic import TMP_MARK, clean_stale_tmp
 from storage.lock import OutputRootBusyError, exclusive_lock

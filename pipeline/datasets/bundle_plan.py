@@ -12,8 +12,8 @@ from pipeline.datasets.bundle import (FEATURE_PREFIX, FEATURE_STAGE, feature_set
                                       run_bundle_ingest, run_import_features)
 from pipeline.datasets.bundle_text import (BUNDLE_EMBEDDINGS, bundle_embeddings_file, concept_mode,
                                            run_bundle_concepts, run_bundle_vocab)
-from pipeline.fingerprint import code_version, file_fingerprint, sha256_file
-from pipeline.stage import BuildFailedError, StageResult, run_stage, stage_key, too_many_failed
+from pipeline.fingerprint import code_version, file_fingerprint, sha256_file, stage_key
+from pipeline.stage import BuildFailedError, StageResult, run_stage, too_many_failed
 from storage import bundle as sb
 from storage.tables import read_table
 

@@ -1,5 +1,5 @@
 """What the search index and the queries share: the checkpoint loaded for search, a query parsed and turned into
-a text batch exactly as the captions of pipeline.learn.dataset.load_split, the vocabulary fingerprint, and the
+a text batch exactly as the captions of pipeline.learn.dataset.load_split, the vocabularies the index is keyed by, and the
 level-pooled shortlist rows of videos and queries."""
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 
 from models.batch import TextBatch
 from models.config import HANetConfig, TrainConfig
-from pipeline.fingerprint import stable_hash
 from pipeline.learn.dataset import UNK_ID, concept_lemmas, read_vocab
 from pipeline.learn.graphs import build_graph
 from storage.checkpoints import load_checkpoint
@@ -30,16 +29,16 @@ class SearchError(ValueError):
     """A query or index problem explained to the user (CLI exit 2, HTTP 400)."""
 
 
-# ----------------------------------------------------------------------------- fingerprints
-def vocabulary_fingerprint(shards_root: str | Path) -> str:
-    """Hash of the word vocabulary (id -> word) and the concept vocabularies (id -> lemma)."""
+# ----------------------------------------------------------------------------- vocabularies
+def read_vocabularies(shards_root: str | Path) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """({word: id}, {'verb'|'noun': [lemma by id]} or {} without concepts): what
+    :func:`pipeline.fingerprint.vocabulary_fingerprint` hashes."""
     root = Path(shards_root)
-    words = sorted((i, w) for w, i in read_vocab(root).items())
     try:
         concepts = concept_lemmas(root)
     except FileNotFoundError:
         concepts = {}
-    return stable_hash({"words": words, "concepts": concepts})
+    return read_vocab(root), concepts
 
 
 # ----------------------------------------------------------------------------- text -> batch

@@ -22,13 +22,12 @@ from models.batch import VideoBatch
 from models.config import HANetConfig, TrainConfig
 from pipeline.progress import StepFn
 from pipeline.progress import report as report_step
-from pipeline.fingerprint import sha256_file
+from pipeline.fingerprint import data_fingerprint, sha256_file, vocabulary_fingerprint
 from pipeline.learn.dataset import feature_path, read_vocab
 from pipeline.learn.features import FeatureSource
 from pipeline.learn.evaluate import KeyRecorder
-from pipeline.provenance import data_fingerprint
 from pipeline.search.encode import (HEAT_TOP_K, SearchError, _ALWAYS_KEEP, _dummy_text, data_config, load_model,
-                                    pooled_video_levels, vocabulary_fingerprint)
+                                    pooled_video_levels, read_vocabularies)
 from storage import index as store
 from storage.features import dataset_name, read_frame_counts
 from storage.manifest import read_manifest
@@ -230,7 +229,8 @@ def _index_meta(checkpoint: Path, ck: dict, tcfg: TrainConfig, root: Path, n_wor
         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
         "checkpoint_epoch": ck.get("epoch"), "model_name": ck.get("model_name", tcfg.model),
         "train_config_json": ck["config_json"], "shards_root": str(root), "extractor": extractor,
-        "shards_fingerprint": data_fingerprint(root, extractor), "vocabulary_fingerprint": vocabulary_fingerprint(root),
+        "shards_fingerprint": data_fingerprint(root, extractor),
+        "vocabulary_fingerprint": vocabulary_fingerprint(*read_vocabularies(root)),
         "vocab_size": n_words, "checkpoint_data_fingerprint": ck.get("data_fingerprint"),
         "text_config": parse_m.config if parse_m else {}, "concept_config": concepts_m.config if concepts_m else {},
         "dataset_root": str(droot) if droot else None, "splits": sorted({r["split"] for r in videos}),

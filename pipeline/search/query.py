@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.fingerprint import sha256_file
+from pipeline.fingerprint import sha256_file, vocabulary_fingerprint
 from pipeline.learn.dataset import concept_lemmas, read_vocab
 from pipeline.search.encode import (DEFAULT_K, DEFAULT_TOP, HEAT_TOP_K, PART_LEVELS, ParsedQuery, QueryParser, SearchError,
                                     _model_cfg, caption_arrays, check_query, data_config, load_model, pooled_text_levels,
-                                    text_batch, vocabulary_fingerprint)
+                                    read_vocabularies, text_batch)
 from storage import index as store
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class Searcher:
         if sha != self.meta["checkpoint_sha256"]:
             raise SearchError(f"{ckpt} is not the checkpoint this index was built with (sha256 {sha[:12]} != "
                               f"{self.meta['checkpoint_sha256'][:12]}); rebuild the index with `vtr index`")
-        vfp = vocabulary_fingerprint(self.shards_root)
+        vfp = vocabulary_fingerprint(*read_vocabularies(self.shards_root))
         if vfp != self.meta["vocabulary_fingerprint"]:
             raise SearchError(f"the index at {self.index_dir} was built for another vocabulary (fingerprint "
                               f"{self.meta['vocabulary_fingerprint']}) than the one at {self.shards_root} ({vfp}); "

@@ -21,7 +21,6 @@ versions. Loaded backbones are cached per (extractor, config) in this process.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -39,7 +38,7 @@ from pipeline.config import I3DConfig, ResNetConfig
 from pipeline.devices import resolve_bf16, resolve_device
 from pipeline.runtime import library_versions
 from pipeline.feedback import UserError
-from pipeline.fingerprint import sha256_file
+from pipeline.fingerprint import sha256_file, state_dict_sha256
 from pipeline.video.fold import fold_batchnorm, frozen_graph
 from storage.checkpoints import load_torch_file
 
@@ -112,16 +111,6 @@ def _prep_frames(x: torch.Tensor) -> torch.Tensor:
 def _prep_clips(x: torch.Tensor) -> torch.Tensor:
     """(B, T, H, W, 3) uint8 -> (B, 3, T, H, W) float, Kinetics-normalised."""
     return _normalizer(KINETICS_MEAN, KINETICS_STD)(x.permute(0, 4, 1, 2, 3).float().div_(255), 1)
-
-
-def state_dict_sha256(model: nn.Module) -> str:
-    """sha256 over (name, dtype, shape, bytes) of every state-dict entry, in order."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
-    return h.hexdigest()
 
 
 _versions = library_versions

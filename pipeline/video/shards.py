@@ -6,12 +6,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.fingerprint import file_fingerprint, stable_hash
 from storage.tables import read_table, table_metadata
 
 
 class ShardSpec(BaseModel):
-    """One shard's videos, in key order; ``paths`` are absolute."""
+    """One shard's videos, in key order; ``paths`` are absolute (their part of the extraction keys:
+    :func:`pipeline.fingerprint.shard_fingerprint`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -21,11 +21,6 @@ class ShardSpec(BaseModel):
     splits: list[str | None]
     statuses: list[str]
     errors: list[str | None]
-
-    def fingerprint(self) -> str:
-        """Changes when a video file (path, size, mtime) or an ingest status changes."""
-        files = [file_fingerprint(p) for p in self.paths]
-        return stable_hash({"id": self.id, "keys": self.keys, "statuses": self.statuses, "files": files})
 
 
 def shard_id(i: int) -> str:
