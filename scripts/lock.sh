@@ -17,5 +17,13 @@ trap 'rm -f "$tmp"' EXIT
   --custom-compile-command "make lock" --quiet -o "$tmp"
 chmod 644 "$tmp"
 mv "$tmp" requirements/lock.txt
+# The server image's lock (docker/Dockerfile.server): requirements/server.txt's roots resolved WITHIN
+# the main lock (-c), so the server runs the same versions as the worker and CI.
+"$UV" pip compile requirements/server.txt -c requirements/lock.txt \
+  --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+  --custom-compile-command "make lock" --quiet -o "$tmp"
+chmod 644 "$tmp"
+mv "$tmp" requirements/server-lock.txt
 trap - EXIT
 echo "requirements/lock.txt: $(grep -c '^[A-Za-z0-9]' requirements/lock.txt) pinned distributions"
+echo "requirements/server-lock.txt: $(grep -c '^[A-Za-z0-9]' requirements/server-lock.txt) pinned distributions"

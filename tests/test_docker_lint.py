@@ -132,13 +132,23 @@ def test_compose_checks_pass_on_repo(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_server_pins_follow_requirements(tmp_path):
+@pytest.mark.parametrize("dockerfile, old, new, lock", [
+    ("Dockerfile.worker", "--require-hashes -r requirements/lock.txt", "-r requirements/base.txt",
+     "requirements/lock.txt"),  # the unhashed list the worker image used to install
+    ("Dockerfile.server", "--require-hashes -r /tmp/server-lock.txt", '"prefect==3.8.8" "fastapi==0.150.0"',
+     "server-lock.txt"),  # the server image's old inline pins
+])
+def test_images_install_from_the_hash_lock(tmp_path, dockerfile, old, new, lock):
+    """Both images install their dependencies from a hash lock (--require-hashes): the worker the one
+    `make setup` and CI install, the server its subset of it; an unhashed install is a finding."""
     docker = _copy_docker_dir(tmp_path)
-    df = docker / "Dockerfile.server"
-    df.write_text(df.read_text().replace("fastapi==0.150.0", "fastapi==0.155.0"))
+    df = docker / dockerfile
+    assert old in df.read_text(), f"test is stale: {old!r} no longer in {dockerfile}"
+    df.write_text(df.read_text().replace(old, new))
     res = _run(str(docker), env={"SKIP_HADOLINT": "1", "CI": ""})
-    assert res.returncode == 1
-    assert "differs from requirements/base.txt" in res.stdout
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"{dockerfile}: does not install {lock} with --require-hashes" in res.stdout
+    assert f"{dockerfile}: pip install --no-cache-dir {new}: install from a hash lock" in res.stdout
 
 
 def test_dockerignore_required(tmp_path):

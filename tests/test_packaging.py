@@ -4,11 +4,12 @@
   included; import names mapped to distributions with importlib.metadata) is declared, and every
   declared runtime dependency is imported (or has a stated reason);
 * requirements/base.txt, ray.txt, dev.txt and text-models.txt list exactly what pyproject.toml's
-  dependencies and extras declare (the Dockerfiles and plain `pip install -r` read them);
+  dependencies and extras declare (a plain `pip install -r` reads them);
 * requirements/lock.txt is current: every declared requirement is pinned there at a version it
   allows, with hashes, and the lock is exactly the dependency closure of the declared roots (no
   missing and no stale entry), computed from the metadata of the installed distributions (`make
   setup` installs the lock; each one's version is checked first) -- no resolver, no network;
+* requirements/server-lock.txt (the server image's) is the main lock restricted to its roots' closure;
 * the clean-venv install test (its docstring says what it proves and what it does not).
 """
 from __future__ import annotations
@@ -62,10 +63,10 @@ def _key(req: Requirement) -> tuple:
     return canonicalize_name(req.name), str(req.specifier), tuple(sorted(req.extras))
 
 
-def _lock() -> dict[str, tuple[str, list[str]]]:
-    """name -> (version, hashes) of requirements/lock.txt."""
+def _lock(name: str = "lock.txt") -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of requirements/lock.txt (or another lock file there)."""
     out: dict[str, tuple[str, list[str]]] = {}
-    for entry in re.split(r"\n(?=[A-Za-z0-9])", (REQS / "lock.txt").read_text()):
+    for entry in re.split(r"\n(?=[A-Za-z0-9])", (REQS / name).read_text()):
         m = LOCK_LINE.match(entry)
         if m:
             out[canonicalize_name(m.group(1))] = (m.group(3), re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
@@ -127,11 +128,13 @@ def test_lock_pins_every_declared_requirement_with_hashes():
     assert not [n for n, (_, hashes) in lock.items() if not hashes], "lock entries without --hash"
 
 
-def _closure(lock: dict) -> set[str]:
-    """Names reachable from the declared roots through the installed metadata (LOCK_TARGET markers)."""
+def _closure(lock: dict, roots: list[Requirement] | None = None) -> set[str]:
+    """Names reachable from ``roots`` (default: the declared ones) through the installed metadata
+    (LOCK_TARGET markers)."""
+    if roots is None:
+        roots = _declared() + [r for e in LOCKED_EXTRAS for r in _declared(e)]
     todo = [(canonicalize_name(r.name), frozenset(r.extras))
-            for r in _declared() + [r for e in LOCKED_EXTRAS for r in _declared(e)]
-            if r.marker is None or r.marker.evaluate(LOCK_TARGET | {"extra": ""})]
+            for r in roots if r.marker is None or r.marker.evaluate(LOCK_TARGET | {"extra": ""})]
     seen: set[tuple[str, frozenset]] = set()
     while todo:
         name, extras = todo.pop()
@@ -160,6 +163,24 @@ def test_lock_is_exactly_the_closure_of_the_declared_dependencies():
     lock = _lock()
     stale = set(lock) - _closure(lock)
     assert not stale, f"locked but required by nothing declared: {sorted(stale)}: run `make lock`"
+
+
+def test_server_lock_is_the_lock_restricted_to_the_server_image():
+    """docker/Dockerfile.server installs requirements/server-lock.txt: requirements/server.txt's roots
+    (pinned as the main lock pins them) and exactly their dependency closure, every entry the same
+    version with the same hashes as requirements/lock.txt's, so the server runs what CI tested."""
+    lock, server = _lock(), _lock("server-lock.txt")
+    roots = _requirements_file(REQS / "server.txt")
+    for req in roots:
+        name = canonicalize_name(req.name)
+        assert name in lock and req.specifier.contains(lock[name][0], prereleases=True), \
+            f"requirements/server.txt: {req} is not what requirements/lock.txt pins ({lock.get(name)})"
+    assert set(server) == _closure(lock, roots), \
+        f"requirements/server-lock.txt is not the closure of requirements/server.txt: run `make lock` " \
+        f"(only in the file {sorted(set(server) - _closure(lock, roots))})"
+    differ = [n for n, (v, h) in server.items() if (v, sorted(h)) != (lock[n][0], sorted(lock[n][1]))]
+    assert not differ, f"server-lock.txt pins differ from lock.txt: {differ}: run `make lock`"
+    assert all(h for _, h in server.values()), "server-lock.txt entries without --hash"
 
 
 def _copy_project(dst: Path) -> Path:
