@@ -1,13 +1,15 @@
-"""How far `EvalConfig(text_bf16=True)` scores sit from fp32 scores, on bench_eval's model.
+"""How far the bf16 evaluation paths' scores sit from fp32 scores, on bench_eval's model.
 
     python bench/bench_bf16_scores.py [--videos 200] [--workdir /tmp/vtr-bench-eval]
 
 The same model and data as bench/bench_eval.py (planted MSR-VTT-like shards, HANet with the
-default sizes, seed 0); every caption is encoded once in fp32 and once under the bf16 text path,
-then scored against every video in fp32. Prints the mean and max absolute score difference,
-the score range, and how many t2v / v2t ranks move: the README quotes these figures from this
-script's committed log (bench/results/bench_bf16_scores-*.txt). A CPU without native bf16
-runs the text path in fp32 (difference 0) and says so.
+default sizes, seed 0); every caption is encoded once in fp32 and once under the bf16 text path
+(`EvalConfig.text_bf16`), and scored against every video in fp32, with the bf16 cosine matmul
+(`EvalConfig.score_bf16`, models.similarity.cosine_matmul_dtype) and with both. Prints, per
+variant, the mean and max absolute score difference from fp32, the score range, and how many
+t2v / v2t ranks move, and the seconds each scoring took (same run): the README quotes these figures
+from this script's committed log (bench/results/bench_bf16_scores-*.txt). A CPU without native
+bf16 runs both paths in fp32 (difference 0) and says so.
 """
 from __future__ import annotations
 
@@ -24,17 +26,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_eval import build, prepare  # noqa: E402  (bench_eval puts the repo root on sys.path)
 
 
-def scores(model, data, text_bf16: bool):
+def scores(model, data, text_bf16: bool, score_bf16: bool):
+    """(scores, seconds of the scoring alone)."""
     import torch
 
-    from models.config import EvalConfig
+    from pipeline.learn.config import EvalConfig
+    from models.similarity import cosine_matmul_dtype
     from pipeline.learn.evaluate import encode_texts, encode_videos
 
     cfg, dev = EvalConfig(text_bf16=text_bf16), torch.device("cpu")
     ve = encode_videos(model, data, np.arange(data.n_videos), cfg, dev)
     te = encode_texts(model, data, np.argsort(data.cap2vid, kind="stable"), cfg, dev)
-    with torch.inference_mode():
-        return model.similarity(ve, te).float().numpy()
+    t = time.perf_counter()
+    with torch.inference_mode(), cosine_matmul_dtype(torch.bfloat16 if score_bf16 else None):
+        s = model.similarity(ve, te).float().numpy()
+    return s, time.perf_counter() - t
 
 
 def main() -> None:
@@ -54,14 +60,19 @@ def main() -> None:
         print("this CPU has no native bf16: text_bf16 runs in fp32 here (difference 0 by construction)")
         return
     model, data = build(prepare(args.workdir, max(args.videos, 600)), args.videos)
-    s32, s16 = scores(model, data, False), scores(model, data, True)
-    d = np.abs(s32 - s16)
+    s32, sec32 = scores(model, data, False, False)
     cap2vid = np.sort(data.cap2vid, kind="stable")
-    (t32, v32), (t16, v16) = retrieval_ranks(s32, cap2vid), retrieval_ranks(s16, cap2vid)
-    print(f"{data.n_videos} videos x {data.n_captions} captions; fp32 scores in [{s32.min():.3f}, {s32.max():.3f}]")
-    print(f"RESULT bf16_score_abs_diff mean {d.mean():.2e} max {d.max():.2e} "
-          f"t2v ranks changed {int((t32 != t16).sum())}/{t32.size} v2t ranks changed {int((v32 != v16).sum())}/{v32.size}")
-
+    t32, v32 = retrieval_ranks(s32, cap2vid)
+    print(f"{data.n_videos} videos x {data.n_captions} captions; fp32 scores in [{s32.min():.3f}, {s32.max():.3f}]; "
+          f"fp32 scoring {sec32:.1f} s")
+    for name, text16, score16 in (("text_bf16", True, False), ("score_bf16", False, True), ("both", True, True)):
+        s16, sec = scores(model, data, text16, score16)
+        d = np.abs(s32 - s16)
+        t16, v16 = retrieval_ranks(s16, cap2vid)
+        tag = "bf16_score_abs_diff" if name == "text_bf16" else f"{name}_score_abs_diff"  # first tag: README rows
+        print(f"RESULT {tag} mean {d.mean():.2e} max {d.max():.2e} t2v ranks changed {int((t32 != t16).sum())}/"
+              f"{t32.size} v2t ranks changed {int((v32 != v16).sum())}/{v32.size}; scoring {sec:.1f} s "
+              f"({sec32 / sec:.2f}x fp32's, same run)")
 
 if __name__ == "__main__":
     main()
