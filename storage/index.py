@@ -22,7 +22,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import h5py
 import numpy as np
@@ -78,11 +78,35 @@ class IndexWriter:
         for name, a in arrays.items():
             if a.shape[0] != n:
                 raise ValueError(f"array {name}: {a.shape[0]} rows for {n} videos")
-        size = h5_size_estimate(sum(int(a.nbytes) for a in arrays.values()), len(arrays))
-        with atomic_h5(self.dir / ARRAYS, expected_bytes=size) as f:
+        self.write_blocks([arrays], rows, meta, sum(int(a.nbytes) for a in arrays.values()))
+
+    def write_blocks(self, blocks: Iterable[Mapping[str, np.ndarray]], rows: list[dict[str, Any]],
+                     meta: Mapping[str, Any], data_bytes: int) -> None:
+        """:meth:`write` for arrays too large to hold at once: ``blocks`` yields consecutive row blocks, each with
+        every array (the first block fixes names, shapes and dtypes); ``data_bytes`` (all arrays, all rows) sizes
+        the up-front disk check. Same file as :meth:`write` (contiguous datasets, memory-mappable)."""
+        n = len(rows)
+        at, names = 0, None
+        with atomic_h5(self.dir / ARRAYS, expected_bytes=h5_size_estimate(data_bytes, 64)) as f:
             set_attrs(f, {"n_videos": n}, INDEX_SCHEMA_VERSION)
-            for name, a in arrays.items():
-                f.create_dataset(name, data=np.ascontiguousarray(a))  # contiguous: memory-mappable
+            for block in blocks:
+                if not block:  # no arrays at all (write({}, ...)): nothing to store
+                    continue
+                m = {int(a.shape[0]) for a in block.values()}
+                if names is None:
+                    names = set(block)
+                    for name, a in block.items():  # contiguous (no chunks, no filters): memory-mappable
+                        f.create_dataset(name, shape=(n, *a.shape[1:]), dtype=a.dtype)
+                if set(block) != names or len(m) != 1 or at + min(m) > n:
+                    raise ValueError(f"index block at row {at}: arrays {sorted(block)} with {sorted(m)} rows do not "
+                                     f"continue {sorted(names)} ({n} rows)")
+                m = m.pop()
+                for name, a in block.items():
+                    if m:
+                        f[name][at:at + m] = np.ascontiguousarray(a)
+                at += m
+            if names is not None and at != n:
+                raise ValueError(f"index blocks hold {at} rows for {n} videos")
         table = pa.Table.from_pylist(rows, schema=VIDEO_SCHEMA).replace_schema_metadata(
             {b"schema_name": b"search_index_videos", b"schema_version": str(INDEX_SCHEMA_VERSION).encode()})
         with atomic_path(self.dir / VIDEOS) as tmp:

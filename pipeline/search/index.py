@@ -26,6 +26,7 @@ from pipeline.fingerprint import data_fingerprint, sha256_file, vocabulary_finge
 from pipeline.learn.dataset import feature_path, read_vocab
 from pipeline.learn.features import FeatureSource
 from pipeline.learn.evaluate import KeyRecorder
+from pipeline.search.rerank import prepared_video_arrays
 from pipeline.search.encode import (HEAT_TOP_K, SearchError, _ALWAYS_KEEP, _dummy_text, data_config, load_model,
                                     pooled_video_levels, read_vocabularies)
 from storage import index as store
@@ -146,14 +147,21 @@ def _kept_outputs(model, ve: dict, vocab: dict[str, int], hcfg: HANetConfig, dev
     return {k for k in used | set(_ALWAYS_KEEP) if k in ve and torch.is_tensor(ve[k])}
 
 
-def _collect(out: dict[str, np.ndarray], at: int, n: int, ve: dict, keep: set[str], dtype) -> list[str] | None:
+def _collect(out: dict[str, np.ndarray], at: int, n: int, ve: dict, keep: set[str], dtype,
+             fusion: str | None = None) -> list[str] | None:
     """Write one batch's stored arrays into rows ``at``.. of ``out`` (each allocated once, ``n`` rows, on first
     sight: the index is built in place, never as a list of chunks plus their concatenation, which doubled the
-    peak memory); returns the pooled shortlist levels (or None)."""
+    peak memory); returns the pooled shortlist levels (or None). ``fusion`` (HANet's attn_fusion): also the
+    re-rank's per-video arrays (pipeline/search/rerank.py), from the components as stored (``dtype``)."""
     part: dict[str, np.ndarray] = {}
     for k in sorted(keep):
         v = ve[k].detach().cpu()
         part[f"enc/{k}"] = v.numpy() if v.dtype == torch.bool or not v.is_floating_point() else v.float().numpy()
+    if fusion is not None:
+        enc = {k: part[f"enc/{k}"] for k in keep}
+        stored = {k: torch.from_numpy(a.astype(dtype).astype(np.float32) if a.dtype.kind == "f" else a)
+                  for k, a in enc.items()}
+        part.update({f"prep/{k}": t.numpy() for k, t in prepared_video_arrays(stored, sorted(keep), fusion).items()})
     if "glo" in ve:
         part["shortlist"] = torch.nn.functional.normalize(ve["glo"].float(), dim=-1).cpu().numpy()
     lv = pooled_video_levels(ve, sorted(keep))
@@ -180,6 +188,7 @@ def _encode_all(model, videos: list[dict], root: Path, extractor: str, hcfg: HAN
     """(arrays to store, frames per video, pooled shortlist levels) of every video, ``batch`` at a time."""
     sources: dict[str, FeatureSource] = {}
     keep: set[str] | None = None
+    fusion = model.cfg.attn_fusion if type(model).__name__ == "HANet" else None
     levels_used: list[str] = []
     arrays: dict[str, np.ndarray] = {}
     n_frames = np.zeros(len(videos), dtype=np.int32)
@@ -190,7 +199,7 @@ def _encode_all(model, videos: list[dict], root: Path, extractor: str, hcfg: HAN
         ve = model.encode_videos(vb.to(device))
         if keep is None:  # which outputs does the scoring read?
             keep = _kept_outputs(model, ve, vocab, hcfg, device)
-        levels_used = _collect(arrays, a, len(videos), ve, keep, dtype) or levels_used
+        levels_used = _collect(arrays, a, len(videos), ve, keep, dtype, fusion) or levels_used
         if progress:
             progress(f"encoded {min(a + batch, len(videos))}/{len(videos)} videos")
         report_step(step, min(a + batch, len(videos)), len(videos))

@@ -36,67 +36,11 @@ from pipeline.learn.dataset import concept_lemmas, read_vocab
 from pipeline.search.encode import (DEFAULT_K, DEFAULT_TOP, HEAT_TOP_K, PART_LEVELS, ParsedQuery, QueryParser, SearchError,
                                     _model_cfg, caption_arrays, check_query, data_config, load_model, pooled_text_levels,
                                     read_vocabularies, text_batch)
+from pipeline.search.rerank import can_prepare, prepared_parts
+from pipeline.search.shortlist import FAST_MIN_ROWS, ShortlistMatrix  # noqa: F401  (re-exported)
 from storage import index as store
 
 log = logging.getLogger(__name__)
-
-
-FAST_MIN_ROWS = 20_000   # from this many videos a float16 copy of the shortlist matrix is tried
-
-
-class ShortlistMatrix:
-    """Stage 1 over an (n, D) float32 matrix (usually a read-only memory map): exact top-k of
-    ``matrix @ q``. From FAST_MIN_ROWS rows, if a float16 matrix-vector product is measurably
-    faster on this CPU (probed once), a float16 copy scores all rows, the best ``4k + 64`` are
-    re-scored exactly in float32, and the exact top-k of those is returned (float16 errors,
-    ~1e-3, cannot move a true top-k row below 4k + 64 in practice)."""
-
-    def __init__(self, matrix: torch.Tensor, fast: str = "auto"):
-        self.m = matrix
-        self.n = int(matrix.shape[0])
-        self.m16: torch.Tensor | None = None
-        if fast == "on" or (fast == "auto" and self.n >= FAST_MIN_ROWS and self._f16_faster()):
-            self.m16 = torch.empty(matrix.shape, dtype=torch.float16)
-            for a in range(0, self.n, 65536):
-                self.m16[a:a + 65536] = matrix[a:a + 65536].to(torch.float16)
-
-    def _f16_faster(self) -> bool:
-        probe = self.m[: min(self.n, 16384)].clone()
-        p16 = probe.to(torch.float16)
-        q = torch.nn.functional.normalize(torch.ones(probe.shape[1]), dim=0)
-
-        def best(f) -> float:
-            f()
-            ts = []
-            for _ in range(5):
-                t = time.perf_counter()
-                f()
-                ts.append(time.perf_counter() - t)
-            return min(ts)
-
-        t32 = best(lambda: probe @ q)
-        t16 = best(lambda: p16 @ q.to(torch.float16))
-        return t16 * 1.3 < t32
-
-    @property
-    def nbytes(self) -> int:
-        return self.m16.numel() * 2 if self.m16 is not None else 0
-
-    def topk(self, q: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(the k best rows in index order, their exact scores)"""
-        k = max(1, min(int(k), self.n))
-        if self.m16 is None:
-            s = (self.m @ q).numpy()
-            rows = np.argpartition(-s, k - 1)[:k] if k < self.n else np.arange(self.n)
-            rows = np.sort(rows).astype(np.int64)
-            return rows, s[rows]
-        s16 = (self.m16 @ q.to(torch.float16)).float().numpy()
-        c = min(self.n, 4 * k + 64)
-        cand = np.sort(np.argpartition(-s16, c - 1)[:c] if c < self.n else np.arange(self.n)).astype(np.int64)
-        s = (self.m[torch.from_numpy(cand)] @ q).numpy()
-        keep = np.argpartition(-s, k - 1)[:k] if k < cand.size else np.arange(cand.size)
-        keep = np.sort(keep)
-        return cand[keep], s[keep]
 
 
 # ----------------------------------------------------------------------------- search
@@ -125,7 +69,11 @@ class Searcher:
 
     def __init__(self, index_dir: str | Path, *, checkpoint: str | Path | None = None,
                  shards_root: str | Path | None = None, device: str = "cpu", mmap: bool = True,
-                 parser: QueryParser | None = None, shortlist: str = "auto", fast: str = "auto"):
+                 parser: QueryParser | None = None, shortlist: str = "auto", fast: str = "auto",
+                 coarse: str = "auto", rerank: str = "auto"):
+        """``coarse`` / ``fast``: stage-1 passes (pipeline/search/shortlist.py; "off" = the exact product);
+        ``rerank``: "auto" scores the shortlist on the index's prepared arrays where it has them
+        (pipeline/search/rerank.py), "model" always through ``model.similarity_parts``."""
         self.index_dir = Path(index_dir)
         self.build_dir = store.current_build(self.index_dir)
         self.meta = store.read_meta(self.build_dir)
@@ -156,7 +104,12 @@ class Searcher:
         self.enc = {k[4:]: _tensor(v) for k, v in self.arrays.items() if k.startswith("enc/")}
         self.shortlist_mode = self._pick_shortlist(shortlist)
         name = {"levels": "shortlist_levels", "global": "shortlist"}.get(self.shortlist_mode)
-        self.shortlist = ShortlistMatrix(_tensor(self.arrays[name]), fast) if name else None
+        self.shortlist = ShortlistMatrix(_tensor(self.arrays[name]), fast, coarse) if name else None
+        if rerank not in ("auto", "model"):
+            raise SearchError(f"rerank must be 'auto' or 'model', not {rerank!r}")
+        self.prepared = rerank == "auto" and can_prepare(self.model, list(self.arrays))
+        if self.prepared:  # the stored per-video norms / Gram matrices, gathered with the outputs
+            self.enc.update({k[5:]: _tensor(v) for k, v in self.arrays.items() if k.startswith("prep/")})
         self._topn = {"verb": max(1, int(getattr(mcfg, "n_action_clips", 10))),
                       "noun": max(1, int(getattr(mcfg, "n_entity_clips", 20)))}
 
@@ -224,8 +177,10 @@ class Searcher:
             cand = torch.from_numpy(rows)  # index order: a forward sweep over the (mapped) arrays
         t1 = time.perf_counter()
         parts: dict[str, list[torch.Tensor]] = {}
+        prepared = self.prepared and not exhaustive  # exhaustive (the check) always scores through the model
         for a in range(0, cand.numel(), block):
-            p = self.model.similarity_parts(self._rows(cand[a:a + block]), te)
+            ve = self._rows(cand[a:a + block])
+            p = prepared_parts(self.model, ve, te) if prepared else self.model.similarity_parts(ve, te)
             for name, m in p.items():
                 parts.setdefault(name, []).append(m[:, 0].float().cpu())
         P = {name: torch.cat(v).numpy() for name, v in parts.items()}
