@@ -94,7 +94,7 @@ def build(root: Path, n_videos: int, captions_per_video: int | None = None):
 
 
 def child_ours(root: Path, n_videos: int, args) -> dict:
-    from models.config import EvalConfig
+    from pipeline.learn.config import EvalConfig
     from pipeline.learn.evaluate import evaluate_model
 
     model, data = build(root, n_videos, args.child_captions_per_video or None)
@@ -182,7 +182,7 @@ def child_text(root: Path, n_videos: int, args) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from models.config import EvalConfig
+    from pipeline.learn.config import EvalConfig
     from pipeline.learn.evaluate import encode_texts
     from pipeline.devices import bf16_is_fast
 

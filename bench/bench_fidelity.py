@@ -32,7 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.config import FIDELITY_SWITCHES, EvalConfig, HANetConfig, TrainConfig  # noqa: E402
+from models.config import FIDELITY_SWITCHES, HANetConfig  # noqa: E402
+from pipeline.learn.config import EvalConfig, TrainConfig  # noqa: E402
 from pipeline.learn.evaluate import run_evaluate  # noqa: E402
 from pipeline.datasets.planted import make_planted_shards  # noqa: E402
 from pipeline.learn.train import run_train  # noqa: E402

@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
 from tests.test_reference_parity import FIX, ZERO_DROPOUT, text_batch, video_batch  # noqa: E402
-from models.config import FIDELITY_SWITCHES, HANetConfig, TrainConfig  # noqa: E402
+from models.config import FIDELITY_SWITCHES, HANetConfig  # noqa: E402
+from pipeline.learn.config import TrainConfig  # noqa: E402
 from models.hanet import HANet  # noqa: E402
-from models.import_reference import import_reference_checkpoint  # noqa: E402
+from pipeline.learn.checkpoint_import import import_checkpoint  # noqa: E402
 from models.metrics import retrieval_metrics  # noqa: E402
 from pipeline.learn.graphs import build_graph  # noqa: E402
 from storage.checkpoints import load_checkpoint  # noqa: E402
@@ -36,9 +37,9 @@ def main() -> int:
     caps = json.loads((FIX / "inputs.json").read_text())["captions"]
     meta = json.loads((FIX / "golden.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        import_reference_checkpoint(FIX / "ref_checkpoint.th", Path(tmp) / "imp.pt", HANetConfig(**ZERO_DROPOUT))
+        import_checkpoint("hanet", FIX / "ref_checkpoint.th", Path(tmp) / "imp.pt", HANetConfig(**ZERO_DROPOUT))
         ck = load_checkpoint(Path(tmp) / "imp.pt")
-    base = TrainConfig.model_validate_json(ck["config_json"]).hanet
+    base = TrainConfig.model_validate_json(ck["config_json"]).net
     cap2vid = np.array([c["video"] for c in caps])
     nv, nc = len(inp["lengths"]), len(caps)
 

@@ -53,11 +53,11 @@ def build(root: Path, name: str, train: bool = False):
     cfg = registry.fill_shapes(spec.config_cls(), shapes)
     torch.manual_seed(0)
     model = registry.create_model(name, cfg, load_word_embeddings(root))
-    return model.train(train), registry.data_config(cfg)
+    return model.train(train), cfg.data_config()
 
 
 def child_eval(root: Path, name: str, caps: int) -> dict:
-    from models.config import EvalConfig
+    from pipeline.learn.config import EvalConfig
     from pipeline.learn.dataset import load_split
     from pipeline.learn.evaluate import evaluate_model
 
@@ -100,7 +100,7 @@ def bench_train(root: Path, names: list[str], steps: int, batch: int) -> dict:
             opt.step()
             if i:
                 times[n].append(time.perf_counter() - t)
-    from models.registry import count_parameters
+    from models.layers import count_parameters
 
     return {n: {"median_step_s": statistics.median(ts), "min_step_s": min(ts), "steps": len(ts),
                 "params": count_parameters(built[n][0])} for n, ts in times.items()}

@@ -60,7 +60,8 @@ def recall(ranks: np.ndarray, k: int) -> float:
 
 def build_part(args, work: Path) -> None:
     """The offline side: planted shards, training, the index (run in a child process)."""
-    from models.config import HANetConfig, TrainConfig
+    from models.config import HANetConfig
+    from pipeline.learn.config import TrainConfig
     from pipeline.datasets.planted import make_planted_shards
     from pipeline.search.index import build_index
     from pipeline.learn.train import run_train

@@ -94,7 +94,7 @@ def product_precision(precision: str) -> bool:
     """Whether pipeline.learn.train would run TrainConfig(precision=...) under bf16 autocast here."""
     import torch
 
-    from models.config import TrainConfig
+    from pipeline.learn.config import TrainConfig
     from pipeline.learn.precision import resolve_precision
 
     return resolve_precision(TrainConfig(precision=precision).precision, torch.device("cpu"))[0]
@@ -166,7 +166,7 @@ def main() -> None:
         child_rss(args)
         return
     from _reference_train import reference_loss
-    from models.hanet import count_parameters
+    from models.layers import count_parameters
 
     from pipeline.learn.train import train_step
 

@@ -190,7 +190,8 @@ def extract_path(device: torch.device, sizes: dict, work: Path) -> dict:
 
 def train_steps(device: torch.device, sizes: dict, work: Path) -> dict:
     """HANet training steps on planted shards (default model size unless tiny), fp32 and bf16."""
-    from models.config import HANetConfig, TrainConfig
+    from models.config import HANetConfig
+    from pipeline.learn.config import TrainConfig
     from pipeline.datasets.planted import make_planted_shards
     from pipeline.learn.train import run_train
 
@@ -216,7 +217,8 @@ def train_steps(device: torch.device, sizes: dict, work: Path) -> dict:
 def full_eval(device: torch.device, sizes: dict, work: Path) -> dict:
     """evaluate_model at MSR-VTT test scale (2,990 videos x 20 captions; tiny: a few) on the device:
     default HANet, random weights, random frame features read through the production readers."""
-    from models.config import EvalConfig, HANetConfig
+    from models.config import HANetConfig
+    from pipeline.learn.config import EvalConfig
     from models.hanet import HANet
     from pipeline.datasets.planted import make_planted_shards
     from pipeline.learn.dataset import dataset_shapes, load_split, load_word_embeddings

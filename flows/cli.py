@@ -5,7 +5,7 @@
   vtr compare --models hanet hgr hcmi  train each on the same shards/seeds, one comparison table
   vtr sample-data --out data/sample    write the bundled sample dataset
   vtr validate out/sample              check a shard tree; exit 1 on any problem
-  vtr import-checkpoint SRC DST        Roc-Ng/HANet state dict -> our checkpoint
+  vtr import-checkpoint SRC DST [--model hanet|hgr]   a reference checkpoint -> our checkpoint
   vtr index / search / serve           search index over a dataset (flows/cli_search.py)
 
 The flow subcommands are GENERATED from the flow functions' signatures and type hints
@@ -151,13 +151,17 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 
 def _cmd_import(a: argparse.Namespace) -> int:
-    from models.config import HANetConfig
-    from models.import_reference import import_reference_checkpoint, vocab_kwargs
+    from models import registry
+    from pipeline.learn.checkpoint_import import import_checkpoint
 
+    if not registry.is_registered(a.model):
+        raise ValueError(f"--model {a.model}: unknown model; known: {registry.model_names()}")
     if a.config and not Path(a.config).is_file():
-        raise FileNotFoundError(f"--config {a.config}: no such file (a HANetConfig JSON file)")
-    cfg = HANetConfig.model_validate_json(Path(a.config).read_text()) if a.config else HANetConfig()
-    report = import_reference_checkpoint(Path(a.src), Path(a.dst), cfg, strict=not a.no_strict, **vocab_kwargs(a))
+        raise FileNotFoundError(f"--config {a.config}: no such file (a JSON file of the model's config fields)")
+    cfg = registry.get_spec(a.model).config_cls.model_validate_json(Path(a.config).read_text()) if a.config else None
+    options = {"fidelity": a.fidelity} if a.fidelity is not None else {}
+    report = import_checkpoint(a.model, Path(a.src), Path(a.dst), cfg, strict=not a.no_strict, vocab=a.vocab,
+                               shards=a.shards, verb_concepts=a.verb_concepts, noun_concepts=a.noun_concepts, **options)
     print(json.dumps(report, indent=2, default=str))
     return 0 if report.get("ok", True) else 1
 
@@ -171,15 +175,20 @@ def register_tools(sub) -> None:
     p = sub.add_parser("validate", help="check a shard tree; exit 1 on inconsistency")
     p.add_argument("root")
     p.set_defaults(fn=_cmd_validate)
-    p = sub.add_parser("import-checkpoint", help="import a Roc-Ng/HANet checkpoint "
-                       "(the options of python -m models.import_reference)")
-    p.add_argument("src", help="Roc-Ng/HANet checkpoint (epoch.N.th)")
+    p = sub.add_parser("import-checkpoint", help="import a reference checkpoint of a registered model "
+                       "(--model hanet: Roc-Ng/HANet, hgr: cshizhe/hgr_v2t)")
+    p.add_argument("src", help="the reference's checkpoint (e.g. epoch.N.th)")
     p.add_argument("dst", help="where to write our checkpoint")
-    p.add_argument("--config", default="", help="HANetConfig JSON FILE (default: HANetConfig(), vocab from the source)")
+    p.add_argument("--model", default="hanet", help="registered model whose importer reads SRC (default hanet)")
+    p.add_argument("--config", default="", help="JSON FILE of the model's config fields (default: its defaults; "
+                   "shapes and vocabulary size are read from the source)")
     p.add_argument("--no-strict", action="store_true", help="save even if tensors are left unfilled")
-    from models.import_options import add_vocab_arguments  # --vocab --shards --verb/noun-concepts --fidelity
-
-    add_vocab_arguments(p)
+    p.add_argument("--vocab", default=None, help="the reference's int2word.npy or word2int.json")
+    p.add_argument("--shards", default=None, help="shard tree to remap the vocabularies onto")
+    p.add_argument("--verb-concepts", default=None, help="the reference's verb concepts in id order (HANet)")
+    p.add_argument("--noun-concepts", default=None, help="the reference's noun concepts in id order (HANet)")
+    p.add_argument("--fidelity", default=None, choices=["reference", "improved"],
+                   help="HANetConfig.fidelity recorded in the checkpoint (HANet; default: reference)")
     p.set_defaults(fn=_cmd_import)
 
 

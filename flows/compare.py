@@ -16,7 +16,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.train import evaluate_task, train_task
-from models.config import EvalConfig, TrainConfig
+from pipeline.learn.config import EvalConfig, TrainConfig
 from pipeline.feedback import require_shards
 from pipeline.learn.compare import (artifact_table, check_models, comparison_dir, comparison_row, markdown_table,
                                     write_comparison)
@@ -32,17 +32,18 @@ def compare(models: list[str] = ["hanet", "hgr", "hcmi"], dataset: str = "sample
     s/epoch, eval s) as a table artifact, markdown, JSON and a bar chart PNG.
 
     ``overrides``: nested TrainConfig fields applied to every run, e.g.
-    ``{"lr": 1e-3, "hgr": {"joint_dim": 512}, "hcmi": {"n_clips": 6}}`` (each model reads its
-    own config field).
+    ``{"lr": 1e-3, "hgr": {"joint_dim": 512}, "hcmi": {"n_clips": 6}}`` (each model reads the
+    entry under its own name).
     """
     check_models(models)  # unknown or repeated names fail before any training
     shards_root = require_shards(Path(out_root) / dataset, out_root)
-    base = TrainConfig.model_validate({"epochs": epochs, "batch_size": batch_size, "seed": seed,
-                                       "max_steps_per_epoch": max_steps_per_epoch, **overrides})
-    out_dir = comparison_dir(runs_root, dataset, base, models, test_split, run_name)
+    cfgs = {m: TrainConfig.model_validate({"epochs": epochs, "batch_size": batch_size, "seed": seed,
+                                           "max_steps_per_epoch": max_steps_per_epoch, **overrides, "model": m})
+            for m in models}
+    out_dir = comparison_dir(runs_root, dataset, [c.model_dump(mode="json") for c in cfgs.values()], models,
+                             test_split, run_name)
     rows = []
-    for m in models:
-        cfg = base.model_copy(update={"model": m})
+    for m, cfg in cfgs.items():
         run_dir = out_dir / m
         summary = train_task.with_options(name=f"train-{m}")(str(shards_root), str(run_dir), cfg, resume)
         report = evaluate_task.with_options(name=f"evaluate-{m}")(

@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
 from flows import _feedback
-from models.config import EvalConfig, TrainConfig
+from pipeline.learn.config import EvalConfig, TrainConfig
 from models.metrics import format_metrics
 from pipeline.devices import configure_threads
 from pipeline.feedback import UserError, require_shards

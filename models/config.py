@@ -1,18 +1,17 @@
-"""Model, training and evaluation hyper-parameters (defaults = the paper / reference code)."""
+"""HANet's config (defaults = the paper / reference code) and its reference-fidelity switches.
+
+Training and evaluation settings are the application's: pipeline.learn.config (TrainConfig, EvalConfig).
+"""
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .model_configs import HCMIConfig, HGRConfig, _ModelConfig
-
-
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from .model_configs import ModelConfig
 
 
-class HANetConfig(_ModelConfig):
+class HANetConfig(ModelConfig):
     # shapes (feat_dim, vocab_size, word_dim, n_verb_concepts = K_a, n_noun_concepts = K_e) and the
     # loader's caps (max_words/verbs/nouns/frames, frame_norm) come from _ModelConfig
     # widths
@@ -76,6 +75,9 @@ class HANetConfig(_ModelConfig):
     def deviation(self, name: str) -> str:
         return self.deviations()[name]
 
+    def loader_graph_edges(self) -> str:
+        return self.deviation("graph_edges")
+
 
 # switch name -> (reference value, improved value)
 FIDELITY_SWITCHES: dict[str, tuple[str, str]] = {
@@ -84,57 +86,3 @@ FIDELITY_SWITCHES: dict[str, tuple[str, str]] = {
     "padding": ("reference", "masked"),
     "graph_edges": ("reference", "improved"),
 }
-
-
-class TrainConfig(_Config):
-    model: str = Field("hanet", description="registry name (models/registry.py): hanet | hgr | hcmi")
-    hanet: HANetConfig = HANetConfig()
-    hgr: HGRConfig = HGRConfig()
-    hcmi: HCMIConfig = HCMIConfig()
-    features: str = Field("resnet152", description="feature folder under features/ to train on")
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    epochs: int = 50
-    patience: int = Field(10, description="early stop after this many epochs without val rsum gain")
-    grad_clip: float = Field(0.0, description="0 = off")
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "auto"
-    unique_videos_per_batch: bool = Field(True, description="no same-video false negatives in a batch")
-    val_split: str = "val"
-    max_steps_per_epoch: int = Field(0, description="0 = full epoch (tests/demos cap it)")
-    min_improvement: float = Field(0.0, description="val rsum must exceed the best by more than this to count as a gain")
-    preload_features: bool = Field(False, description="read the train/val frame features into RAM once (else HDF5 per item)")
-    log_every: int = Field(50, description="log the running loss every this many steps")
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="'bf16' = torch.autocast(bfloat16) around the forward pass (encoders + scoring) where the "
-        "device has native bf16 (pipeline.devices.bf16_is_fast: CUDA, CPUs with AVX512-BF16/AMX; elsewhere fp32 "
-        "with a logged warning); the loss maths, master weights, gradients and Adam state stay fp32, no GradScaler "
-        "(bf16 has fp32's exponent range). ~2x faster steps on such CPUs. Default fp32: the reference's numerics; "
-        "bf16 (scores rounded to ~3 significant digits) is a choice to opt into (docs/models.md 'Training precision')")
-
-
-class EvalConfig(_Config):
-    split: str = "test"
-    video_chunk: int = Field(500, description="videos scored per block")
-    caption_chunk: int = Field(2000, description="captions encoded and scored per block")
-    device: str = "auto"
-    store_dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32", description="dtype of cached video embeddings between blocks")
-    n_heatmaps: int = Field(4, description="test videos drawn as concept heatmaps")
-    heatmap_top_k: int = Field(8, description="verb and noun concepts (each) shown per heatmap")
-    encode_batch: int = Field(256, description="videos / captions per encode call (bounds encoder temporaries)")
-    score_block: int = Field(500, description="captions per model.similarity call inside a caption chunk "
-                                              "(bounds the fine-grained alignment temporaries)")
-    features: str | None = Field(None, description="feature folder; None = the one the checkpoint trained on")
-    prune_video_outputs: bool = Field(True, description="keep only the encode_videos outputs that similarity "
-                                                        "reads (found on the first block) between blocks")
-    text_bf16: bool = Field(False, description="bf16 autocast for caption encoding where the device has native bf16 "
-                                               "(CUDA, AVX512-BF16/AMX CPUs; else fp32): ~2.5x faster on such CPUs, "
-                                               "scores differ by ~5e-5 on average, <= ~5e-3 (bench/bench_bf16_scores.py; "
-                                               "off: bit-exact reference parity)")
-    score_bf16: bool = Field(False, description="the stacked-attention cosine matmul in bf16 where the device has native "
-                                                "bf16 (models.similarity.cosine_matmul_dtype; attention and fusion stay "
-                                                "fp32): ~2x faster scoring on such CPUs; deviation measured by "
-                                                "bench/bench_bf16_scores.py (off: bit-exact reference parity)")

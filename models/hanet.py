@@ -39,11 +39,11 @@ from torch import Tensor, nn
 
 from .batch import ROLES, ConceptLabels, TextBatch, VideoBatch
 from .config import HANetConfig
-from .layers import count_parameters  # noqa: F401  (re-exported: models.hanet.count_parameters)
 from .layers import (AttentionPool, AttnGCNLayer, BiGRUEncoder, ConceptHead, SEBlock,
                      action_clip_weights, action_clip_weights_reference, entity_clip_weights,
                      entity_clip_weights_reference, masked_max_pool, mil_pool, zero_pad)
 from .losses import concept_bce, hardest_negative_hinge
+from .registry import register
 from .similarity import cosine_matrix, jaccard_matrix, stacked_attention
 
 PART_KEYS = ("ind_a", "ind_e", "loc_a", "loc_e", "glo", "jac_a", "jac_e", "c_l", "c_p")
@@ -191,6 +191,10 @@ class TextEncoder(nn.Module):
         return out
 
 
+@register("hanet", config=HANetConfig, needs={"video", "words", "graph", "labels"},
+          score_parts=PART_KEYS + ("fused",), fused="fused", importer="models.import_reference:import_hanet_state",
+          description="HANet (Wu et al., ACM MM 2021): individual/local/global alignment + concept Jaccard; "
+                      "fused = (c_l + c_p) / 2")
 class HANet(nn.Module):
     def __init__(self, cfg: HANetConfig, word_embeddings: Tensor | None = None):
         super().__init__()

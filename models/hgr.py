@@ -27,6 +27,7 @@ from .batch import ConceptLabels, TextBatch, VideoBatch
 from .blocks import MultiLevelVideoProjection, RoleGraphTextEncoder
 from .losses import hardest_negative_hinge
 from .model_configs import HGRConfig
+from .registry import register
 from .similarity import cosine_matrix, stacked_attention
 
 PART_KEYS = ("glo", "verb", "noun", "fused")
@@ -45,6 +46,9 @@ def _vocab(cfg, word_embeddings: Tensor | None) -> int:
     return vocab
 
 
+@register("hgr", config=HGRConfig, needs={"video", "words", "graph"}, score_parts=PART_KEYS, fused="fused",
+          importer="models.hgr_import:import_hgr_state",
+          description="HGR (Chen et al., CVPR 2020): global + verb + noun matching, mean fusion")
 class HGR(nn.Module):
     def __init__(self, cfg: HGRConfig, word_embeddings: Tensor | None = None):
         super().__init__()

@@ -19,22 +19,22 @@ read from the source. The reader-side facts the reference applies (max 30 words,
 6 nouns, 20 frames; root->verb and verb<->argument edges, row-normalised) are this project's
 HGRConfig defaults (graph_edges='reference').
 
-Reuses models.import_reference's helpers (source splitting, role permutation, word-row remap,
-shard vocabularies) rather than repeating them.
+Reuses models.import_reference's helpers (source splitting, role permutation) and models.import_vocab's
+word-row remap rather than repeating them. Pure functions over the loaded dict (HGR's registered importer,
+:func:`import_hgr_state`); reading files and writing the checkpoint are pipeline.learn.checkpoint_import's
+(``vtr import-checkpoint --model hgr SRC.th DST.pt [--vocab int2word.npy --shards ROOT]``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .config import TrainConfig
-from .import_reference import _role_permutation, _split_source
-from .import_vocab import fingerprint, read_reference_words, remap_word_rows, shard_vocabularies
+from .hgr import HGR
+from .import_reference import role_permutation, split_source
+from .import_vocab import fingerprint, remap_word_rows
 from .model_configs import HGRConfig
 
 _RULES: tuple[tuple[str, str], ...] = (
@@ -85,7 +85,7 @@ def map_hgr_state_dict(parts: dict[str, dict[str, Tensor]], model: torch.nn.Modu
                 unexpected.append(f"{enc}.{k}")
                 continue
             if key == "text.role_embedding.weight":
-                val = val[_role_permutation()]
+                val = val[role_permutation()]
             if tuple(val.shape) != tuple(ours[key].shape):
                 shape_errors.append(f"{enc}.{k} {tuple(val.shape)} -> {key} {tuple(ours[key].shape)}")
                 continue
@@ -95,73 +95,37 @@ def map_hgr_state_dict(parts: dict[str, dict[str, Tensor]], model: torch.nn.Modu
                  "n_tensors": len(out)}
 
 
-def import_hgr_checkpoint(src_path: str | Path, dst_path: str | Path | None, cfg: HGRConfig | None = None,
-                          strict: bool = True, *, vocab: str | Path | None = None,
-                          shards: str | Path | None = None) -> dict:
-    """Read a reference HGR checkpoint, map it onto HGR(cfg), optionally save it in this project's
-    checkpoint format (model_name 'hgr'; ``vtr evaluate`` reads it). ``vocab`` (the reference's
-    int2word.npy / word2int.json) + ``shards``: the embedding rows are remapped onto the shards'
-    words (missing words get the reference's UNK row); the checkpoint then records the shards'
-    vocabulary fingerprints (HGR uses no concepts, so it is valid for the shards' concept lists)."""
-    src_path = Path(src_path)
-    from storage.checkpoints import load_torch_file
-
-    obj = load_torch_file(src_path)
-    if not isinstance(obj, dict):
-        raise ValueError(f"{src_path}: expected a dict of state dicts, got {type(obj).__name__}")
-    parts = _split_source(obj)
+def import_hgr_state(source: dict, cfg: HGRConfig | None = None, *, strict: bool = True,
+                     build_vocab: dict[str, list[str]] | None = None,
+                     reference_words: list[str] | None = None) -> dict:
+    """Map a reference HGR checkpoint (``source``: its loaded dict of state dicts) onto HGR(cfg):
+    ``{"model", "config", "result", "checkpoint"}`` as models.import_reference.import_hanet_state.
+    ``reference_words`` (the reference's words in id order) + ``build_vocab`` (the build's words and
+    concept lists): the embedding rows are remapped onto the build's words (missing words get the
+    reference's UNK row); the result then records the build's vocabulary fingerprints (HGR uses no
+    concepts, so it is valid for the build's concept lists)."""
+    if not isinstance(source, dict):
+        raise ValueError(f"expected a dict of state dicts, got {type(source).__name__}")
+    parts = split_source(source)
     cfg = infer_config(parts, cfg or HGRConfig())
-    record: dict = {"words": None, "verb": None, "noun": None, "remapped_for": None}
+    record: dict = {"words": None, "verb": None, "noun": None}
     remap: dict = {}
-    if vocab is not None and shards is None:
-        raise ValueError("remapping the word vocabulary needs the shard tree it is for (shards=...)")
-    if shards is not None:
-        build = shard_vocabularies(shards)
-        record["remapped_for"] = str(Path(shards))
-        if vocab is not None:
+    if reference_words is not None and build_vocab is None:
+        raise ValueError("remapping the word vocabulary needs the build's vocabularies it is for (build_vocab=...)")
+    if build_vocab is not None:
+        if reference_words is not None:
             emb = parts["text_encoder"]["embedding.we.weight"]
             parts["text_encoder"]["embedding.we.weight"], remap["words"] = remap_word_rows(
-                emb, read_reference_words(vocab), build["words"])
-            record["words"] = fingerprint(build["words"])
-            cfg = cfg.model_copy(update={"vocab_size": len(build["words"])})
-        for kind in ("verb", "noun"):  # unused by HGR: valid for whatever concepts the shards hold
-            record[kind] = fingerprint(build[kind]) if build[kind] else None
-    from .registry import create_model
-
-    model = create_model("hgr", cfg)
+                emb, reference_words, build_vocab["words"])
+            record["words"] = fingerprint(build_vocab["words"])
+            cfg = cfg.model_copy(update={"vocab_size": len(build_vocab["words"])})
+        for kind in ("verb", "noun"):  # unused by HGR: valid for whatever concepts the build holds
+            record[kind] = fingerprint(build_vocab[kind]) if build_vocab.get(kind) else None
+    model = HGR(cfg)
     sd, report = map_hgr_state_dict(parts, model)
     ok = not (report["missing"] or report["unexpected"] or report["shape_errors"])
     if strict and not ok:
-        raise ValueError(f"{src_path} does not fit HGR({cfg!r}): {report}")
+        raise ValueError(f"the checkpoint does not fit HGR({cfg!r}): {report}")
     model.load_state_dict(sd, strict=False)
-    result = {**report, "source": str(src_path), "hgr_config": cfg.model_dump(mode="json"), "vocab": record,
-              "remap": remap}
-    if dst_path is not None:
-        from storage.checkpoints import save_checkpoint
-
-        save_checkpoint(dst_path, {
-            "model_name": "hgr", "config_json": TrainConfig(model="hgr", hgr=cfg).model_dump_json(),
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "epoch": -1,
-            "imported_from": str(src_path), "import_report_json": json.dumps(report), "vocab": record,
-        })
-        result["destination"] = str(dst_path)
-    return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="import a cshizhe/hgr_v2t checkpoint as this project's HGR")
-    ap.add_argument("src")
-    ap.add_argument("dst")
-    ap.add_argument("--config", default="", help="JSON file of HGRConfig fields (caps etc.)")
-    ap.add_argument("--vocab", default=None, help="the reference's int2word.npy or word2int.json")
-    ap.add_argument("--shards", default=None, help="shard tree whose text/words.parquet the embedding is remapped onto")
-    a = ap.parse_args(argv)
-    cfg = HGRConfig.model_validate_json(Path(a.config).read_text()) if a.config else HGRConfig()
-    res = import_hgr_checkpoint(a.src, a.dst, cfg, vocab=a.vocab, shards=a.shards)
-    print(json.dumps({k: res[k] for k in ("n_tensors", "missing", "unexpected", "shape_errors", "destination")},
-                     indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    result = {**report, "ok": ok, "hgr_config": cfg.model_dump(mode="json"), "vocab": record, "remap": remap}
+    return {"model": model, "config": cfg, "result": result, "checkpoint": {"import_report_json": json.dumps(report)}}

@@ -26,31 +26,25 @@ text_encoder (t2vretrieval/encoders/mlsent.py, RoleGraphEncoder)
   fc                     Linear(1024->1024), never used in forward       -> dropped
 
 85 entries, 3,148,800 unused parameters (conv1, conv2, text fc) at MSR-VTT sizes.
-The file is read with torch.load(weights_only=True). The result is a storage.checkpoints
-checkpoint (format_version set) whose HANetConfig has fidelity='reference' unless told otherwise,
-and which records the vocabulary fingerprints it was remapped for (``vocab``); evaluation refuses
-it on shards with other vocabularies (pipeline.learn.evaluate.check_vocabularies).
-
-CLI: python -m models.import_reference SRC.th DST.pt [--config hanet.json] [--vocab int2word.npy
-     --shards ROOT [--verb-concepts verbs.json --noun-concepts nouns.json]] [--fidelity improved]
+Pure functions over the loaded dict (HANet's registered importer, :func:`import_hanet_state`): reading
+the file, the vocabulary lists and writing this project's checkpoint are pipeline.learn.checkpoint_import's
+(``vtr import-checkpoint --model hanet SRC.th DST.pt ...``). The config has fidelity='reference' unless told
+otherwise, and the result records the vocabulary fingerprints the weights were remapped for (``vocab``);
+evaluation refuses the checkpoint on shards with other vocabularies (pipeline.learn.evaluate.check_vocabularies).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from .batch import ROLES
-from .config import HANetConfig, TrainConfig
-from .hanet import HANet, count_parameters
-from .import_options import add_vocab_arguments, vocab_kwargs  # noqa: F401  (re-exported)
-from .import_vocab import (fingerprint, read_concept_list, read_reference_words, remap_concept_rows, remap_word_rows,
-                           shard_vocabularies)
+from .config import HANetConfig
+from .hanet import HANet
+from .layers import count_parameters
+from .import_vocab import fingerprint, remap_concept_rows, remap_word_rows
 
 # the reference's role order (t2vretrieval/readers/rolegraphs.py ROLES); note ARG1 before ARG0
 REFERENCE_ROLES: tuple[str, ...] = (
@@ -121,7 +115,7 @@ class ImportReport:
         return d
 
 
-def _split_source(obj: dict) -> dict[str, dict[str, Tensor]]:
+def split_source(obj: dict) -> dict[str, dict[str, Tensor]]:
     """{'video_encoder': sd, 'text_encoder': sd} from a nested or flat (prefixed) dict."""
     for wrapper in ("state_dicts", "state_dict", "model"):
         if isinstance(obj.get(wrapper), dict) and not any(k in obj for k in ENCODERS):
@@ -150,7 +144,7 @@ def _match(name: str, table: dict[str, str]) -> tuple[str, str] | None:
     return best, name[len(best):]
 
 
-def _role_permutation() -> list[int]:
+def role_permutation() -> list[int]:
     """our row i <- reference row perm[i]."""
     if set(REFERENCE_ROLES) != set(ROLES):
         raise AssertionError("reference and our role sets differ")
@@ -164,7 +158,7 @@ def map_reference_state_dict(src: dict, model: HANet) -> tuple[dict[str, Tensor]
     modify `model`.
     """
     report = ImportReport()
-    parts = _split_source(src)
+    parts = split_source(src)
     ours = model.state_dict()
     param_names = {n for n, _ in model.named_parameters()}
     out: dict[str, Tensor] = {}
@@ -200,7 +194,7 @@ def map_reference_state_dict(src: dict, model: HANet) -> tuple[dict[str, Tensor]
                 report.dropped_by_config.append(full)
                 continue
             if key == "text.role_embedding.weight" and val.shape[0] == len(REFERENCE_ROLES):
-                val = val[_role_permutation()]
+                val = val[role_permutation()]
                 report.role_rows_permuted = True
             if tuple(val.shape) != tuple(ours[key].shape):
                 report.shape_errors.append(
@@ -242,94 +236,68 @@ def _infer_config(parts: dict[str, dict[str, Tensor]], cfg: HANetConfig) -> HANe
     return cfg.model_copy(update=upd)
 
 
-def _remap_vocabularies(parts: dict[str, dict[str, Tensor]], cfg: HANetConfig, shards, vocab, verb_concepts,
-                        noun_concepts) -> tuple[HANetConfig, dict, dict]:
-    """Remap the word embedding / concept heads of ``parts`` (in place) onto the shards' vocabularies:
-    (the config with the shards' sizes, the vocabulary record, the remap reports)."""
-    vocab_record: dict = {"words": None, "verb": None, "noun": None, "remapped_for": None}
+def _remap_vocabularies(parts: dict[str, dict[str, Tensor]], cfg: HANetConfig, build_vocab, reference_words,
+                        reference_concepts) -> tuple[HANetConfig, dict, dict]:
+    """Remap the word embedding / concept heads of ``parts`` (in place) onto the build's vocabularies:
+    (the config with the build's sizes, the vocabulary record, the remap reports)."""
+    vocab_record: dict = {"words": None, "verb": None, "noun": None}
     remap: dict = {}
-    if (vocab or verb_concepts or noun_concepts) and shards is None:
-        raise ValueError("remapping a vocabulary needs the shard tree it is for (shards=...)")
-    if shards is not None:
-        build = shard_vocabularies(shards)
-        vocab_record["remapped_for"] = str(Path(shards))
-        if vocab is not None:
-            if not build["words"]:
-                raise ValueError(f"{shards}: no text/words.parquet to remap the word embedding onto")
-            emb = parts["text_encoder"]["embedding.we.weight"]
-            parts["text_encoder"]["embedding.we.weight"], remap["words"] = remap_word_rows(
-                emb, read_reference_words(vocab), build["words"])
-            vocab_record["words"] = fingerprint(build["words"])
-            cfg = cfg.model_copy(update={"vocab_size": len(build["words"])})
-        for kind, path in (("verb", verb_concepts), ("noun", noun_concepts)):
-            if path is None:
-                continue
-            if not build[kind]:
-                raise ValueError(f"{shards}: no {kind} concepts in text/concepts.parquet")
-            # a frequency file lists every lemma; the checkpoint's head holds the first n of them
-            ref_lemmas = read_concept_list(path)[:getattr(cfg, f"n_{kind}_concepts")]
-            remap[kind] = remap_concept_rows(parts, kind, ref_lemmas, build[kind])
-            vocab_record[kind] = fingerprint(build[kind])
-            cfg = cfg.model_copy(update={f"n_{kind}_concepts": len(build[kind])})
+    reference_concepts = {k: v for k, v in (reference_concepts or {}).items() if v is not None}
+    if (reference_words is not None or reference_concepts) and build_vocab is None:
+        raise ValueError("remapping a vocabulary needs the build's vocabularies it is for (build_vocab=...)")
+    if build_vocab is None:
+        return cfg, vocab_record, remap
+    if reference_words is not None:
+        if not build_vocab.get("words"):
+            raise ValueError("the build has no word vocabulary (text/words.parquet) to remap the word embedding onto")
+        emb = parts["text_encoder"]["embedding.we.weight"]
+        parts["text_encoder"]["embedding.we.weight"], remap["words"] = remap_word_rows(
+            emb, reference_words, build_vocab["words"])
+        vocab_record["words"] = fingerprint(build_vocab["words"])
+        cfg = cfg.model_copy(update={"vocab_size": len(build_vocab["words"])})
+    for kind, lemmas in reference_concepts.items():
+        if not build_vocab.get(kind):
+            raise ValueError(f"the build has no {kind} concepts (text/concepts.parquet)")
+        # a frequency file lists every lemma; the checkpoint's head holds the first n of them
+        ref_lemmas = list(lemmas)[:getattr(cfg, f"n_{kind}_concepts")]
+        remap[kind] = remap_concept_rows(parts, kind, ref_lemmas, build_vocab[kind])
+        vocab_record[kind] = fingerprint(build_vocab[kind])
+        cfg = cfg.model_copy(update={f"n_{kind}_concepts": len(build_vocab[kind])})
     return cfg, vocab_record, remap
 
 
-def _save_imported(dst_path, src_path: Path, model: HANet, cfg: HANetConfig, report: dict, vocab_record: dict,
-                   fidelity: dict) -> None:
-    """The imported model as a checkpoint of this project's format (storage.checkpoints)."""
-    from storage.checkpoints import save_checkpoint
-
-    payload = {
-        "model_name": "hanet",
-        "config_json": TrainConfig(hanet=cfg).model_dump_json(),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "epoch": -1,
-        "imported_from": str(src_path),
-        "import_report_json": json.dumps(report),
-        "vocab": vocab_record,
-        "fidelity_json": json.dumps(fidelity),
-    }
-    save_checkpoint(dst_path, payload)
-
-
-def import_reference_checkpoint(src_path: str | Path, dst_path: str | Path | None,
-                                cfg: HANetConfig | None = None, strict: bool = True, *,
-                                vocab: str | Path | None = None, shards: str | Path | None = None,
-                                verb_concepts: str | Path | None = None,
-                                noun_concepts: str | Path | None = None,
-                                fidelity: str | None = "reference") -> dict:
-    """Read a Roc-Ng/HANet checkpoint, map it onto HANet(cfg) and (if dst_path) save a checkpoint
-    in this project's format (storage.checkpoints: format_version, model_name 'hanet',
-    config_json, model, ...), which ``vtr evaluate`` / pipeline.learn.evaluate read.
+def import_hanet_state(source: dict, cfg: HANetConfig | None = None, *, strict: bool = True,
+                       build_vocab: dict[str, list[str]] | None = None, reference_words: list[str] | None = None,
+                       reference_concepts: dict[str, list[str] | None] | None = None,
+                       fidelity: str | None = "reference") -> dict:
+    """Map a Roc-Ng/HANet checkpoint (``source``: its loaded dict of state dicts, nested or flat) onto
+    HANet(cfg): ``{"model", "config", "result", "checkpoint"}``: the filled model, its config, the JSON
+    report (``ok``, loaded/missing/unexpected..., ``hanet_config``, ``fidelity``, ``vocab``, ``remap``)
+    and the entries a saved checkpoint records beside the weights.
 
     Shapes are read from the source (cfg gives everything else; default HANetConfig()).
     fidelity: the HANetConfig.fidelity recorded ('reference' unless told otherwise; None keeps
-    cfg's). vocab (the reference's int2word.npy / word2int.json) + shards (a shard tree): the
-    embedding rows are remapped onto the shards' text/words.parquet (words the reference lacks
-    get its UNK row; coverage reported). verb_concepts / noun_concepts (the reference's concept
-    lists in id order) + shards: the concept heads are permuted onto text/concepts.parquet.
-    The checkpoint records the vocabulary fingerprints it is valid for (None = not remapped
-    for any build: pipeline.learn.evaluate then refuses it). strict: raise ValueError when any of our
-    tensors stays unfilled, a shape disagrees or a source entry is unknown.
+    cfg's). reference_words (the reference's words in id order) + build_vocab ({'words'|'verb'|'noun':
+    the build's lists in id order}): the embedding rows are remapped onto the build's words (words the
+    reference lacks get its UNK row; coverage reported). reference_concepts ({'verb'|'noun': the
+    reference's concept lists in id order}) + build_vocab: the concept heads are permuted onto the
+    build's. ``vocab`` in the result: the fingerprints of the vocabularies the weights are valid for
+    (None = not remapped for any build: pipeline.learn.evaluate then refuses it). strict: raise
+    ValueError when any of our tensors stays unfilled, a shape disagrees or a source entry is unknown.
     """
-    src_path = Path(src_path)
+    if not isinstance(source, dict):
+        raise ValueError(f"expected a dict of state dicts, got {type(source).__name__}")
     cfg = cfg or HANetConfig()
     if fidelity is not None:
         cfg = cfg.model_copy(update={"fidelity": fidelity})
-    from storage.checkpoints import load_torch_file
-
-    obj = load_torch_file(src_path)
-    if not isinstance(obj, dict):
-        raise ValueError(f"{src_path}: expected a dict of state dicts, got {type(obj).__name__}")
-    parts = _split_source(obj)
+    parts = split_source(source)
     cfg = _infer_config(parts, cfg)
-    cfg, vocab_record, remap = _remap_vocabularies(parts, cfg, shards, vocab, verb_concepts, noun_concepts)
+    cfg, vocab_record, remap = _remap_vocabularies(parts, cfg, build_vocab, reference_words, reference_concepts)
     flat = {f"{enc}.{k}": v for enc, sd in parts.items() for k, v in sd.items()}
     model = HANet(cfg)
     sd, report = map_reference_state_dict(flat, model)
-    report.source = str(src_path)
     if strict and not report.ok:
-        raise ValueError(f"{src_path} does not fit HANet({cfg!r}): missing={report.missing} "
+        raise ValueError(f"the checkpoint does not fit HANet({cfg!r}): missing={report.missing} "
                          f"shape_errors={report.shape_errors} unexpected={report.unexpected}")
     model.load_state_dict(sd, strict=False)
     result = report.to_dict()
@@ -337,33 +305,6 @@ def import_reference_checkpoint(src_path: str | Path, dst_path: str | Path | Non
     result["fidelity"] = {"fidelity": cfg.fidelity, **cfg.deviations()}
     result["vocab"] = vocab_record
     result["remap"] = remap
-    if dst_path is not None:
-        _save_imported(dst_path, src_path, model, cfg, {**report.to_dict(), "remap": remap}, vocab_record,
-                       result["fidelity"])
-        result["destination"] = str(dst_path)
-    return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("src", help="Roc-Ng/HANet checkpoint (epoch.N.th)")
-    ap.add_argument("dst", help="where to write our checkpoint")
-    ap.add_argument("--config", help="HANetConfig JSON (default: HANetConfig(), vocab from the source)")
-    ap.add_argument("--no-strict", action="store_true", help="save even if tensors are left unfilled")
-    add_vocab_arguments(ap)
-    args = ap.parse_args(argv)
-    cfg = HANetConfig.model_validate_json(Path(args.config).read_text()) if args.config else HANetConfig()
-    report = import_reference_checkpoint(args.src, args.dst, cfg, strict=not args.no_strict,
-                                         **vocab_kwargs(args))
-    summary = {k: report[k] for k in ("ok", "n_source_entries", "n_source_numel", "n_params_loaded",
-                                      "dropped_unused", "dropped_unused_params", "duplicates",
-                                      "duplicate_mismatch", "dropped_by_config", "unexpected",
-                                      "missing", "shape_errors", "role_rows_permuted",
-                                      "our_parameter_count", "destination", "fidelity", "vocab", "remap")}
-    json.dump(summary, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0 if report["ok"] else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    checkpoint = {"import_report_json": json.dumps({**report.to_dict(), "remap": remap}),
+                  "fidelity_json": json.dumps(result["fidelity"])}
+    return {"model": model, "config": cfg, "result": result, "checkpoint": checkpoint}

@@ -1,9 +1,9 @@
-"""Typed configs of the models beside HANet (HGR, HCMI-style).
+"""The base of every model's config, what the data loader reads of it, and HGR's config.
 
-Pure pydantic (no torch) so that ``models.config.TrainConfig`` can hold one field per model
-without importing the model code. Every config carries the same shape fields as HANetConfig
-(filled from the shards at train time) and the same data caps (``DATA_FIELDS``), which the
-data loader reads (see ``models.registry.data_config``).
+Pure pydantic (no torch). Every model config subclasses :class:`ModelConfig`: the shape fields
+(filled from the shards at train time) and the data caps (``DATA_FIELDS``). The data loader
+(pipeline.learn.dataset.load_split) reads only :class:`DataConfig`, which ``cfg.data_config()``
+gives for any model's config.
 """
 from __future__ import annotations
 
@@ -16,7 +16,22 @@ SHAPE_FIELDS = ("feat_dim", "vocab_size", "word_dim", "n_verb_concepts", "n_noun
 DATA_FIELDS = SHAPE_FIELDS + ("max_words", "max_verbs", "max_nouns", "max_frames")
 
 
-class _ModelConfig(BaseModel):
+class DataConfig(BaseModel):
+    """What the data loader needs of a model: text graph caps, frames, frame normalisation, the
+    role-graph edge rule (resolved: 'reference' or 'improved') and the concept counts of the labels."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_words: int
+    max_verbs: int
+    max_nouns: int
+    max_frames: int
+    frame_norm: Literal["none", "l2"]
+    graph_edges: Literal["reference", "improved"]
+    n_verb_concepts: int
+    n_noun_concepts: int
+
+
+class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # shapes (set from the shards at train time; concept counts are only read by the loader's labels)
@@ -36,8 +51,16 @@ class _ModelConfig(BaseModel):
         "improved", description="role-graph edges the loader builds (HANetConfig.graph_edges): 'reference' = "
         "root->verb, verb<->argument, no self loops; 'improved' = root<->verb, self loops")
 
+    def loader_graph_edges(self) -> str:
+        """The edge rule the loader applies ('auto' resolved where a config has one)."""
+        return self.graph_edges
 
-class HGRConfig(_ModelConfig):
+    def data_config(self) -> DataConfig:
+        return DataConfig(**{k: getattr(self, k) for k in DataConfig.model_fields if k != "graph_edges"},
+                          graph_edges=self.loader_graph_edges())
+
+
+class HGRConfig(ModelConfig):
     """HGR (Chen et al., CVPR 2020) as cshizhe/hgr_v2t's prepare_mlmatch_configs.py sets it up."""
     graph_edges: Literal["reference", "improved"] = "reference"
     joint_dim: int = Field(1024, description="dim_embed = rnn_hidden_size")
@@ -60,7 +83,7 @@ class HGRConfig(_ModelConfig):
                           "(fused, sentence, verb, noun) losses")
 
 
-class HCMIConfig(_ModelConfig):
+class HCMIConfig(ModelConfig):
     """HCMI-style hierarchical cross-modal interaction on ResNet/I3D frame features (docs/models.md)."""
     joint_dim: int = 512
     # video: frame self-attention

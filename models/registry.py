@@ -1,63 +1,83 @@
 """The model registry: every retrieval model buildable by name, its config as data.
 
-``create_model(name, cfg, word_embeddings)`` is the only place that names a model class;
-training, evaluation, heatmaps, checkpoint import and the flows go through it. Each entry
-(:class:`ModelSpec`) declares
+Each model registers itself in its own module, beside its class (as timm does)::
 
-* ``config_cls`` / ``config_field``: its typed config and the TrainConfig field holding it;
+    @register("hgr", config=HGRConfig, needs={"video", "words", "graph"},
+              score_parts=("glo", "verb", "noun", "fused"), fused="fused",
+              importer="models.hgr_import:import_hgr_state")
+    class HGR(nn.Module): ...
+
+There is no central list: a name not registered yet is looked up by importing the modules of the
+``models`` package (every folder on ``models.__path__``) once, so a new model is one new file in
+models/ (and its test). Each entry (:class:`ModelSpec`) declares
+
+* ``model_cls`` / ``config_cls``: the ``nn.Module`` (built as ``model_cls(cfg, word_embeddings)``) and its
+  typed config (a pydantic model with the fields of ``models.model_configs.ModelConfig``);
 * ``needs``: what it reads from a batch (``video``: frame features + mask, ``words``: word
   ids + lengths, ``graph``: role-graph spans/roles/adjacency, ``labels``: concept labels);
 * ``score_parts``: the (B_v, B_t) matrices ``model.similarity_parts`` returns, and
   ``fused``: the name of the matrix ``model.similarity`` returns (what retrieval ranks by;
-  HANet's ``similarity_parts`` stops at c_l / c_p, its fused score is (c_l + c_p) / 2).
+  HANet's ``similarity_parts`` stops at c_l / c_p, its fused score is (c_l + c_p) / 2);
+* ``importer``: the reader of the model's reference checkpoint ("module:function", imported when
+  used), a pure function over tensors (see :func:`import_state`), or None;
+* presets: JSON files ``models/presets/<name>/<preset>.json`` (``{"source": ..., "config": {...}}``),
+  the paper setups as data (:func:`preset_config`, ``create_model(name, preset=...)``).
 
 Every registered model implements the same interface: ``encode_videos(VideoBatch) -> dict``,
 ``encode_texts(TextBatch) -> dict``, ``similarity_parts(ve, te) -> dict``,
 ``similarity(ve, te) -> (B_v, B_t)``, ``loss(v, t, labels, positives=None) -> dict`` with
 a ``total`` entry, and ``loss_from_parts(ve, te, parts, labels, positives=None)``: the same loss
-from the encoder outputs and ``similarity_parts`` (training runs those under bf16 autocast with
-``TrainConfig.precision='bf16'`` and the loss maths in fp32). Model modules are imported lazily (only when built).
+from the encoder outputs and ``similarity_parts`` (training runs those under bf16 autocast and
+the loss maths in fp32).
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import Any, Callable
+import json
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel
 
-from .config import HANetConfig, TrainConfig
-from .layers import count_parameters  # noqa: F401  (re-exported: models.registry.count_parameters)
-from .model_configs import DATA_FIELDS, SHAPE_FIELDS, HCMIConfig, HGRConfig
+from .model_configs import SHAPE_FIELDS, HCMIConfig
 
 BATCH_FIELDS = ("video", "words", "graph", "labels")
+PRESETS = Path(__file__).resolve().parent / "presets"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
+    model_cls: Callable[..., Any]  # model_cls(cfg, word_embeddings) -> nn.Module
     config_cls: type[BaseModel]
-    config_field: str
-    builder: str | Callable[..., Any]  # "module:attr" (imported lazily) or a callable(cfg, word_embeddings)
     needs: frozenset[str]
     score_parts: tuple[str, ...]
     fused: str
+    importer: str | Callable[..., Any] | None = None  # "module:function" (imported when used) or a callable
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def build(self, cfg: BaseModel, word_embeddings=None):
-        fn = self.builder
-        if isinstance(fn, str):
-            mod, attr = fn.split(":")
-            fn = getattr(importlib.import_module(mod), attr)
-        return fn(cfg, word_embeddings)
+        return self.model_cls(cfg, word_embeddings)
+
+    def import_function(self) -> Callable[..., Any]:
+        if self.importer is None:
+            raise ValueError(f"model '{self.name}' has no checkpoint importer")
+        if isinstance(self.importer, str):
+            mod, attr = self.importer.split(":")
+            return getattr(importlib.import_module(mod), attr)
+        return self.importer
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_SCANNED: set[str] = set()  # modules of the models package imported by the lookup
 
 
-def register(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
-    if spec.name in _REGISTRY and not replace:
+def add(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
+    """Register ``spec`` (what the decorator does); ``replace`` allows re-registering a name."""
+    old = _REGISTRY.get(spec.name)
+    if old is not None and not replace and old.model_cls is not spec.model_cls:
         raise ValueError(f"model '{spec.name}' is already registered")
     unknown = set(spec.needs) - set(BATCH_FIELDS)
     if unknown:
@@ -68,53 +88,84 @@ def register(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
     return spec
 
 
+def register(name: str, *, config: type[BaseModel], needs: Iterable[str], score_parts: Iterable[str], fused: str,
+             importer: str | Callable[..., Any] | None = None, description: str = "", replace: bool = False):
+    """Class decorator: register the decorated ``nn.Module`` as model ``name``."""
+    def deco(cls):
+        add(ModelSpec(name=name, model_cls=cls, config_cls=config, needs=frozenset(needs),
+                      score_parts=tuple(score_parts), fused=fused, importer=importer,
+                      description=description or (cls.__doc__ or "").strip().split("\n")[0]), replace=replace)
+        return cls
+    return deco
+
+
 def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+def _scan() -> None:
+    """Import every not yet imported module of the models package (each registers its models)."""
+    import models
+
+    for info in pkgutil.iter_modules(models.__path__):
+        full = f"models.{info.name}"
+        if info.name.startswith("_") or full in _SCANNED:
+            continue
+        _SCANNED.add(full)
+        importlib.import_module(full)
+
+
 def model_names() -> list[str]:
+    _scan()
     return sorted(_REGISTRY)
 
 
-def get_spec(name: str) -> ModelSpec:
+def is_registered(name: str) -> bool:
     if name not in _REGISTRY:
+        _scan()
+    return name in _REGISTRY
+
+
+def get_spec(name: str) -> ModelSpec:
+    if not is_registered(name):
         raise KeyError(f"unknown model '{name}'; known: {model_names()}")
     return _REGISTRY[name]
 
 
-def create_model(name: str, cfg: BaseModel | dict | None = None, word_embeddings=None):
-    """Build model ``name`` from its config (an instance, a dict of its fields, or None = defaults)."""
+def preset_names(name: str) -> list[str]:
+    return sorted(p.stem for p in (PRESETS / name).glob("*.json"))
+
+
+def preset_config(name: str, preset: str) -> BaseModel:
+    """The config of model ``name`` stored as preset ``preset`` (models/presets/<name>/<preset>.json)."""
     spec = get_spec(name)
-    if cfg is None:
-        cfg = spec.config_cls()
-    elif isinstance(cfg, dict):
-        cfg = spec.config_cls.model_validate(cfg)
-    elif not isinstance(cfg, spec.config_cls):
+    path = PRESETS / name / f"{preset}.json"
+    if not path.is_file():
+        raise KeyError(f"model '{name}' has no preset '{preset}'; known: {preset_names(name)}")
+    return spec.config_cls.model_validate(json.loads(path.read_text())["config"])
+
+
+def model_config(name: str, cfg: BaseModel | dict | None = None, *, preset: str | None = None) -> BaseModel:
+    """Model ``name``'s config from an instance, a dict of its fields (over ``preset``'s when given) or
+    None (the preset, else the defaults)."""
+    spec = get_spec(name)
+    if isinstance(cfg, spec.config_cls):
+        if preset is not None:
+            raise ValueError("give a config instance or a preset (+ a dict of overrides), not both")
+        return cfg
+    if cfg is not None and not isinstance(cfg, dict):
         raise TypeError(f"model '{name}' takes a {spec.config_cls.__name__}, got {type(cfg).__name__}")
-    return spec.build(cfg, word_embeddings)
+    base = preset_config(name, preset).model_dump() if preset is not None else {}
+    return spec.config_cls.model_validate({**base, **(cfg or {})})
 
 
-def model_config(train_cfg: TrainConfig, name: str | None = None) -> BaseModel:
-    """The config of model ``name`` (default ``train_cfg.model``) held by ``train_cfg``."""
-    return getattr(train_cfg, get_spec(name or train_cfg.model).config_field)
+def create_model(name: str, cfg: BaseModel | dict | None = None, word_embeddings=None, *, preset: str | None = None):
+    """Build model ``name`` from its config (an instance, a dict of its fields, or None = defaults),
+    optionally starting from one of its presets: ``create_model("hanet", preset="msrvtt")``."""
+    return get_spec(name).build(model_config(name, cfg, preset=preset), word_embeddings)
 
 
-def with_model_config(train_cfg: TrainConfig, cfg: BaseModel, name: str | None = None) -> TrainConfig:
-    return train_cfg.model_copy(update={get_spec(name or train_cfg.model).config_field: cfg})
-
-
-def active_config_dump(train_cfg: TrainConfig) -> dict[str, Any]:
-    """``train_cfg`` as JSON data without the configs of the models it does not train, so a run's
-    identity (run-directory key, resume check) does not change when another model's defaults do.
-    For HANet this equals the dump of a TrainConfig from before other models existed."""
-    d = train_cfg.model_dump(mode="json")
-    if train_cfg.model not in _REGISTRY:
-        return d
-    active = _REGISTRY[train_cfg.model].config_field
-    for spec in _REGISTRY.values():
-        if spec.config_field != active:
-            d.pop(spec.config_field, None)
-    return d
+create = create_model
 
 
 def fill_shapes(cfg: BaseModel, shapes: dict[str, int]) -> BaseModel:
@@ -123,46 +174,20 @@ def fill_shapes(cfg: BaseModel, shapes: dict[str, int]) -> BaseModel:
     return cfg.model_copy(update=upd)
 
 
-def data_config(cfg: BaseModel) -> HANetConfig:
-    """The HANetConfig the data loader (pipeline.learn.dataset.load_split) reads its caps from.
-
-    HANet's own config is used as is; for the other models the loader-relevant fields
-    (``DATA_FIELDS``, plus ``graph_edges`` where the loader knows it) are copied over.
-    """
-    if isinstance(cfg, HANetConfig):
-        return cfg
-    fields = HANetConfig.model_fields
-    upd = {k: getattr(cfg, k) for k in DATA_FIELDS + ("frame_norm", "graph_edges")
-           if k in fields and k in type(cfg).model_fields}
-    return HANetConfig(**upd)
+def import_state(name: str, source: dict, cfg: BaseModel | None = None, **options) -> dict[str, Any]:
+    """Read a reference checkpoint of model ``name`` (``source``: the loaded dict of state dicts) with
+    its registered importer: ``{"model": the filled nn.Module, "config": its config, "report": {...},
+    "vocab": {"words"|"verb"|"noun": fingerprint or None}, ...}``. ``options`` are the importer's
+    keyword arguments (vocabularies as word lists, model-specific switches)."""
+    return get_spec(name).import_function()(source, cfg, **options)
 
 
-def train_data_config(train_cfg: TrainConfig) -> HANetConfig:
-    return data_config(model_config(train_cfg))
+def _hcmi(cfg, word_embeddings=None):  # not moved into its own module yet (imported when built)
+    return importlib.import_module("models.hcmi").HCMI(cfg, word_embeddings)
 
 
-def _hanet(cfg: HANetConfig, word_embeddings=None):
-    from .hanet import HANet
-
-    return HANet(cfg, word_embeddings)
-
-
-register(ModelSpec(
-    name="hanet", config_cls=HANetConfig, config_field="hanet", builder=_hanet,
-    needs=frozenset({"video", "words", "graph", "labels"}),
-    score_parts=("ind_a", "ind_e", "loc_a", "loc_e", "glo", "jac_a", "jac_e", "c_l", "c_p", "fused"),
-    fused="fused",
-    description="HANet (Wu et al., ACM MM 2021): individual/local/global alignment + concept Jaccard; "
-                "fused = (c_l + c_p) / 2",
-))
-register(ModelSpec(
-    name="hgr", config_cls=HGRConfig, config_field="hgr", builder="models.hgr:HGR",
-    needs=frozenset({"video", "words", "graph"}),
-    score_parts=("glo", "verb", "noun", "fused"), fused="fused",
-    description="HGR (Chen et al., CVPR 2020): global + verb + noun matching, mean fusion",
-))
-register(ModelSpec(
-    name="hcmi", config_cls=HCMIConfig, config_field="hcmi", builder="models.hcmi:HCMI",
+add(ModelSpec(
+    name="hcmi", model_cls=_hcmi, config_cls=HCMIConfig,
     needs=frozenset({"video", "words", "graph"}),
     score_parts=("frame_word", "clip_phrase", "video_sentence", "fused"), fused="fused",
     description="HCMI-style: frame-word, clip-phrase, video-sentence contrastive matching",

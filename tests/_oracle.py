@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.config import EvalConfig
+from pipeline.learn.config import EvalConfig
 from pipeline.learn.dataset import load_split
 from pipeline.learn.evaluate import checkpoint_data_config, encode_texts, encode_videos, model_from_checkpoint
 from storage.checkpoints import load_checkpoint

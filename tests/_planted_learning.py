@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from models import registry
-from models.config import EvalConfig, TrainConfig
+from pipeline.learn.config import EvalConfig, TrainConfig
 from pipeline.learn.dataset import load_split, load_word_embeddings
 from pipeline.learn.evaluate import evaluate_model, run_evaluate
 from pipeline.datasets.planted import make_planted_shards
@@ -24,7 +24,7 @@ def planted(root: Path) -> Path:
 
 
 def train_cfg(model: str, mcfg: dict, epochs: int, lr: float, seed: int = 0) -> TrainConfig:
-    return TrainConfig(model=model, **{registry.get_spec(model).config_field: mcfg}, batch_size=BATCH,
+    return TrainConfig(model=model, net=mcfg, batch_size=BATCH,
                        epochs=epochs, lr=lr, seed=seed, log_every=0, patience=epochs)
 
 
@@ -37,8 +37,8 @@ def train_and_test(shards: Path, run_dir: Path, cfg: TrainConfig) -> dict:
 def untrained_test_metrics(shards: Path, cfg: TrainConfig) -> dict:
     """The same model, initialised as run_train does (seed), scored by the same engine."""
     cfg = resolve_config(shards, cfg)
-    mcfg = registry.model_config(cfg)
-    test = load_split(shards, "test", registry.data_config(mcfg))
+    mcfg = cfg.net
+    test = load_split(shards, "test", mcfg)
     torch.manual_seed(cfg.seed)
     model = registry.create_model(cfg.model, mcfg, load_word_embeddings(shards))
     return evaluate_model(model, test, EvalConfig(n_heatmaps=0))

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import torch
 
-from models.config import HANetConfig, TrainConfig
+from models.config import HANetConfig
+from pipeline.learn.config import TrainConfig
 from models.hanet import HANet
 from pipeline.learn.dataset import dataset_shapes, load_word_embeddings
 from pipeline.datasets.planted import make_planted_shards
@@ -23,7 +24,7 @@ def small_hanet_config(root: Path) -> TrainConfig:
 def make_checkpoint(root: Path, path: Path, seed: int = 0) -> Path:
     cfg = small_hanet_config(root)
     torch.manual_seed(seed)
-    model = HANet(cfg.hanet, load_word_embeddings(root))
+    model = HANet(cfg.net, load_word_embeddings(root))
     return save_checkpoint(path, {"model_name": "hanet", "config_json": cfg.model_dump_json(), "epoch": 0,
                                   "model": model.state_dict(), "data_fingerprint": ""})
 

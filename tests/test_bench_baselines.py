@@ -52,7 +52,8 @@ def test_text_bf16_encoding_close_to_fp32(tmp_path):
     within bf16 rounding of the fp32 ones; on CPUs without native bf16 it is exactly fp32."""
     import numpy as np
 
-    from models.config import EvalConfig, HANetConfig
+    from models.config import HANetConfig
+    from pipeline.learn.config import EvalConfig
     from pipeline.learn.dataset import dataset_shapes, load_split
     from pipeline.datasets.planted import make_planted_shards
     from pipeline.devices import bf16_is_fast
@@ -101,7 +102,7 @@ def test_score_bf16_close_to_fp32_and_really_bf16(tmp_path, seed):
     matmul where the CPU has native bf16 (and says so in its metrics), within bf16 rounding of fp32."""
     import numpy as np
 
-    from models.config import EvalConfig
+    from pipeline.learn.config import EvalConfig
     from models.similarity import cosine_matmul_dtype
     from pipeline.devices import bf16_is_fast
     from pipeline.learn.evaluate import encode_texts, encode_videos, evaluate_model

@@ -266,7 +266,8 @@ def test_bundle_train_evaluate_i3d_width(tmp_path):
     """VATEX-style bundle (I3D folder, 1024-d): train 1 epoch and evaluate on the imported features."""
     import torch
 
-    from models.config import EvalConfig, HANetConfig, TrainConfig
+    from models.config import HANetConfig
+    from pipeline.learn.config import EvalConfig, TrainConfig
     from pipeline.learn.evaluate import run_evaluate
     from pipeline.learn.train import run_train
 
@@ -280,9 +281,9 @@ def test_bundle_train_evaluate_i3d_width(tmp_path):
     res = run_train(root, tmp_path / "run", cfg)
     ck = torch.load(res["paths"]["best"] if "paths" in res else tmp_path / "run" / "best.pt", weights_only=True)
     tcfg = TrainConfig.model_validate_json(ck["config_json"])
-    assert tcfg.hanet.feat_dim == 1024 and tcfg.features == "imported-i3d"
-    assert tcfg.hanet.vocab_size == len(pq.read_table(root / "text" / "words.parquet"))
-    assert (tcfg.hanet.n_verb_concepts, tcfg.hanet.n_noun_concepts) == (5, 7)
+    assert tcfg.net.feat_dim == 1024 and tcfg.features == "imported-i3d"
+    assert tcfg.net.vocab_size == len(pq.read_table(root / "text" / "words.parquet"))
+    assert (tcfg.net.n_verb_concepts, tcfg.net.n_noun_concepts) == (5, 7)
     rep = run_evaluate(tmp_path / "run" / "best.pt", root, EvalConfig(split="test", device="cpu", n_heatmaps=0))
     assert rep["features"] == "imported-i3d"
     assert rep["data_notes"]["videos"] == SPLITS["tst"] and 0 <= rep["rsum"] <= 600
@@ -372,13 +373,13 @@ def test_reference_checkpoint_on_bundle_reproduces_reference_metrics(tmp_path, o
     the metrics the reference code computed on the same data."""
     import torch
 
-    from models.config import EvalConfig
-    from models.import_reference import import_reference_checkpoint
+    from pipeline.learn.config import EvalConfig
+    from pipeline.learn.checkpoint_import import import_checkpoint
     from pipeline.learn.evaluate import run_evaluate
 
     lists = golden_bundle(tmp_path / "MSRVTT")
     root = Path(build_bundle(_cfg(tmp_path / "MSRVTT", tmp_path / "out"))["root"])
-    rep = import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "ref.pt", None,
+    rep = import_checkpoint("hanet", GOLDEN / "ref_checkpoint.th", tmp_path / "ref.pt", None,
                                       vocab=tmp_path / "MSRVTT" / "annotation" / "RET" / "int2word.npy",
                                       shards=root, verb_concepts=lists["verbs"], noun_concepts=lists["nouns"])
     src = torch.load(GOLDEN / "ref_checkpoint.th", weights_only=True)

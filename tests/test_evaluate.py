@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.config import EvalConfig, HANetConfig, TrainConfig
+from models.config import HANetConfig
+from pipeline.learn.config import EvalConfig, TrainConfig
 from models.metrics import METRIC_KEYS, retrieval_metrics
 from pipeline.devices import resolve_device
 from pipeline.learn.dataset import dataset_shapes, load_split, load_word_embeddings
@@ -140,7 +141,7 @@ def test_run_evaluate_report_and_heatmaps(shards, hcfg, tmp_path):
     on_disk = json.loads(path.read_text())
     assert set(on_disk["t2v"]) == {"R@1", "R@5", "R@10", "MedR", "MeanR"} and "rsum" in on_disk
     assert on_disk["data_fingerprint_matches"] and on_disk["checkpoint_epoch"] == s["best_epoch"]
-    assert on_disk["metrics"]["n_videos"] == load_split(shards, "test", cfg.hanet).n_videos
+    assert on_disk["metrics"]["n_videos"] == load_split(shards, "test", cfg.net).n_videos
     assert len(rep["heatmaps"]) == 2
     for p in rep["heatmaps"]:
         with open(p, "rb") as f:

@@ -139,7 +139,8 @@ def test_bundle_build_reads_it(bundle, built):
 
 @pytest.fixture(scope="module")
 def trained(built, tmp_path_factory):
-    from models.config import HANetConfig, TrainConfig
+    from models.config import HANetConfig
+    from pipeline.learn.config import TrainConfig
     from pipeline.learn.train import run_train
 
     h = HANetConfig(joint_dim=32, gcn_attn_dim=16, max_frames=12, n_action_clips=4, n_entity_clips=6, se_reduction=8)
@@ -168,7 +169,8 @@ def test_index_built_in_place(built, tmp_path):
     29,000 would need ~18 GB). Now each array is allocated once and filled batch by batch: peak ~ index + a batch."""
     import numpy as np
 
-    from models.config import HANetConfig, TrainConfig
+    from models.config import HANetConfig
+    from pipeline.learn.config import TrainConfig
     from pipeline.learn.train import run_train
     from pipeline.search.index import build_index
 

@@ -6,7 +6,8 @@ import torch
 
 from models.batch import ROOT_ROLE, ConceptLabels, TextBatch, VideoBatch
 from models.config import HANetConfig
-from models.hanet import PART_KEYS, HANet, count_parameters
+from models.hanet import PART_KEYS, HANet
+from models.layers import count_parameters
 from models.layers import (MaskedBatchNorm1d, action_clip_weights, entity_clip_weights,
                            masked_max_pool, mil_pool, mil_tau)
 

@@ -19,6 +19,7 @@ import torch
 
 from models import registry
 from models.hgr import HGR, PART_KEYS
+from models.layers import count_parameters
 from models.losses import hardest_negative_hinge
 from models.model_configs import HGRConfig
 from models.similarity import cosine_matrix, stacked_attention
@@ -40,7 +41,8 @@ def test_registry_builds_hgr_with_its_config():
     m = registry.create_model("hgr", tiny())
     assert isinstance(m, HGR)
     spec = registry.get_spec("hgr")
-    assert spec.config_field == "hgr" and "labels" not in spec.needs and spec.fused == "fused"
+    assert spec.model_cls is HGR and spec.config_cls is HGRConfig
+    assert "labels" not in spec.needs and spec.fused == "fused"
     assert set(spec.score_parts) == set(PART_KEYS)
     with pytest.raises(TypeError):
         registry.create_model("hgr", registry.get_spec("hanet").config_cls())
@@ -80,9 +82,9 @@ def test_scores_are_the_reference_levels_and_mean_fusion():
 
 
 def test_gcn_layers_configurable_and_loss_is_vsepp_on_the_fused_score():
-    n1 = registry.count_parameters(HGR(tiny(gcn_num_layers=1)))
-    n2 = registry.count_parameters(HGR(tiny(gcn_num_layers=2)))
-    n0 = registry.count_parameters(HGR(tiny(gcn_num_layers=0)))
+    n1 = count_parameters(HGR(tiny(gcn_num_layers=1)))
+    n2 = count_parameters(HGR(tiny(gcn_num_layers=2)))
+    n0 = count_parameters(HGR(tiny(gcn_num_layers=0)))
     assert n0 < n1 < n2 and n2 - n1 == n1 - n0
     cfg = tiny(dropout_video=0.0, dropout_text=0.0, dropout_gcn=0.0)
     torch.manual_seed(0)
@@ -153,14 +155,14 @@ def golden_batches():
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-    from models.hgr_import import import_hgr_checkpoint
+    from pipeline.learn.checkpoint_import import import_checkpoint
 
     meta = json.loads((GOLDEN / "golden.json").read_text())
     dims = meta["dims"]
     cfg = HGRConfig(max_words=dims["max_words"], max_frames=dims["max_frames"], max_verbs=dims["num_verbs"],
                     max_nouns=dims["num_nouns"])
     dst = tmp_path_factory.mktemp("imp") / "hgr.pt"
-    report = import_hgr_checkpoint(GOLDEN / "reference.th", dst, cfg)
+    report = import_checkpoint("hgr", GOLDEN / "reference.th", dst, cfg)
     return report, dst
 
 
@@ -192,7 +194,7 @@ def test_golden_parity_every_matrix_loss_and_metrics(imported, fusion):
     _, dst = imported
     model, tcfg = model_from_checkpoint(load_checkpoint(dst))
     if fusion == "sim":
-        sim_model = HGR(tcfg.hgr.model_copy(update={"attn_fusion": "sim"}))
+        sim_model = HGR(tcfg.net.model_copy(update={"attn_fusion": "sim"}))
         sim_model.load_state_dict(model.state_dict())
         model = sim_model
     model.eval()

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from models.batch import ROLES
-from models.config import HANetConfig, TrainConfig
-from models.hanet import HANet, count_parameters
-from models.import_reference import (REFERENCE_ROLES, import_reference_checkpoint, main,
-                                     map_reference_state_dict)
+from models.config import HANetConfig
+from models.hanet import HANet
+from models.import_reference import REFERENCE_ROLES, map_reference_state_dict
+from models.layers import count_parameters
+from pipeline.learn.checkpoint_import import import_checkpoint
+from pipeline.learn.config import TrainConfig
 
 TINY = dict(feat_dim=16, vocab_size=0, word_dim=8, n_verb_concepts=12, n_noun_concepts=16,
             joint_dim=32, gcn_attn_dim=16, se_reduction=4, n_action_clips=3, n_entity_clips=4,
@@ -99,13 +101,13 @@ def test_import_roundtrip_tensors_equal(tmp_path):
     src_path, dst_path = tmp_path / "epoch.3.th", tmp_path / "imported.pt"
     torch.save(src, src_path)
     cfg = HANetConfig(**TINY)
-    report = import_reference_checkpoint(src_path, dst_path, cfg)
+    report = import_checkpoint("hanet", src_path, dst_path, cfg)
     assert report["ok"] and report["hanet_config"]["vocab_size"] == 40
     ck = torch.load(dst_path, map_location="cpu", weights_only=True)
     assert ck["model_name"] == "hanet"
     tcfg = TrainConfig.model_validate_json(ck["config_json"])
-    assert tcfg.hanet.vocab_size == 40
-    model = HANet(tcfg.hanet)
+    assert tcfg.net.vocab_size == 40
+    model = HANet(tcfg.net)
     model.load_state_dict(ck["model"], strict=True)
     ours = model.state_dict()
     v, t = src["video_encoder"], src["text_encoder"]
@@ -153,13 +155,16 @@ def test_flat_prefixed_layout_and_cli(tmp_path, capsys):
     flat = {f"{enc}.{k}": v for enc, sd in src.items() for k, v in sd.items()}
     torch.save(flat, tmp_path / "flat.th")
     (tmp_path / "cfg.json").write_text(HANetConfig(**TINY).model_dump_json())
-    rc = main([str(tmp_path / "flat.th"), str(tmp_path / "out.pt"), "--config", str(tmp_path / "cfg.json")])
+    from flows import cli
+
+    rc = cli.main(["import-checkpoint", str(tmp_path / "flat.th"), str(tmp_path / "out.pt"), "--config",
+                   str(tmp_path / "cfg.json")])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["ok"] and summary["n_source_entries"] == 85
     # the CLI's checkpoint holds exactly what the nested layout imports to, tensor for tensor
     torch.save(src, tmp_path / "nested.th")
-    import_reference_checkpoint(tmp_path / "nested.th", tmp_path / "nested.pt", HANetConfig(**TINY))
+    import_checkpoint("hanet", tmp_path / "nested.th", tmp_path / "nested.pt", HANetConfig(**TINY))
     got, want = (torch.load(tmp_path / f, map_location="cpu", weights_only=True) for f in ("out.pt", "nested.pt"))
     assert got["model_name"] == "hanet" and set(got["model"]) == set(want["model"])
     for k, v in want["model"].items():
@@ -171,11 +176,11 @@ def test_mismatched_config_is_reported(tmp_path):
     src = tiny_reference()
     torch.save(src, tmp_path / "r.th")
     with pytest.raises(ValueError, match="shape_errors"):
-        import_reference_checkpoint(tmp_path / "r.th", None, HANetConfig(**{**TINY, "verb_kernel": 3}))
-    rep = import_reference_checkpoint(tmp_path / "r.th", None, HANetConfig(**{**TINY, "verb_kernel": 3}),
+        import_checkpoint("hanet", tmp_path / "r.th", None, HANetConfig(**{**TINY, "verb_kernel": 3}))
+    rep = import_checkpoint("hanet", tmp_path / "r.th", None, HANetConfig(**{**TINY, "verb_kernel": 3}),
                                       strict=False)
     assert any("classifier_verb.0.weight" in e for e in rep["shape_errors"])
-    rep = import_reference_checkpoint(tmp_path / "r.th", None, HANetConfig(**{**TINY, "use_seme": False}),
+    rep = import_checkpoint("hanet", tmp_path / "r.th", None, HANetConfig(**{**TINY, "use_seme": False}),
                                       strict=False)
     assert "video_encoder.seblock1.fc.0.weight" in rep["dropped_by_config"]
     assert "video.local_fc_action.weight" in rep["missing"]
@@ -191,7 +196,7 @@ def test_loading_uses_weights_only(tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(torch, "load", spy)
-    import_reference_checkpoint(tmp_path / "r.th", None, HANetConfig(**TINY))
+    import_checkpoint("hanet", tmp_path / "r.th", None, HANetConfig(**TINY))
     assert seen.get("weights_only") is True
 
 
@@ -258,20 +263,20 @@ def test_import_writes_a_checkpoint_storage_accepts(tmp_path):
     from storage.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 
     torch.save(tiny_reference(), tmp_path / "r.th")
-    import_reference_checkpoint(tmp_path / "r.th", tmp_path / "out.pt", HANetConfig(**TINY))
+    import_checkpoint("hanet", tmp_path / "r.th", tmp_path / "out.pt", HANetConfig(**TINY))
     ck = load_checkpoint(tmp_path / "out.pt")
     assert ck["format_version"] == CHECKPOINT_FORMAT
-    cfg = TrainConfig.model_validate_json(ck["config_json"]).hanet
+    cfg = TrainConfig.model_validate_json(ck["config_json"]).net
     assert cfg.fidelity == "reference" and json.loads(ck["fidelity_json"])["verb_clips"] == "reference"
     assert ck["vocab"]["words"] is None  # not remapped for any build
-    rep = import_reference_checkpoint(tmp_path / "r.th", None, HANetConfig(**TINY), fidelity="improved")
+    rep = import_checkpoint("hanet", tmp_path / "r.th", None, HANetConfig(**TINY), fidelity="improved")
     assert rep["fidelity"]["padding"] == "masked"
 
 
 def test_vocabulary_remap_and_concept_permutation(tmp_path):
     root = tmp_path / "golden"
     paths = write_golden_shards(root)
-    rep = import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "o.pt", None,
+    rep = import_checkpoint("hanet", GOLDEN / "ref_checkpoint.th", tmp_path / "o.pt", None,
                                       vocab=GOLDEN / "int2word.npy", shards=root,
                                       verb_concepts=paths["verbs"], noun_concepts=paths["nouns"])
     src = torch.load(GOLDEN / "ref_checkpoint.th", weights_only=True)
@@ -285,7 +290,7 @@ def test_vocabulary_remap_and_concept_permutation(tmp_path):
     n_missing = sum(w not in ref_words for w in paths["words"][3:])
     assert rep["remap"]["words"]["found_in_reference"] == len(paths["words"]) - 3 - n_missing
     assert rep["remap"]["words"]["coverage"] == pytest.approx(1 - n_missing / (len(paths["words"]) - 3))
-    from models.import_vocab import shard_vocabularies
+    from pipeline.learn.import_vocab import shard_vocabularies
 
     build_verbs = shard_vocabularies(root)["verb"]
     w, ref_w = ck["model"]["video.verb_head.conv.weight"], src["video_encoder"]["classifier_verb.0.weight"]
@@ -294,23 +299,23 @@ def test_vocabulary_remap_and_concept_permutation(tmp_path):
         assert torch.equal(w[i], ref_w[REF_VERBS.index(lemma)])
         assert torch.equal(rv[i], ref_rv[REF_VERBS.index(lemma)])
     with pytest.raises(ValueError, match="not in the reference"):
-        import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", None, None, vocab=GOLDEN / "int2word.npy",
+        import_checkpoint("hanet", GOLDEN / "ref_checkpoint.th", None, None, vocab=GOLDEN / "int2word.npy",
                                     shards=root, verb_concepts=paths["verbs"], noun_concepts=paths["verbs"])
 
 
 def test_evaluation_refuses_unmapped_or_foreign_vocabularies(tmp_path):
-    from models.config import EvalConfig
+    from pipeline.learn.config import EvalConfig
     from pipeline.learn.evaluate import VocabularyMismatch, run_evaluate
 
     root = tmp_path / "golden"
     paths = write_golden_shards(root)
     cfg = EvalConfig(device="cpu", n_heatmaps=0)
     # imported without any remap: refused, naming the fix
-    import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "plain.pt", None)
+    import_checkpoint("hanet", GOLDEN / "ref_checkpoint.th", tmp_path / "plain.pt", None)
     with pytest.raises(VocabularyMismatch, match="not remapped.*--vocab"):
         run_evaluate(tmp_path / "plain.pt", root, cfg, tmp_path / "ev")
     # remapped for these shards: accepted, and the reference's metrics come out
-    import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "m.pt", None, vocab=GOLDEN / "int2word.npy",
+    import_checkpoint("hanet", GOLDEN / "ref_checkpoint.th", tmp_path / "m.pt", None, vocab=GOLDEN / "int2word.npy",
                                 shards=root, verb_concepts=paths["verbs"], noun_concepts=paths["nouns"])
     report = run_evaluate(tmp_path / "m.pt", root, cfg, tmp_path / "ev")
     golden = json.loads((GOLDEN / "golden.json").read_text())["metrics"]
@@ -355,7 +360,7 @@ def test_cli_import_then_evaluate_reproduces_reference_metrics(prefect_server, t
 def test_hanet_frequency_files_are_concept_lists(tmp_path):
     """HANet's {verb,noun}_words_freq.json is {lemma: count}, most frequent first, and lists
     more lemmas than the head holds: ids are file positions, truncated to the head's rows."""
-    from models.import_vocab import read_concept_list
+    from pipeline.learn.import_vocab import read_concept_list
 
     root = tmp_path / "golden"
     paths = write_golden_shards(root)
@@ -367,11 +372,11 @@ def test_hanet_frequency_files_are_concept_lists(tmp_path):
     assert read_concept_list(paths["verbs"]) == REF_VERBS  # a plain list is unchanged
     (tmp_path / "ids.json").write_text(json.dumps({w: i for i, w in enumerate(reversed(REF_VERBS))}))
     assert read_concept_list(tmp_path / "ids.json") == REF_VERBS[::-1]  # {lemma: id} still an id map
-    via_freq = import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "f.pt", None,
+    via_freq = import_checkpoint("hanet", GOLDEN / "ref_checkpoint.th", tmp_path / "f.pt", None,
                                            vocab=GOLDEN / "int2word.npy", shards=root,
                                            verb_concepts=tmp_path / "verb_words_freq.json",
                                            noun_concepts=tmp_path / "noun_words_freq.json")
-    via_list = import_reference_checkpoint(GOLDEN / "ref_checkpoint.th", tmp_path / "l.pt", None,
+    via_list = import_checkpoint("hanet", GOLDEN / "ref_checkpoint.th", tmp_path / "l.pt", None,
                                            vocab=GOLDEN / "int2word.npy", shards=root,
                                            verb_concepts=paths["verbs"], noun_concepts=paths["nouns"])
     assert via_freq["remap"]["verb"] == via_list["remap"]["verb"]

@@ -109,3 +109,39 @@ def test_pipeline_does_not_import_prefect():
 ])
 def test_private_owner(target, owner):
     assert _private_owner(target) == owner
+
+
+# models/ is a library (open_clip's / timm's sense): torch, numpy, pydantic and its own modules; no application
+# config, no command line, no files of the application, no orchestration.
+MODELS_MAY_NOT_IMPORT = ("pipeline", "flows", "storage", "prefect", "pyarrow", "h5py", "argparse")
+
+
+def library_violations(paths: list[Path]) -> list[str]:
+    """Imports of a forbidden package (lazy ones included) and ``__main__`` entry points in ``paths``."""
+    bad = []
+    for path in paths:
+        rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [f"{node.module}.{a.name}" for a in node.names]
+                       if isinstance(node, ast.ImportFrom) and not node.level else [])
+            bad += [f"{rel}:{node.lineno}: imports {t}" for t in targets if t.split(".")[0] in MODELS_MAY_NOT_IMPORT]
+            if (isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "__name__"
+                    and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in node.comparators)):
+                bad.append(f"{rel}:{node.lineno}: a command-line entry point")
+    return bad
+
+
+def test_models_is_a_library():
+    bad = library_violations(_files("models"))
+    assert not bad, ("models/ may import torch, numpy, pydantic and its own modules only (application config, "
+                     "CLI and file I/O belong to pipeline/, flows/, storage/):\n" + "\n".join(bad))
+
+
+def test_library_check_finds_planted_violations(tmp_path):
+    (tmp_path / "m.py").write_text("import torch\n\ndef f():\n    from pipeline.learn.config import TrainConfig\n"
+                                   "    import h5py\n    return TrainConfig\n\nif __name__ == '__main__':\n    f()\n")
+    (tmp_path / "ok.py").write_text("import numpy as np\nfrom torch import nn\n")
+    bad = library_violations([tmp_path / "m.py", tmp_path / "ok.py"])
+    assert len(bad) == 3 and "pipeline.learn.config.TrainConfig" in bad[0] and "h5py" in bad[1]
+    assert "entry point" in bad[2] and not any("ok.py" in b for b in bad)

@@ -28,7 +28,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.config import EvalConfig, HANetConfig, TrainConfig
+from models.config import HANetConfig
+from pipeline.learn.config import EvalConfig, TrainConfig
 from pipeline.learn.dataset import concept_lemmas, load_split, load_word_embeddings
 from pipeline.learn.evaluate import evaluate_model, model_from_checkpoint, run_evaluate
 from pipeline.datasets.planted import make_planted_shards
@@ -102,10 +103,10 @@ def test_retrieval_is_learned_and_moved(shards, full_run):
     from models.hanet import HANet
 
     _, tcfg = model_from_checkpoint(load_checkpoint(Path(full_run["summary"]["best_checkpoint"])))
-    test = load_split(shards, "test", tcfg.hanet)
+    test = load_split(shards, "test", tcfg.net)
     chance_r1 = 100.0 / test.n_videos
     torch.manual_seed(0)  # the untrained model (run_train's init) through the same engine
-    before = evaluate_model(HANet(tcfg.hanet, load_word_embeddings(shards)), test, EvalConfig(n_heatmaps=0))
+    before = evaluate_model(HANet(tcfg.net, load_word_embeddings(shards)), test, EvalConfig(n_heatmaps=0))
     after = full_run["test"]
     assert after["t2v_r1"] >= max(5 * chance_r1, 35.0), (after, chance_r1)
     assert after["v2t_r1"] >= 35.0
@@ -118,7 +119,7 @@ def test_video_concept_heads_recover_planted_concepts(shards, full_run):
     ck = load_checkpoint(Path(full_run["summary"]["best_checkpoint"]))
     model, tcfg = model_from_checkpoint(ck)
     model.eval()
-    test = load_split(shards, "test", tcfg.hanet)
+    test = load_split(shards, "test", tcfg.net)
     with torch.inference_mode():
         out = model.encode_videos(test.video_batch(range(test.n_videos)))
     verbs, nouns = planted_labels(shards, test.keys)

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import registry
 from pipeline.fingerprint import stable_hash
 from pipeline.learn.evaluate import model_from_checkpoint
 from pipeline.learn.runs import run_identity
@@ -36,7 +35,7 @@ def test_old_checkpoint_loads_and_scores_as_before(name):
     model, tcfg = model_from_checkpoint(ck)
     assert tcfg.model == want["model_name"]
     assert stable_hash(run_identity(tcfg)) == want["run_identity"]
-    v, t, _ = make_batch(registry.model_config(tcfg, ck["model_name"]), 4, seed=1)
+    v, t, _ = make_batch(tcfg.net, 4, seed=1)
     model.eval()
     with torch.no_grad():
         got = model.similarity(model.encode_videos(v), model.encode_texts(t)).double()

@@ -19,9 +19,9 @@ import torch
 from models.batch import ROLES, ROOT_ROLE, ConceptLabels, TextBatch, VideoBatch
 from models.config import HANetConfig
 from models.hanet import HANet
-from models.import_reference import (REFERENCE_ROLES, import_reference_checkpoint,
-                                     map_reference_state_dict)
+from models.import_reference import REFERENCE_ROLES, map_reference_state_dict
 from models.metrics import retrieval_metrics
+from pipeline.learn.checkpoint_import import import_checkpoint
 from pipeline.learn.graphs import build_graph
 from storage.checkpoints import load_checkpoint
 
@@ -47,12 +47,12 @@ def golden():
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory, golden):
     out = tmp_path_factory.mktemp("imp") / "imported.pt"
-    rep = import_reference_checkpoint(FIX / "ref_checkpoint.th", out, HANetConfig(**ZERO_DROPOUT))
+    rep = import_checkpoint("hanet", FIX / "ref_checkpoint.th", out, HANetConfig(**ZERO_DROPOUT))
     assert rep["ok"], rep
     ck = load_checkpoint(out)  # format_version is set: storage.checkpoints accepts it
-    from models.config import TrainConfig
+    from pipeline.learn.config import TrainConfig
 
-    cfg = TrainConfig.model_validate_json(ck["config_json"]).hanet
+    cfg = TrainConfig.model_validate_json(ck["config_json"]).net
     assert cfg.fidelity == "reference" and set(cfg.deviations().values()) == {"reference"}
     model = HANet(cfg)
     model.load_state_dict(ck["model"], strict=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from models import registry
-from models.config import HANetConfig, TrainConfig
-from models.model_configs import DATA_FIELDS
+from models.config import HANetConfig
+from pipeline.learn.config import TrainConfig
+from models.model_configs import DataConfig
 from tests.test_hanet import make_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,17 +51,29 @@ def test_every_model_builds_from_data_and_serves_the_common_interface(name):
         split = model.loss_from_parts(ve, te, parts, lab)
     assert whole.keys() == split.keys() and all(torch.equal(whole[k], split[k]) for k in whole)
     assert spec.needs <= set(registry.BATCH_FIELDS) and {"video", "words"} <= spec.needs
-    # the loader config carries the model's caps
-    dcfg = registry.data_config(cfg)
-    assert isinstance(dcfg, HANetConfig)
-    assert all(getattr(dcfg, f) == getattr(cfg, f) for f in DATA_FIELDS)
+    # the loader config carries the model's caps (its own config class, not HANet's)
+    dcfg = cfg.data_config()
+    assert isinstance(dcfg, DataConfig) and type(cfg) is spec.config_cls
+    assert all(getattr(dcfg, f) == getattr(cfg, f) for f in DataConfig.model_fields if f != "graph_edges")
+    assert dcfg.graph_edges == (cfg.deviation("graph_edges") if name == "hanet" else cfg.graph_edges)
 
 
-def test_train_config_holds_one_config_per_model_and_fills_shapes():
+def test_train_config_holds_the_trained_models_config_and_fills_shapes():
     tc = TrainConfig.model_validate({"model": "hgr", "hgr": {"joint_dim": 64}})
-    assert registry.model_config(tc).joint_dim == 64 and registry.model_config(tc, "hanet").joint_dim == 1024
-    filled = registry.fill_shapes(registry.model_config(tc), {"feat_dim": 7, "vocab_size": 11, "word_dim": 5,
-                                                             "n_verb_concepts": 3, "n_noun_concepts": 4})
+    assert isinstance(tc.net, registry.get_spec("hgr").config_cls) and tc.net.joint_dim == 64
+    d = json.loads(tc.model_dump_json())  # written under the model's name, the checkpoints' layout
+    assert d["model"] == "hgr" and d["hgr"]["joint_dim"] == 64 and not {"net", "hanet", "hcmi"} & set(d)
+    assert TrainConfig.model_validate(d) == tc
+    # a config of the old layout (one entry per model): the other models' entries are ignored
+    assert TrainConfig.model_validate({**d, "hanet": {"joint_dim": 8}, "hcmi": {}}) == tc
+    assert TrainConfig().net == registry.get_spec("hanet").config_cls()
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        TrainConfig(model="nope")
+    with pytest.raises(ValueError, match="nope_field"):
+        TrainConfig(model="hgr", hgr={"nope_field": 1})
+    assert tc.for_model("hanet").net == registry.get_spec("hanet").config_cls() and tc.for_model("hgr") is tc
+    filled = registry.fill_shapes(tc.net, {"feat_dim": 7, "vocab_size": 11, "word_dim": 5,
+                                           "n_verb_concepts": 3, "n_noun_concepts": 4})
     assert (filled.feat_dim, filled.vocab_size, filled.word_dim) == (7, 11, 5)
     with pytest.raises(KeyError, match="unknown model 'nope'"):
         registry.create_model("nope")
@@ -69,7 +83,7 @@ def test_unknown_model_refused_before_reading_data(tmp_path):
     from pipeline.learn.train import run_train
 
     with pytest.raises(KeyError, match="unknown model"):
-        run_train(tmp_path / "no-shards", tmp_path / "run", TrainConfig(model="nope"))
+        run_train(tmp_path / "no-shards", tmp_path / "run", TrainConfig(), model_name="nope")
 
 
 def test_a_registered_model_trains_and_evaluates_by_name(tmp_path):
@@ -81,12 +95,11 @@ def test_a_registered_model_trains_and_evaluates_by_name(tmp_path):
     from tests._toy_model import ToyModel, toy_factory
 
     shards = make_planted_shards(tmp_path / "p", n_videos=20, seed=0, feat_dim=16)
-    registry.register(registry.ModelSpec(name="toy-registered", config_cls=HANetConfig, config_field="hanet",
-                                         builder=toy_factory, needs=frozenset({"video", "words"}),
-                                         score_parts=("score",), fused="score"))
+    registry.add(registry.ModelSpec(name="toy-registered", model_cls=toy_factory, config_cls=HANetConfig,
+                                    needs=frozenset({"video", "words"}), score_parts=("score",), fused="score"))
     try:
         cfg = TrainConfig(model="toy-registered", epochs=1, batch_size=8, log_every=0,
-                          hanet=HANetConfig(max_frames=12))
+                          net=HANetConfig(max_frames=12))
         s = run_train(shards, tmp_path / "run", cfg)
         ck = load_checkpoint(Path(s["best_checkpoint"]))
         assert ck["model_name"] == "toy-registered"
@@ -125,9 +138,11 @@ def test_run_identity_ignores_other_models_configs():
     from pipeline.fingerprint import stable_hash
     from pipeline.learn.train import _comparable
 
+    from pipeline.learn.runs import run_identity
+
     a, b = TrainConfig(), TrainConfig(hcmi={"n_clips": 7}, hgr={"joint_dim": 8})
-    assert stable_hash(registry.active_config_dump(a)) == stable_hash(registry.active_config_dump(b))
+    assert stable_hash(run_identity(a)) == stable_hash(run_identity(b))
     assert _comparable(a) == _comparable(b)
     c = TrainConfig(model="hgr", hgr={"joint_dim": 8})
-    assert "hgr" in registry.active_config_dump(c) and "hanet" not in registry.active_config_dump(c)
+    assert "hgr" in run_identity(c) and "hanet" not in run_identity(c)
     assert _comparable(TrainConfig(model="hgr")) != _comparable(c)

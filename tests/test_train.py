@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import pipeline.learn.train as train_mod
-from models.config import HANetConfig, TrainConfig
+from models.config import HANetConfig
+from pipeline.learn.config import TrainConfig
 from models.metrics import METRIC_KEYS
 from pipeline.datasets.planted import make_planted_shards
 from pipeline.learn.train import EarlyStopper, run_train
@@ -55,7 +56,7 @@ def test_checkpoints_load_weights_only(shards, tmp_path):
     assert "optimizer" not in best and best["epoch"] == s["best_epoch"]
     assert last["epoch"] == 1 and last["model_name"] == "toy"
     tc = TrainConfig.model_validate_json(last["config_json"])
-    assert tc.hanet.feat_dim == 16 and tc.hanet.vocab_size > 3     # shapes resolved from the shards
+    assert tc.net.feat_dim == 16 and tc.net.vocab_size > 3     # shapes resolved from the shards
     conf = json.loads((tmp_path / "config.json").read_text())
     assert conf["data_fingerprint"] == last["data_fingerprint"] and conf["model_name"] == "toy"
     hist = json.loads((tmp_path / "history.json").read_text())

@@ -16,7 +16,8 @@ import torch
 
 from pipeline import devices
 from models import registry
-from models.config import HANetConfig, TrainConfig
+from models.config import HANetConfig
+from pipeline.learn.config import TrainConfig
 from pipeline.learn.batches import TrainBatches
 from pipeline.learn.dataset import load_split, load_word_embeddings
 from pipeline.learn.runs import run_identity
@@ -77,9 +78,9 @@ def test_bf16_training_learns_retrieval(shards, tmp_path, native_bf16):
 
 def _model_and_batch(shards: Path):
     cfg = resolve_config(shards, TrainConfig(hanet=HANetConfig(**HANET)))
-    data = load_split(shards, "train", cfg.hanet)
+    data = load_split(shards, "train", cfg.net)
     torch.manual_seed(0)
-    model = registry.create_model("hanet", cfg.hanet, load_word_embeddings(shards)).train()
+    model = registry.create_model("hanet", cfg.net, load_word_embeddings(shards)).train()
     for m in model.modules():   # same maths in both runs: no dropout masks to match
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
@@ -141,6 +142,6 @@ def test_default_precision_keeps_run_directory_keys():
     leaves the key of a config from before the field existed unchanged; bf16 is another run."""
     default = TrainConfig()
     assert "precision" not in run_identity(default)
-    assert run_identity(default) == {k: v for k, v in registry.active_config_dump(default).items()
+    assert run_identity(default) == {k: v for k, v in default.model_dump(mode="json").items()
                                      if k != "precision"}
     assert run_identity(default.model_copy(update={"precision": "bf16"}))["precision"] == "bf16"

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from models.batch import ConceptLabels, TextBatch, VideoBatch
-from models.config import HANetConfig
+from models.model_configs import DataConfig, ModelConfig
 from pipeline.learn.features import FeatureSource
 from pipeline.learn.graphs import build_graph
 from storage.features import FeatureReader, dataset_name, read_frame_counts
@@ -97,7 +97,7 @@ def concept_lemmas(root: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def dataset_shapes(root: str | os.PathLike, extractor: str, split: str = "train") -> dict[str, int]:
-    """HANetConfig fields that are facts of the shards: feat_dim, vocab_size, word_dim, K_a, K_e."""
+    """Model config fields that are facts of the shards: feat_dim, vocab_size, word_dim, K_a, K_e."""
     root = Path(root)
     with FeatureReader(feature_path(root, extractor, split)) as r:
         feat_dim = r.dim
@@ -138,7 +138,7 @@ class SplitData:
     root: Path
     split: str
     extractor: str
-    hcfg: HANetConfig
+    hcfg: DataConfig                 # what the model reads: caps, edge rule, concept counts
     keys: list[str]                  # video keys (V,), sorted
     cap2vid: np.ndarray              # (C,) int64 video index of each caption
     caption_ids: np.ndarray          # (C,) int64 global caption_id
@@ -299,10 +299,10 @@ def _word_ids(tokens: Sequence[str], vocab: dict[str, int], max_words: int) -> t
 
 
 def _encode_captions(cap: list[dict], graphs: dict[int, dict], toks: dict[int, list[str]], vocab: dict[str, int],
-                     hcfg: HANetConfig, notes: dict[str, int]) -> dict[str, np.ndarray]:
+                     hcfg: DataConfig, notes: dict[str, int]) -> dict[str, np.ndarray]:
     """word_ids, lengths and the role-graph slots (node_masks, node_roles, node_valid, adjacency) of every caption."""
     mw, mv, mn = hcfg.max_words, hcfg.max_verbs, hcfg.max_nouns
-    edges_mode = hcfg.deviation("graph_edges")
+    edges_mode = hcfg.graph_edges
     g_slots, C = 1 + mv + mn, len(cap)
     out = {"word_ids": np.full((C, mw), PAD_ID, dtype=np.int32), "lengths": np.ones(C, dtype=np.int64),
            "node_masks": np.zeros((C, g_slots, mw), dtype=bool), "node_roles": np.zeros((C, g_slots), dtype=np.int16),
@@ -326,7 +326,7 @@ def _encode_captions(cap: list[dict], graphs: dict[int, dict], toks: dict[int, l
     return out
 
 
-def _concept_labels(root: Path, split: str, hcfg: HANetConfig, cap_ids: np.ndarray, cap2vid: np.ndarray,
+def _concept_labels(root: Path, split: str, hcfg: DataConfig, cap_ids: np.ndarray, cap2vid: np.ndarray,
                     n_videos: int, notes: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Caption and video concept ids as CSR (verb_csr, noun_csr, video_verb_csr, video_noun_csr).
 
@@ -360,10 +360,12 @@ def _concept_labels(root: Path, split: str, hcfg: HANetConfig, cap_ids: np.ndarr
             "video_verb_csr": _csr([sorted(s) for s in vverbs]), "video_noun_csr": _csr([sorted(s) for s in vnouns])}
 
 
-def load_split(root: str | os.PathLike, split: str, hcfg: HANetConfig, extractor: str = "resnet152",
+def load_split(root: str | os.PathLike, split: str, hcfg: DataConfig | ModelConfig, extractor: str = "resnet152",
                preload_features: bool = False) -> SplitData:
-    """Read one split's tables once into a :class:`SplitData`."""
+    """Read one split's tables once into a :class:`SplitData`; ``hcfg``: the model's config (any registered
+    model's) or its ``data_config()``."""
     root = Path(root)
+    hcfg = hcfg if isinstance(hcfg, DataConfig) else hcfg.data_config()
     notes: dict[str, int] = {}
     cap, keys = _split_captions(root, split, extractor, notes)
     vindex = {k: i for i, k in enumerate(keys)}

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from models import registry
-from models.config import EvalConfig, HANetConfig, TrainConfig
+from models.model_configs import DataConfig
 from models.metrics import RankAccumulator, format_metrics
 from models.similarity import cosine_matmul_dtype
 from pipeline.progress import StepFn
@@ -36,7 +36,8 @@ from pipeline.progress import report as report_step
 from pipeline.devices import bf16_is_fast, resolve_device
 from pipeline.learn.dataset import SplitData, load_split
 from pipeline.learn.precision import cast_floats
-from pipeline.provenance import data_fingerprint
+from pipeline.fingerprint import data_fingerprint
+from pipeline.learn.config import EvalConfig, TrainConfig
 from storage.atomic import atomic_write_text
 from storage.checkpoints import load_checkpoint
 
@@ -204,23 +205,24 @@ def _run_stats(V: int, C: int, seconds: float, times: tuple[float, float, float,
 # ----------------------------------------------------------------------------- checkpoints -> models
 def model_from_checkpoint(ck: dict[str, Any], model_factory: Callable | None = None):
     """Rebuild the model a checkpoint was trained as (``models.registry``, by its recorded
-    ``model_name``) and load its weights. A custom ``model_factory`` gets ``tcfg.hanet``."""
+    ``model_name``) and load its weights. A custom ``model_factory`` gets ``tcfg.net``."""
     tcfg = TrainConfig.model_validate_json(ck["config_json"])
     if model_factory is not None:
-        model = model_factory(tcfg.hanet, None)
+        model = model_factory(tcfg.net, None)
     else:
         name = ck.get("model_name") or tcfg.model
-        model = registry.create_model(name, registry.model_config(tcfg, name))
+        if name != tcfg.model:
+            raise ValueError(f"checkpoint records model '{name}' but a config of model '{tcfg.model}'")
+        model = registry.create_model(name, tcfg.net)
     missing, unexpected = model.load_state_dict(ck["model"], strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model, tcfg
 
 
-def checkpoint_data_config(ck: dict[str, Any], tcfg: TrainConfig, custom: bool = False) -> HANetConfig:
-    """The data-loader config of the model a checkpoint holds."""
-    name = "hanet" if custom else (ck.get("model_name") or tcfg.model)
-    return registry.data_config(registry.model_config(tcfg, name))
+def checkpoint_data_config(ck: dict[str, Any], tcfg: TrainConfig | None = None) -> DataConfig:
+    """The data-loader config of the model checkpoint ``ck`` holds (``tcfg``: its TrainConfig, when read already)."""
+    return (tcfg or TrainConfig.model_validate_json(ck["config_json"])).net.data_config()
 
 
 class VocabularyMismatch(ValueError):
@@ -242,7 +244,7 @@ def check_vocabularies(ck: dict[str, Any], shards_root: Path, checkpoint: Path |
     without a record, or with a None entry, is refused too. A trained checkpoint from before
     this record existed is only checked through its data fingerprint (a warning).
     """
-    from models.import_vocab import shard_fingerprints
+    from pipeline.learn.import_vocab import shard_fingerprints
 
     rec = ck.get("vocab")
     imported = ck.get("imported_from") is not None
@@ -286,7 +288,7 @@ def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: 
     model, tcfg = model_from_checkpoint(ck, model_factory)
     model.to(device).eval()
     extractor = cfg.features or tcfg.features
-    data = load_split(shards_root, cfg.split, checkpoint_data_config(ck, tcfg, model_factory is not None), extractor)
+    data = load_split(shards_root, cfg.split, checkpoint_data_config(ck, tcfg), extractor)
     fp_now = data_fingerprint(shards_root, extractor)
     if fp_now != ck.get("data_fingerprint"):
         log.warning("shards at %s differ from the ones %s was trained on (fingerprint %s != %s)",
@@ -314,7 +316,7 @@ def run_evaluate(checkpoint: Path, shards_root: Path, cfg: EvalConfig, out_dir: 
         "heatmaps": heatmaps, "device": str(device),
         "conventions": "ties pessimistic; captions not de-duplicated; MedR = median of 1-based ranks "
                        "(the reference's np.median(0-based)+1, not floored)",
-        "fidelity": ({"fidelity": tcfg.hanet.fidelity, **tcfg.hanet.deviations()}
+        "fidelity": ({"fidelity": tcfg.net.fidelity, **tcfg.net.deviations()}
                      if (ck.get("model_name") or tcfg.model) == "hanet" else None),
         "vocab_check": vocab_check, "imported_from": ck.get("imported_from"),
     }

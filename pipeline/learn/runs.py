@@ -8,11 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models import registry
-from models.config import TrainConfig
 from models.metrics import METRIC_COLUMNS
-from pipeline.fingerprint import stable_hash
-from pipeline.provenance import built_data_fingerprint, data_fingerprint
+from pipeline.fingerprint import built_data_fingerprint, data_fingerprint, stable_hash
+from pipeline.learn.config import TrainConfig
 
 
 def run_dir_for(runs_root: Path, dataset: str, cfg: TrainConfig, shards_root: Path,
@@ -36,10 +34,11 @@ def run_dir_for(runs_root: Path, dataset: str, cfg: TrainConfig, shards_root: Pa
 
 
 def run_identity(cfg: TrainConfig) -> dict[str, Any]:
-    """The config data a run directory is keyed by: other models' configs excluded
-    (registry.active_config_dump), and ``precision`` left out at its default 'fp32', so runs
-    keyed before the field existed keep their directories (a bf16 run gets its own)."""
-    d = registry.active_config_dump(cfg)
+    """The config data a run directory is keyed by: the trained model's config only (as the runs keyed
+    before pipeline.learn.config existed: their other models' configs were left out), and ``precision``
+    left out at its default 'fp32', so runs keyed before the field existed keep their directories (a bf16
+    run gets its own)."""
+    d = cfg.model_dump(mode="json")
     if d.get("precision") == "fp32":
         d.pop("precision")
     return d

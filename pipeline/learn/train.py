@@ -37,16 +37,15 @@ import numpy as np
 import torch
 
 from models import registry
-from models.config import EvalConfig, TrainConfig
 from models.metrics import format_metrics
-from pipeline.fingerprint import code_version
+from pipeline.fingerprint import code_version, data_fingerprint
+from pipeline.learn.config import EvalConfig, TrainConfig
 from pipeline.learn.dataset import dataset_shapes, load_split, load_word_embeddings
 from pipeline.learn.batches import TrainBatches
 from pipeline.devices import resolve_device
 from pipeline.learn.evaluate import evaluate_model
 from pipeline.learn import precision
 from pipeline.learn.precision import resolve_precision
-from pipeline.provenance import data_fingerprint  # noqa: F401  (re-exported: pipeline.learn.train.data_fingerprint)
 from storage.atomic import atomic_write_text
 from storage.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -116,17 +115,16 @@ class EarlyStopper:
 
 def resolve_config(shards_root: Path, cfg: TrainConfig, model_name: str | None = None) -> TrainConfig:
     """Fill the shape fields (feat_dim, vocab, word_dim, K_a, K_e) of the trained model's config
-    (``cfg.<registry config_field>``; a custom factory's config is ``cfg.hanet``) from the shards."""
+    (``cfg.net``, also what a custom factory gets) from the shards."""
     shapes = dataset_shapes(shards_root, cfg.features, "train")
-    name = model_name or cfg.model
-    mcfg = registry.model_config(cfg, name)
-    if mcfg.vocab_size not in (0, shapes["vocab_size"]):
-        raise ValueError(f"config vocab_size {mcfg.vocab_size} != shards' {shapes['vocab_size']}")
-    return registry.with_model_config(cfg, registry.fill_shapes(mcfg, shapes), name)
+    cfg = cfg.for_model(model_name or cfg.model)
+    if cfg.net.vocab_size not in (0, shapes["vocab_size"]):
+        raise ValueError(f"config vocab_size {cfg.net.vocab_size} != shards' {shapes['vocab_size']}")
+    return cfg.with_net(registry.fill_shapes(cfg.net, shapes))
 
 
 def _comparable(cfg: TrainConfig) -> dict[str, Any]:
-    d = registry.active_config_dump(cfg)  # other models' configs do not matter to this run
+    d = cfg.model_dump(mode="json")  # the trained model's config only (other models' never mattered)
     for k in RESUMABLE_CHANGES:
         d.pop(k, None)
     return d
@@ -176,14 +174,12 @@ def _setup(shards_root: Path, run_dir: Path, cfg: TrainConfig, model_factory: Mo
     name = model_name or (cfg.model if model_factory is None else getattr(model_factory, "__name__", "custom"))
     if model_factory is None:
         registry.get_spec(name)  # unknown names fail before any data is read
-        if name != cfg.model:
-            cfg = cfg.model_copy(update={"model": name})
+        cfg = cfg.for_model(name)
     device = resolve_device(cfg.device)
-    # a custom factory (tests) is handed cfg.hanet; registered models their own config field
-    spec_name = cfg.model if model_factory is None else "hanet"
-    cfg = resolve_config(shards_root, cfg, spec_name)
-    mcfg = registry.model_config(cfg, spec_name)
-    dcfg = registry.data_config(mcfg)
+    # a custom factory (tests) is handed cfg.net, a registered model its own config (cfg.net too)
+    cfg = resolve_config(shards_root, cfg)
+    mcfg = cfg.net
+    dcfg = mcfg.data_config()
     seed_everything(cfg.seed)
     train_data = load_split(shards_root, "train", dcfg, cfg.features, cfg.preload_features)
     val_data = load_split(shards_root, cfg.val_split, dcfg, cfg.features, cfg.preload_features)
@@ -192,7 +188,7 @@ def _setup(shards_root: Path, run_dir: Path, cfg: TrainConfig, model_factory: Mo
              else registry.create_model(name, mcfg, emb)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fingerprint = data_fingerprint(shards_root, cfg.features)
-    from models.import_vocab import shard_fingerprints  # vocabularies checked by pipeline.learn.evaluate
+    from pipeline.learn.import_vocab import shard_fingerprints  # vocabularies checked by pipeline.learn.evaluate
     bf16, precision = resolve_precision(cfg.precision, device)
     return _Run(name, cfg, device, run_dir, shards_root, model, opt, EarlyStopper(cfg.patience, cfg.min_improvement),
                 train_data, val_data, fingerprint, training_code_version(model), shard_fingerprints(shards_root),
@@ -332,9 +328,9 @@ def run_train(shards_root: Path, run_dir: Path, cfg: TrainConfig, resume: bool =
               on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train on ``shards_root``'s train split, validate on ``cfg.val_split``; see module docstring.
 
-    The model is ``models.registry.create_model(cfg.model, <its config field>)``;
+    The model is ``models.registry.create_model(cfg.model, cfg.net)``;
     ``model_factory``/``model_name`` override the registry (e.g. toy models in tests; the factory
-    gets ``cfg.hanet``). Checkpoints record the model name.
+    gets ``cfg.net``). Checkpoints record the model name.
     Returns a summary: best_epoch, best_rsum, best_metrics, epochs_run, stopped_early,
     resumed_from_epoch, device, precision (as really used), paths (best/last checkpoint, config, history).
     """

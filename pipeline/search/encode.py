@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from models.batch import TextBatch
-from models.config import HANetConfig, TrainConfig
+from models.model_configs import DataConfig
 from pipeline.learn.dataset import UNK_ID, concept_lemmas, read_vocab
+from pipeline.learn.config import TrainConfig
 from pipeline.learn.graphs import build_graph
 from storage.checkpoints import load_checkpoint
 
@@ -43,7 +44,7 @@ def read_vocabularies(shards_root: str | Path) -> tuple[dict[str, int], dict[str
 
 # ----------------------------------------------------------------------------- text -> batch
 def caption_arrays(tokens: Sequence[str], nodes, edges, graph_ok: bool, vocab: dict[str, int],
-                   hcfg: HANetConfig) -> dict[str, np.ndarray]:
+                   hcfg: DataConfig) -> dict[str, np.ndarray]:
     """One caption's model inputs, as :func:`pipeline.learn.dataset.load_split` builds them:
     word -> id (exact, then lower-cased, else UNK), truncated to max_words, [UNK] when empty;
     role graph -> fixed slots by :func:`pipeline.learn.graphs.build_graph`."""
@@ -55,9 +56,8 @@ def caption_arrays(tokens: Sequence[str], nodes, edges, graph_ok: bool, vocab: d
         ids.append(i)
     if not ids:
         ids = [UNK_ID]
-    extra = (hcfg.deviation("graph_edges"),) if hasattr(hcfg, "deviation") else ()  # the loader's edge rule
     m, ro, va, ad = build_graph(nodes, edges, len(ids), hcfg.max_words, hcfg.max_verbs, hcfg.max_nouns, graph_ok,
-                                *extra)
+                                hcfg.graph_edges)  # the loader's edge rule
     return {"word_ids": np.asarray(ids, dtype=np.int64), "node_masks": m, "node_roles": ro, "node_valid": va,
             "adjacency": ad, "n_unk": int(sum(i == UNK_ID for i in ids))}
 
@@ -141,7 +141,7 @@ def check_query(query: str) -> str:
 
 
 # ----------------------------------------------------------------------------- probing
-def _dummy_text(vocab: dict[str, int], hcfg: HANetConfig) -> TextBatch:
+def _dummy_text(vocab: dict[str, int], hcfg: DataConfig) -> TextBatch:
     return text_batch(caption_arrays(["<unk>"], [], [], False, vocab, hcfg))
 
 
@@ -155,23 +155,13 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
     return model, tcfg, ck
 
 
-def data_config(tcfg: TrainConfig) -> HANetConfig:
-    """The loader caps (max_words/verbs/nouns/frames) of the checkpoint's model."""
-    try:
-        from models import registry
-
-        return registry.train_data_config(tcfg)
-    except (ImportError, AttributeError):
-        return tcfg.hanet
+def data_config(tcfg: TrainConfig) -> DataConfig:
+    """The loader caps (max_words/verbs/nouns/frames) and edge rule of the checkpoint's model."""
+    return tcfg.net.data_config()
 
 
 def _model_cfg(tcfg: TrainConfig):
-    try:
-        from models import registry
-
-        return registry.model_config(tcfg)
-    except (ImportError, AttributeError):
-        return tcfg.hanet
+    return tcfg.net
 
 
 # ----------------------------------------------------------------------------- shortlist

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from models.batch import VideoBatch
-from models.config import HANetConfig, TrainConfig
+from models.model_configs import DataConfig
+from pipeline.learn.config import TrainConfig
 from pipeline.progress import StepFn
 from pipeline.progress import report as report_step
 from pipeline.fingerprint import data_fingerprint, sha256_file, vocabulary_fingerprint
@@ -139,7 +140,7 @@ def _video_batch(sources: dict[str, FeatureSource], part: list[dict], root: Path
     return VideoBatch(feats=torch.from_numpy(np.stack(feats)), mask=torch.from_numpy(np.stack(masks)))
 
 
-def _kept_outputs(model, ve: dict, vocab: dict[str, int], hcfg: HANetConfig, device: str) -> set[str]:
+def _kept_outputs(model, ve: dict, vocab: dict[str, int], hcfg: DataConfig, device: str) -> set[str]:
     """Which video outputs the scoring reads (probed with one dummy caption), plus the always kept ones."""
     rec = KeyRecorder(ve)
     model.similarity_parts(rec, model.encode_texts(_dummy_text(vocab, hcfg).to(device)))
@@ -182,7 +183,7 @@ def _collect(out: dict[str, np.ndarray], at: int, n: int, ve: dict, keep: set[st
     return lv[0] if lv is not None else None
 
 
-def _encode_all(model, videos: list[dict], root: Path, extractor: str, hcfg: HANetConfig, vocab: dict[str, int],
+def _encode_all(model, videos: list[dict], root: Path, extractor: str, hcfg: DataConfig, vocab: dict[str, int],
                 device: str, batch: int, dtype, progress: Callable[[str], None] | None,
                 step: StepFn | None = None):
     """(arrays to store, frames per video, pooled shortlist levels) of every video, ``batch`` at a time."""
