@@ -48,7 +48,8 @@ import torch  # noqa: E402
 from pipeline.video.backbones import forward_batch_size, get_backbone, load_backbone  # noqa: E402
 from pipeline.config import BuildConfig, DecodeConfig, I3DConfig, IngestConfig, ResNetConfig  # noqa: E402
 from pipeline.video.sampling import clip_stacks, sample_frames  # noqa: E402
-from pipeline.video.extract import extract_shard, plan_shards, shard_outputs  # noqa: E402
+from pipeline.video.extract import extract_shard  # noqa: E402
+from pipeline.video.shards import plan_shards, shard_outputs  # noqa: E402
 from pipeline.datasets.ingest import run_ingest  # noqa: E402
 from pipeline.datasets.sample_data import generate_sample_dataset  # noqa: E402
 from storage.features import read_all_features  # noqa: E402

@@ -142,7 +142,7 @@ def _sample_shards(sizes: dict, work: Path):
     from pipeline.config import BuildConfig, IngestConfig
     from pipeline.datasets.ingest import run_ingest
     from pipeline.datasets.sample_data import generate_sample_dataset
-    from pipeline.video.extract import plan_shards
+    from pipeline.video.shards import plan_shards
 
     t0 = time.perf_counter()
     ann = generate_sample_dataset(work / "data", n_videos=sizes["videos"], seed=0, size=sizes["video_size"],

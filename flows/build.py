@@ -18,6 +18,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 
 from flows import _feedback, _stages
 from pipeline import build as plan
+from pipeline import build_report
 from pipeline import devices, runtime
 from pipeline.config import BuildConfig
 from pipeline.datasets import bundle, bundle_plan, ingest, sample_data
@@ -47,10 +48,6 @@ def _extract_shard_stages(spec: dict, stages: list[str], models: dict, **kwargs)
 
 
 extract_task = _stages.multi_stage_task("extract", _extract_shard_stages)
-# True: one extraction task per shard runs every extractor of it that is not committed (one decode per
-# video); False: one task per (extractor, shard), each decoding the videos again (the old path, kept for
-# bench/bench_build.py). Outputs, manifests and cache keys are the same either way.
-DECODE_ONCE = True
 merge_task = _stages.stage_task("merge", merge.finalize_features)
 parse_task = _stages.stage_task("parse", text_parse.run_parse)
 concepts_task = _stages.stage_task("concepts", text_parse.run_concepts)
@@ -81,6 +78,20 @@ def _text_chain(root: str, cfg: BuildConfig, force: set[str], wait_for) -> list:
     return futures
 
 
+def extraction_groups(planned: list, shard_device: dict, force: set[str]) -> list[dict]:
+    """The extraction tasks of a build: ONE per shard, computing every extractor of it that is not
+    committed from one decode per video. Each: {'spec', 'plans' (one per extractor: its key, config,
+    inputs, code, force), 'models' {extractor: config}, 'device' {extractor: device}}."""
+    groups: dict[str, dict] = {}
+    for name, spec, key, sub, code, inputs in planned:
+        g = groups.setdefault(spec.id, {"spec": spec, "plans": [], "models": {}, "device": {}})
+        g["plans"].append({"stage": name, "key": key, "config": sub, "inputs": inputs, "code": code,
+                           "force": name in force})
+        g["models"][name] = sub
+        g["device"][name] = shard_device[(name, spec.id)]
+    return list(groups.values())
+
+
 def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bool = False,
                  spread_gpus: bool = False) -> list:
     """One extraction task per shard (every extractor of it, one decode pass) + one merge per extractor.
@@ -90,18 +101,11 @@ def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bo
     ``spread_gpus`` (local runner): shard i runs on cuda:(i mod visible GPUs) when the device is
     'auto'/'cuda', so concurrent shard tasks use one GPU each (Dask/Ray pick per worker instead).
     """
-    futures, by_extractor, groups = [], {}, {}
+    futures, by_extractor = [], {}
     planned = plan.video_stage_keys(Path(root), cfg)
     shard_device = plan.shard_device_map(planned, cfg, spread_gpus)
-    for name, spec, key, sub, code, inputs in planned:
-        group = spec.id if DECODE_ONCE else (name, spec.id)
-        g = groups.setdefault(group, {"spec": spec, "plans": [], "models": {}, "device": {}})
-        g["plans"].append({"stage": name, "key": key, "config": sub, "inputs": inputs, "code": code,
-                           "force": name in force})
-        g["models"][name] = sub
-        g["device"][name] = shard_device[(name, spec.id)]
     shard_future = {}
-    for g in groups.values():
+    for g in extraction_groups(planned, shard_device, force):
         spec, devs = g["spec"], g["device"]
         device = next(iter(devs.values())) if len(set(devs.values())) == 1 else devs
         kwargs = {"root": Path(root), "spec": spec.model_dump(), "decode_cfg": cfg.decode, "models": g["models"],
@@ -125,14 +129,14 @@ def _video_chain(root: str, cfg: BuildConfig, force: set[str], wait_for, gpu: bo
 
 
 def _summary(futures: list, step, started_at: float) -> list[dict]:
-    """One row per stage run (pipeline.build.summary_row); ``step(done, total)`` as each task finishes
+    """One row per stage run (pipeline.build_report.summary_row); ``step(done, total)`` as each task finishes
     (a shard's extraction is one task: the bar and the progress artifact move per shard)."""
     rows, done = [], 0
     for fut in as_completed(futures):
         done += 1
         step(done, len(futures))
         result = fut.result()  # one manifest, or one per extractor of a shard task
-        rows += [plan.summary_row(m, started_at) for m in (result if isinstance(result, list) else [result])]
+        rows += [build_report.summary_row(m, started_at) for m in (result if isinstance(result, list) else [result])]
     return plan.sort_summary(rows)
 
 
@@ -175,12 +179,12 @@ def _report(summary: dict, cfg: BuildConfig) -> None:
     stage run, then the failure rule (too many failed videos: the run fails with the reasons), else a
     WARNING with the count and the first per-video messages when some videos have no features."""
     logger, root = get_run_logger(), Path(summary["root"])
-    for line in plan.stage_lines(summary["stages"]):
+    for line in build_report.stage_lines(summary["stages"]):
         logger.info(line)
     if cfg.ingest.format == "hgr-bundle":
         bundle_plan.check_import_failures(root, cfg)
         return
-    warning = plan.check_failures(root, cfg)  # raises past max_failed_fraction, else the warning (or None)
+    warning = build_report.check_failures(root, cfg)  # raises past max_failed_fraction, else the warning (or None)
     if warning:
         logger.warning(warning)
 

@@ -15,7 +15,6 @@ from pipeline.datasets.annotations import annotation_sources
 from pipeline import runtime
 from pipeline.devices import shard_devices
 from pipeline.fingerprint import code_version, content_fingerprint, sha256_file, shard_fingerprint, stage_key
-from pipeline.stage import BuildFailedError  # noqa: F401 (BuildFailedError: re-exported)
 from pipeline.text import concepts as text_concepts
 from pipeline.text import hgr_json, lemmas, resources, roles, vocab
 from pipeline.text import parse as text_parse
@@ -291,10 +290,7 @@ def text_stage_keys(root: str | Path, cfg: BuildConfig) -> dict[str, StageKey]:
     return out
 
 
-# ---- summary and failures: pipeline/build_report.py (re-exported: flows and tests use pipeline.build.*) ----
-
-from pipeline.build_report import (ERROR_KINDS, check_failures, error_kind, failed_videos,  # noqa: E402,F401
-                                   failure_summary, failure_warning, stage_lines, summary_row)
+# ---- a build's summary rows, failure rule and stage lines: pipeline/build_report.py ----
 
 
 def sort_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

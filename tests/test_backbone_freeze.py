@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.config import I3DConfig
-from pipeline.devices import bf16_is_fast
+from pipeline.runtime import bf16_is_fast
 from pipeline.video.backbones import load_backbone
 
 EAGER = {"freeze": False, "channels_last": False}

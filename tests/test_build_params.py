@@ -11,6 +11,8 @@ import torch
 
 from flows import build as fb
 from pipeline import build as pb
+from pipeline import build_report
+from pipeline.stage import BuildFailedError
 from pipeline.video import backbones
 from pipeline.config import BuildConfig, I3DConfig
 
@@ -144,11 +146,11 @@ def test_failed_share_above_the_limit_fails_with_error_kinds(tmp_path):
     _status_tables(tmp_path, [("a", None), ("b", "ingest: file not found: /v/b.mp4"), ("c", "CorruptVideoError: bad"),
                               ("d", "ingest: file not found: /v/d.mp4")])
     cfg = _cfg()
-    assert pb.failure_summary(tmp_path, cfg) == (4, 3, {"file not found": 2, "decoder error": 1})
-    with pytest.raises(pb.BuildFailedError, match=r"3 of 4 videos have no features \(file not found: 2, "
+    assert build_report.failure_summary(tmp_path, cfg) == (4, 3, {"file not found": 2, "decoder error": 1})
+    with pytest.raises(BuildFailedError, match=r"3 of 4 videos have no features \(file not found: 2, "
                                                   r"decoder error: 1\); first: v1: ingest: file not found: /v/b.mp4"):
-        pb.check_failures(tmp_path, cfg)
-    pb.check_failures(tmp_path, cfg.model_copy(update={"max_failed_fraction": 0.8}))  # 75 % <= 80 %
+        build_report.check_failures(tmp_path, cfg)
+    build_report.check_failures(tmp_path, cfg.model_copy(update={"max_failed_fraction": 0.8}))  # 75 % <= 80 %
 
 
 def test_build_where_every_video_failed_ends_failed(prefect_server, tiny_sample, tmp_path):
@@ -161,7 +163,7 @@ def test_build_where_every_video_failed_ends_failed(prefect_server, tiny_sample,
     for p in (Path(ann).parent / "videos").iterdir():
         (videos / p.name).write_bytes(b"not a video at all")
     shutil.copy(ann, tmp_path / "annotation.json")
-    with pytest.raises(pb.BuildFailedError, match=r"6 of 6 videos have no features \((unreadable|decoder error)"):
+    with pytest.raises(BuildFailedError, match=r"6 of 6 videos have no features \((unreadable|decoder error)"):
         fb.build_features(dataset="broken", dataset_root=str(videos), annotation=str(tmp_path / "annotation.json"),
                           out_root=str(tmp_path / "out"), extractors=["resnet152"], overrides=TINY,
                           **{**COMMON, "max_failed_fraction": 1.0})

@@ -12,7 +12,6 @@ import pytest
 from flows import build as fb
 from pipeline import build as pb
 from pipeline import runtime
-from pipeline.video import backbones
 from pipeline.fingerprint import REPO_ROOT, code_fingerprint, module_closure
 
 STAGE_ROOTS = {  # the modules pipeline/build.py hashes per stage
@@ -108,7 +107,7 @@ def test_precision_device_type_and_versions_are_in_the_key(planned, monkeypatch)
     assert fp32.isdisjoint(bf16)
     assert _video_keys(planned, device="cuda:0") == _video_keys(planned, device="cuda:1")  # index: no
     assert _video_keys(planned, device="cuda").isdisjoint(bf16)  # type: yes
-    _machine(monkeypatch, cpu_bf16=True, versions={**backbones.library_versions(), "av": "0.0.1"})
+    _machine(monkeypatch, cpu_bf16=True, versions={**runtime.library_versions(), "av": "0.0.1"})
     assert _video_keys(planned, device="cpu").isdisjoint(bf16)
     _machine(monkeypatch, cpu_bf16=True, cuda_available=True, cuda_count=1, cuda_bf16=True)
     assert _video_keys(planned, device="auto") == _video_keys(planned, device="cuda")  # auto -> the GPU
@@ -117,7 +116,7 @@ def test_precision_device_type_and_versions_are_in_the_key(planned, monkeypatch)
 
 
 def test_merge_refuses_mixed_provenance(tmp_path):
-    from pipeline.video.extract import shard_outputs
+    from pipeline.video.shards import shard_outputs
     from pipeline.video.merge import finalize_features
     from storage.features import write_features
     from storage.schemas import SCHEMAS
@@ -125,7 +124,7 @@ def test_merge_refuses_mixed_provenance(tmp_path):
 
     blank = dict.fromkeys(SCHEMAS["feature_status"][1].names)
     prov = {"weights": "random", "device": "cuda:0", "device_type": "cuda", "precision": "bf16 autocast",
-            "precision_kind": "bf16", **backbones.library_versions()}
+            "precision_kind": "bf16", **runtime.library_versions()}
     common = {"extractor": "resnet152", "weights": "random", "weights_sha256": "x", "feature_dim": 2,
               "config": {}, "sampling": "s"}
     for i, p in enumerate([prov, {**prov, "device": "cuda:1"}, {**prov, "device": "cpu", "device_type": "cpu",

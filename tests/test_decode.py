@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import DecodeConfig, I3DConfig
+from pipeline.video._frames import resized_size
 from pipeline.video.decode import (CorruptVideoError, DecodeTimeoutError, NoVideoStreamError, TruncatedVideoError,
-                                   UnreadableVideoError, resized_size)
+                                   UnreadableVideoError)
 from pipeline.video.sampling import clip_indices, clip_stacks, decode_products, sample_frames, strided_indices
 from tests._videos import (frame_index_of, make_audio_first, make_audio_only, make_corrupt, make_garbage,
                            make_text_file, make_truncated, make_video, make_zero_byte)

@@ -57,3 +57,56 @@ def test_extractor_added_later_computes_only_itself(prefect_server, tiny_sample,
     assert len(decodes) == N_VIDEOS and {(f, c) for _, f, c in decodes} == {(False, True)}
     decodes.clear()
     assert _executed(_build(tiny_sample, tmp_path)) == set() and not decodes  # rerun: all cached
+
+
+def _submitted_tasks(tmp_path, monkeypatch) -> list[dict]:
+    """The task submissions of flows.build._video_chain for 4 videos, 2 per shard, both extractors."""
+    import inspect
+
+    from flows import _stages
+    from flows import build as fb
+    from pipeline import build as pb
+    from storage.schemas import SCHEMAS
+    from storage.tables import write_table
+
+    blank = dict.fromkeys(SCHEMAS["videos"][1].names)
+    write_table(tmp_path / "videos.parquet", "videos",
+                [{**blank, "key": f"v{i}", "path": f"v{i}.mp4", "split": "train", "status": "ok"} for i in range(4)])
+    flat = {k: p.default for k, p in inspect.signature(fb.build_features.fn).parameters.items() if k in pb.FLAT_PARAMS}
+    cfg = pb.make_build_config(**{**flat, "weights": "random", "shard_size": 2, "dataset_root": str(tmp_path),
+                                  "extractors": ["resnet152", "i3d_r50"]}, overrides={})
+    submitted: list[dict] = []
+    monkeypatch.setattr(_stages, "submit_stage", lambda task, **kw: submitted.append(kw) or kw)
+    monkeypatch.setattr(_stages, "submit_stages", lambda task, **kw: submitted.append(kw) or kw)
+    fb._video_chain(str(tmp_path), cfg, set(), [])
+    return submitted
+
+
+def test_product_flow_has_no_per_extractor_switch_and_the_bench_recreates_the_old_split(tmp_path, monkeypatch):
+    """The flow always runs ONE extraction task per shard (both extractors, one decode); the per-extractor
+    tasks bench/bench_build.py compares against come from the bench wrapping flows.build.extraction_groups
+    (no switch in the product code), with the same stage keys and merges."""
+    import sys
+    from pathlib import Path
+
+    from flows import build as fb
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_build import _per_extractor
+
+    assert not hasattr(fb, "DECODE_ONCE")
+    once = _submitted_tasks(tmp_path, monkeypatch)
+    shards = [kw for kw in once if "plans" in kw]
+    assert [(kw["shard"], [p["stage"] for p in kw["plans"]]) for kw in shards] == \
+        [("shard-00000", ["resnet152", "i3d_r50"]), ("shard-00001", ["resnet152", "i3d_r50"])]
+    monkeypatch.setattr(fb, "extraction_groups", _per_extractor(fb.extraction_groups))
+    old = _submitted_tasks(tmp_path, monkeypatch)
+    split = [kw for kw in old if "plans" in kw]
+    assert [(kw["shard"], [p["stage"] for p in kw["plans"]]) for kw in split] == \
+        [("shard-00000", ["resnet152"]), ("shard-00001", ["resnet152"]),
+         ("shard-00000", ["i3d_r50"]), ("shard-00001", ["i3d_r50"])]  # extractor by extractor, as before
+    assert [set(kw["kwargs"]["models"]) for kw in split] == [{p["stage"]} for kw in split for p in kw["plans"]]
+    keys = lambda tasks: sorted((p["stage"], p["key"]) for kw in tasks if "plans" in kw for p in kw["plans"])  # noqa: E731
+    assert keys(old) == keys(once)
+    merges = lambda tasks: [(kw["stage"], kw["key"]) for kw in tasks if "plans" not in kw]  # noqa: E731
+    assert merges(old) == merges(once) and len(merges(once)) == 2

@@ -19,9 +19,9 @@ from pipeline.video.backbones import BackboneWeightsError, get_backbone, load_ba
 from pipeline.fingerprint import sha256_file, shard_fingerprint
 from pipeline.config import BuildConfig, DecodeConfig, I3DConfig, IngestConfig, ResNetConfig
 from pipeline.video.decode import DecodeTimeoutError
-from pipeline.video.extract import (ShardSpec, extract_shard, extract_shards_multi, plan_shards, prefetch_map,
-                                    shard_outputs)
+from pipeline.video.extract import extract_shard, extract_shards_multi, prefetch_map
 from pipeline.video.merge import finalize_features
+from pipeline.video.shards import ShardSpec, plan_shards, shard_outputs
 from pipeline.datasets.ingest import run_ingest
 from tests._videos import make_truncated, make_video
 

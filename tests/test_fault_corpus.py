@@ -35,7 +35,8 @@ import pipeline.video.sampling as sampling
 from pipeline.config import BuildConfig, DecodeConfig, IngestConfig, ResNetConfig
 from pipeline.video.decode import DecodeTimeoutError, TruncatedVideoError
 from pipeline.video.sampling import sample_frames, strided_indices
-from pipeline.video.extract import ShardSpec, deadline_s, extract_shard, plan_shards, shard_outputs
+from pipeline.video.extract import deadline_s, extract_shard
+from pipeline.video.shards import ShardSpec, plan_shards, shard_outputs
 from pipeline.video.merge import finalize_features
 from pipeline.datasets.ingest import run_ingest
 from storage.tables import read_table

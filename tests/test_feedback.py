@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import build as pb
+from pipeline import build_report
 from pipeline.feedback import UserError, is_user_error, one_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +116,7 @@ def test_evaluate_without_a_built_dataset_says_it_does_not_exist(tmp_path):
 # ---- what a build reports --------------------------------------------------------------------------------
 
 def test_error_kinds_are_specific():
-    kinds = {m: pb.error_kind(m) for m in (
+    kinds = {m: build_report.error_kind(m) for m in (
         "ingest: file not found: /data/videos/video0.mp4", "ingest: read error (retried on the next build): x",
         "ingest: UnreadableVideoError: empty file", "TruncatedVideoError: 10 of 300 frames",
         "CorruptVideoError: invalid data", "ingest: NoVideoStreamError: audio only", "unexpected KeyError: 'x'")}
@@ -127,16 +128,16 @@ def test_wrong_dataset_root_rows_say_file_not_found(tmp_path):
     from pipeline.datasets.ingest import video_row
 
     row = video_row({"key": "video0", "path": "video0.mp4", "split": "train", "error": None}, tmp_path, probe=False)
-    assert row["status"] == "error" and pb.error_kind("ingest: " + row["error_message"]) == "file not found"
+    assert row["status"] == "error" and build_report.error_kind("ingest: " + row["error_message"]) == "file not found"
 
 
 def test_summary_rows_have_ok_error_frames_seconds_columns():
     m = {"stage": "resnet152", "shard": "shard-00001", "created_at": 10.0, "timings_s": {"total": 2.3449},
          "counts": {"ok": 3, "error": 1, "frames": 12, "padded": 0}}
-    row = pb.summary_row(m, started_at=5.0)
+    row = build_report.summary_row(m, started_at=5.0)
     assert list(row) == ["stage", "shard", "status", "ok", "error", "frames", "seconds", "other"]
     assert (row["ok"], row["error"], row["frames"], row["seconds"]) == (3, 1, 12, 2.34)
-    assert pb.stage_lines([row]) == ['resnet152/shard-00001 executed: ok 3, error 1, frames 12; {"padded": 0} (2.3 s)']
+    assert build_report.stage_lines([row]) == ['resnet152/shard-00001 executed: ok 3, error 1, frames 12; {"padded": 0} (2.3 s)']
 
 
 def test_completed_build_with_failed_videos_warns_with_count_messages_and_where(tmp_path):
@@ -150,7 +151,7 @@ def test_completed_build_with_failed_videos_warns_with_count_messages_and_where(
              "status": "ok" if m is None else "error", "error_message": m} for i, m in enumerate(msgs)]
     cfg = _cfg(extractors=["resnet152"])
     write_table(tmp_path / "features/resnet152/status.parquet", "feature_status", rows)
-    text = pb.failure_warning(tmp_path, cfg)
+    text = build_report.failure_warning(tmp_path, cfg)
     assert text.startswith("5 of 7 videos have no features (file not found: 4, decoder error: 1)")
     assert "v1: ingest: file not found: /v/b.mp4" in text and "(and 2 more)" in text
     assert f"{tmp_path}/features/*/status.parquet" in text

@@ -12,7 +12,6 @@ import torch
 
 from pipeline import runtime
 from pipeline.devices import resolve_bf16, resolve_device
-from pipeline.video import backbones
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +31,7 @@ def _live_fingerprint(device: str, bf16: bool) -> dict:
     unseen_gpu = dev.type == "cuda" and not torch.cuda.is_available()
     uses_bf16 = bf16 and (unseen_gpu or resolve_bf16(bf16, dev, "extraction")[0])
     return {"device_type": dev.type, "precision": "bf16" if uses_bf16 else "fp32",
-            "versions": backbones.library_versions()}
+            "versions": runtime.library_versions()}
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1"])
@@ -56,8 +55,8 @@ def test_second_process_reads_the_probe_without_importing_torch(cache):
     env = {**os.environ, "VTR_CACHE_DIR": str(cache), "PYTHONPATH": ROOT}
     first = _probe_in_subprocess(env)
     second = _probe_in_subprocess(env)
-    assert first == (True, backbones.library_versions())  # probed live, with torch
-    assert second == (False, backbones.library_versions())  # from the cache: no torch
+    assert first == (True, runtime.library_versions())  # probed live, with torch
+    assert second == (False, runtime.library_versions())  # from the cache: no torch
     assert len(list(cache.glob("runtime-*.json"))) == 1
     hidden = _probe_in_subprocess({**env, "CUDA_VISIBLE_DEVICES": ""})  # another GPU view: probe again
     assert hidden[0] is True and len(list(cache.glob("runtime-*.json"))) == 2

@@ -113,8 +113,6 @@ def _prep_clips(x: torch.Tensor) -> torch.Tensor:
     return _normalizer(KINETICS_MEAN, KINETICS_STD)(x.permute(0, 4, 1, 2, 3).float().div_(255), 1)
 
 
-_versions = library_versions
-
 
 def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):

@@ -70,8 +70,8 @@ import av
 import numpy as np
 
 from pipeline.config import DecodeConfig
-from pipeline.video._frames import (ClipGrid, Selector, first_pass_selectors, keep_frame,  # noqa: F401 (re-exported)
-                                    missing_clip_frames, quarter_turns, resized_size, to_rgb_crop)
+from pipeline.video._frames import (ClipGrid, Selector, first_pass_selectors, keep_frame, missing_clip_frames,
+                                    quarter_turns)
 
 
 class DecodeError(Exception):

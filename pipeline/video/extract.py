@@ -38,7 +38,7 @@ from pipeline.stage import StageResult
 from pipeline.video.backbones import EXTRACTORS, Backbone, forward_batch_size, get_backbone
 from pipeline.video.decode import DecodeError, DecodeTimeoutError, VideoMeta
 from pipeline.video.sampling import decode_products
-from pipeline.video.shards import ShardSpec, plan_shards, shard_id, shard_outputs  # noqa: F401  (public here too)
+from pipeline.video.shards import ShardSpec, shard_outputs
 from storage.features import write_features
 from storage.tables import write_table
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import DecodeConfig, I3DConfig
-from pipeline.video._frames import ClipGrid, clip_indices  # noqa: F401 (clip_indices: re-exported, tests use it here)
+from pipeline.video._frames import ClipGrid, clip_indices
 from pipeline.video.decode import DecodedClips, DecodedVideo, FrameRequest, KeptFrames, VideoMeta, decode_video
 
 
