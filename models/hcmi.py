@@ -24,17 +24,56 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from .batch import ConceptLabels, TextBatch, VideoBatch
 from .blocks import RoleGraphTextEncoder, max_mean_similarity, symmetric_info_nce
 from .hgr import _vocab
 from .layers import AttentionPool, zero_pad
-from .model_configs import HCMIConfig
+from .model_configs import ModelConfig
+from .registry import register
 from .similarity import cosine_matrix
 
 LEVELS = ("frame_word", "clip_phrase", "video_sentence")
 PART_KEYS = LEVELS + ("fused",)
+
+
+class HCMIConfig(ModelConfig):
+    """HCMI-style hierarchical cross-modal interaction on ResNet/I3D frame features (docs/models.md)."""
+    joint_dim: int = 512
+    # video: frame self-attention
+    n_attn_layers: int = Field(1, ge=0, description="transformer layers of frame self-attention")
+    n_heads: int = 4
+    ff_mult: int = Field(2, description="feed-forward width = ff_mult * joint_dim")
+    dropout_video: float = 0.1
+    # video: adaptive clustering (soft k-means on the self-attended frames)
+    n_clips: int = Field(4, ge=1, description="clusters (clip-level representations) per video")
+    cluster_iters: int = Field(3, ge=1, description="soft k-means refinement steps")
+    cluster_temperature: float = Field(0.1, description="softmax temperature of the frame->cluster "
+                                                        "assignment over cosine similarities")
+    # text: BiGRU words, role-graph phrases, sentence root
+    dropout_text: float = 0.2
+    gcn_num_layers: int = Field(1, ge=0)
+    gcn_attn_dim: int = Field(0, description="0 = joint_dim // 2")
+    dropout_gcn: float = 0.1
+    # levels and fusion
+    use_frame_word: bool = True
+    use_clip_phrase: bool = True
+    use_video_sentence: bool = True
+    level_weights: tuple[float, float, float] = Field(
+        (1.0, 1.0, 1.0), description="(frame-word, clip-phrase, video-sentence) weights of the losses "
+                                     "and of the fused inference score")
+    # contrastive loss
+    init_temperature: float = Field(0.05, description="initial InfoNCE temperature (learnable, one per level)")
+    learn_temperature: bool = True
+    max_logit_scale: float = Field(100.0, description="1/temperature is clamped to this")
+    label_denoising: bool = Field(False, description="adaptive label denoising (docs/models.md)")
+    denoise_alpha: float = Field(0.3, ge=0.0, le=1.0, description="largest share of the model's own "
+                                                                  "belief in a denoised target")
+    marginal_enhancement: bool = Field(False, description="marginal sample enhancement (docs/models.md)")
+    marginal_delta: float = Field(0.1, description="a negative within this cosine of the positive is marginal")
+    marginal_lambda: float = Field(1.0, ge=0.0, description="extra weight of a marginal negative")
 
 
 def segment_weights(mask: Tensor, k: int) -> Tensor:
@@ -76,6 +115,8 @@ class FrameSelfAttention(nn.Module):
         return h
 
 
+@register("hcmi", config=HCMIConfig, needs={"video", "words", "graph"}, score_parts=PART_KEYS, fused="fused",
+          description="HCMI-style: frame-word, clip-phrase, video-sentence contrastive matching")
 class HCMI(nn.Module):
     def __init__(self, cfg: HCMIConfig, word_embeddings: Tensor | None = None):
         super().__init__()

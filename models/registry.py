@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel
 
-from .model_configs import SHAPE_FIELDS, HCMIConfig
+from .model_configs import SHAPE_FIELDS
 
 BATCH_FIELDS = ("video", "words", "graph", "labels")
 PRESETS = Path(__file__).resolve().parent / "presets"
@@ -180,15 +180,3 @@ def import_state(name: str, source: dict, cfg: BaseModel | None = None, **option
     "vocab": {"words"|"verb"|"noun": fingerprint or None}, ...}``. ``options`` are the importer's
     keyword arguments (vocabularies as word lists, model-specific switches)."""
     return get_spec(name).import_function()(source, cfg, **options)
-
-
-def _hcmi(cfg, word_embeddings=None):  # not moved into its own module yet (imported when built)
-    return importlib.import_module("models.hcmi").HCMI(cfg, word_embeddings)
-
-
-add(ModelSpec(
-    name="hcmi", model_cls=_hcmi, config_cls=HCMIConfig,
-    needs=frozenset({"video", "words", "graph"}),
-    score_parts=("frame_word", "clip_phrase", "video_sentence", "fused"), fused="fused",
-    description="HCMI-style: frame-word, clip-phrase, video-sentence contrastive matching",
-))

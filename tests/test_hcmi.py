@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from models import registry
 from models.batch import VideoBatch
 from models.blocks import max_mean_similarity, symmetric_info_nce
-from models.hcmi import HCMI, PART_KEYS, segment_weights
-from models.model_configs import HCMIConfig
+from models.hcmi import HCMI, HCMIConfig, PART_KEYS, segment_weights
 from tests._planted_learning import planted, train_and_test, train_cfg, untrained_test_metrics
 from tests.test_hanet import assert_alone_equals_batched, make_batch
 
@@ -144,7 +143,7 @@ def test_loss_levels_temperature_is_learned_and_switches_change_the_loss():
                    marginal_enhancement=True))
     on.load_state_dict(model.state_dict())
     assert not torch.allclose(on.loss(v, t, lab)["total"], out["total"])
-    assert registry.get_spec("hcmi").config_cls is HCMIConfig
+    assert registry.get_spec("hcmi").config_cls is HCMIConfig and registry.get_spec("hcmi").model_cls is HCMI
 
 
 # ----------------------------------------------------------------------------- learning
