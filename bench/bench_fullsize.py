@@ -99,7 +99,7 @@ def child_train(d: dict[str, Path], dataset: str, args) -> dict:
     import torch
 
     import pipeline.learn.train as tr
-    from models.config import TrainConfig
+    from pipeline.learn.config import TrainConfig
 
     loader = {"s": 0.0, "steps": 0, "first": None}
     parts = {"setup_s": 0.0, "val_s": 0.0, "ckpt_s": 0.0}
@@ -156,7 +156,7 @@ def eval_flops(checkpoint: Path, shards: Path, features: str) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from models.config import EvalConfig
+    from pipeline.learn.config import EvalConfig
     from pipeline.learn.dataset import load_split
     from pipeline.learn.evaluate import checkpoint_data_config, encode_texts, encode_videos, model_from_checkpoint
     from storage.checkpoints import load_checkpoint
@@ -184,7 +184,7 @@ def eval_flops(checkpoint: Path, shards: Path, features: str) -> dict:
 def child_evaluate(d: dict[str, Path], dataset: str, args, precision: str) -> dict:
     import torch
 
-    from models.config import EvalConfig
+    from pipeline.learn.config import EvalConfig
     from pipeline.learn.evaluate import run_evaluate
 
     ck = d["run"] / "best.pt"
