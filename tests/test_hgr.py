@@ -221,3 +221,28 @@ def test_golden_parity_every_matrix_loss_and_metrics(imported, fusion):
         with torch.no_grad():
             loss = model.loss(v, tb)["total"]
         assert float(loss) == pytest.approx(float(gold["loss"]), abs=1e-5)
+
+
+def test_vtr_import_checkpoint_model_hgr_is_the_same_import(imported, tmp_path, capsys):
+    """HGR's checkpoint import goes through the one command (`vtr import-checkpoint --model hgr`), not a module CLI."""
+    from flows import cli
+    from storage.checkpoints import load_checkpoint
+
+    report, dst = imported
+    meta = json.loads((GOLDEN / "golden.json").read_text())
+    dims = meta["dims"]
+    (tmp_path / "c.json").write_text(HGRConfig(max_words=dims["max_words"], max_frames=dims["max_frames"],
+                                               max_verbs=dims["num_verbs"], max_nouns=dims["num_nouns"]).model_dump_json())
+    out = tmp_path / "cli.pt"
+    assert cli.main(["import-checkpoint", "--model", "hgr", str(GOLDEN / "reference.th"), str(out),
+                     "--config", str(tmp_path / "c.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ok"] and printed["n_tensors"] == report["n_tensors"] and printed["destination"] == str(out)
+    got, want = load_checkpoint(out), load_checkpoint(dst)
+    assert got["model_name"] == "hgr" and got["config_json"] == want["config_json"]
+    assert set(got["model"]) == set(want["model"]) and all(torch.equal(got["model"][k], v) for k, v in want["model"].items())
+    # options another model's importer takes are refused in one line; an unknown model names the known ones
+    assert cli.main(["import-checkpoint", "--model", "hgr", "src.th", str(out), "--fidelity", "improved"]) == 2
+    assert "takes no fidelity" in capsys.readouterr().err
+    assert cli.main(["import-checkpoint", "--model", "nope", "src.th", str(out)]) == 2
+    assert "known: [" in capsys.readouterr().err
