@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/readme_table.py            # print the table
     .venv/bin/python bench/readme_table.py --write    # replace it in README.md (between the markers)
+    .venv/bin/python bench/readme_table.py --check    # every number of the README's speed sections in a log
 
 Every number comes from the newest log of each bench (its RESULTS/JSON line); every ratio says
 whether both sides ran in the same run or one side is a figure measured elsewhere.
@@ -9,8 +10,10 @@ whether both sides ran in the same run or one side is a figure measured elsewher
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,11 +231,149 @@ def table(results: Path) -> str:
     return "\n".join([START, *head, *train_row(results), *eval_rows(results), *fullsize_rows(results), *extract_rows(results), *build_rows(results), *parse_rows(results), END])
 
 
+# ----------------------------------------------------------------------------- --check
+# The README's speed sections: from "## Tests and benchmarks" up to "### GPU check" (no GPU figures yet).
+SPEED_FROM, SPEED_TO = "## Tests and benchmarks", "### GPU check"
+# Numbers in the speed sections that are not measurements, each with why (a regex over the prose, code
+# spans, targets, dates and log names already removed). Everything else must be in a log.
+NOT_MEASURED = {
+    r"736 tests, 8\.5 min on 2 cores in a fresh clone on 2026-12-07, 1 skipped":
+        "the test suite's size and CI time (CI's own output, not a bench)",
+    r"batch 64: the three 2048→1024 frame projections, the k=5 verb head":
+        "the model's shapes (docs/models.md)",
+    r"12 sample videos of 20 s": "the bench's workload (bench_extract.py's defaults)",
+    r"within 1e-5 of the eager model": "a test's tolerance (tests/test_backbone_freeze.py)",
+    r"With 224 crops": "a decode setting (the production crop)",
+    r"VATEX 25,991 / 1,500 / 1,500 × 10 captions of ~15 words, I3D 1024-d, 16–32\s+frames":
+        "VATEX's definition in pipeline/datasets/fullsize.py (not run at full size in the log)",
+    r"MSR-VTT 6,513 /\s+497 / 2,990 videos × 20 captions of ~9\.3 words, a ~10k-word vocabulary, ResNet152 2048-d features of\s+10–40 frames per video":
+        "MSR-VTT's definition in pipeline/datasets/fullsize.py",
+    r"at a scale factor \(1/8, 1/4, 1/2, 1\)|--scale 1\b|\(1/8, 1/4, full, and 1/2": "the bench's scale factors",
+    r"issue 21 item 4|issue 11|\(1ad4e49, load 1\)": "an issue or commit named",
+    r"K=100 candidates": "the search's shortlist size (a setting)",
+}
+_CODE = re.compile(r"`[^`]*`")
+_NOISE = re.compile(r"[≥≤]\s*~?\d[\d,.]*(?:\s*(?:%|×|GB|min|ms|s\b|captions/s|/s))?|\d{4}-\d{2}-\d{2}|"
+                    r"\b\w+-\d{4}-\d{2}-\d{2}[\w.-]*|R@\d+|\bp(?:50|95|99)\b|x\d(?:\.\d+)?\b|\b\d+-?d\b")
+_NUMBER = re.compile(r"(?<![\w.\-/])\d[\d,]*(?:\.\d+)?(?:e-?\d+)?(?![\w\-/]|\.\d)")
+_LOG_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?")
+
+
+def speed_sections(readme: str) -> str:
+    a = readme.index(SPEED_FROM)
+    return readme[a:readme.index(SPEED_TO, a)]
+
+
+def _named_logs(block: str, results: Path) -> set[Path]:
+    """The logs a paragraph names: a log file by name, or a bench script (its newest log)."""
+    out = set()
+    for m in re.finditer(r"(bench_\w+?)(\.py|-\d{4}-\d{2}-\d{2}[\w-]*\.txt)", block):
+        exact = results / m.group(0)
+        found = exact if m.group(2).endswith(".txt") and exact.is_file() else newest(m.group(1), results)
+        if found:
+            out.add(found)
+    return out
+
+
+_UNIT = re.compile(r"\s*(%|×|ms\b|min\b|µs\b|s\b|h\b|GB\b|MB\b|TFLOP\b|GFLOP/s)")
+_STRICT = {"ms", "min", "µs", "s", "h", "GB", "MB", "TFLOP"}  # a README number with one of these units
+_KEY_UNIT = {"_s": "s", "_ms": "ms", "_mb": "MB", "_gb": "GB", "_min": "min", "_h": "h"}
+
+
+def _unit(text: str, end: int) -> str | None:
+    m = _UNIT.match(text, end)
+    return m.group(1) if m else None
+
+
+def _log_values(paths: set[Path]) -> list[tuple[Decimal, str | None]]:
+    """(value, unit) of every number the logs print: the unit word after it, or a JSON key's suffix."""
+    return [v for p in sorted(paths) for v in _values_of(p, p.stat().st_mtime_ns)]
+
+
+@functools.lru_cache(maxsize=64)
+def _values_of(p: Path, mtime_ns: int) -> tuple[tuple[Decimal, str | None], ...]:
+    """Parsed once per log version (the check reads a few logs many times)."""
+    vals = []
+    text = p.read_text(errors="replace")
+    for m in _LOG_NUMBER.finditer(text):
+        try:
+            v = Decimal(m.group().replace(",", ""))
+        except InvalidOperation:
+            continue
+        unit = _unit(text, m.end())
+        key = re.search(r'"(\w+)":\s*\[?$', text[max(0, m.start() - 60):m.start()])
+        if unit is None and key:
+            unit = next((u for suf, u in _KEY_UNIT.items() if key.group(1).endswith(suf)), None)
+        vals.append((v, unit))
+    return tuple(vals)
+
+
+def _in_log(token: str, unit: str | None, vals: list[tuple[Decimal, str | None]]) -> bool:
+    """``token`` as the README prints it equals some logged value rounded half-up to the digits it
+    shows (a percentage also as a logged fraction); a time, size or FLOP count only a value logged
+    in that unit."""
+    x = Decimal(token.replace(",", ""))
+    vals = [v for v, u in vals if unit not in _STRICT or u == unit]
+    if "e" in token:
+        digits = len(token.split("e")[0].replace(".", "")) - 1
+        return any(v and Decimal(f"{v:.{digits}e}") == x for v in vals)
+    step = Decimal(1).scaleb(-len(token.split(".")[1]) if "." in token else 0)
+    with localcontext() as ctx:
+        ctx.prec = 200  # a long id in a log must not overflow the rounding
+        return any(v.quantize(step, ROUND_HALF_UP) == x or
+                   (unit == "%" and (v * 100).quantize(step, ROUND_HALF_UP) == x) for v in vals)
+
+
+def check_numbers(readme: str, results: Path) -> list[str]:
+    """Every number of the speed sections' prose and hand-made tables, outside the generated bench
+    table, printed in the log its paragraph names (a bench script or log file; in the full-size
+    section its log by default), rounded as shown; or listed in NOT_MEASURED with a reason."""
+    text = speed_sections(readme)
+    if START in text:
+        text = text[:text.index(START)] + text[text.index(END) + len(END):]
+    problems, default, used = [], set(), set()
+    for block in re.split(r"\n\s*\n|\n(?=- |\| |#)", text):
+        if block.lstrip().startswith("#"):  # a section: its own default log (the full-size one has one)
+            heading = block.lstrip().splitlines()[0]
+            default = _named_logs(heading, results) or (
+                {newest("bench_fullsize", results)} - {None} if "Full-size" in heading else set())
+        logs = _named_logs(block, results) | default
+        vals = _log_values(logs)
+        clean = _CODE.sub(" ", block)
+        for pattern in NOT_MEASURED:
+            used.update(p for p in [pattern] if re.search(pattern, clean))
+            clean = re.sub(pattern, " ", clean)
+        clean = _NOISE.sub(" ", clean)
+        for m in _NUMBER.finditer(clean):
+            if not _in_log(m.group(), _unit(clean, m.end()), vals):
+                where = " ".join(clean[max(0, m.start() - 60):m.end() + 20].split())
+                problems.append(f"{m.group()!r} is in no log its paragraph names "
+                                f"({', '.join(p.name for p in sorted(logs)) or 'none'}): ...{where}...")
+    return problems + [f"NOT_MEASURED entry matches nothing (stale): {p!r}" for p in NOT_MEASURED if p not in used]
+
+
+def check(readme: str, results: Path) -> list[str]:
+    """What differs from the logs: the generated table, then the other numbers of the speed sections."""
+    problems = []
+    if START not in readme or END not in readme:
+        problems.append(f"README.md has no {START!r} ... {END!r} block")
+    elif readme[readme.index(START):readme.index(END) + len(END)] != table(results):
+        problems.append("the bench table is not what bench/readme_table.py generates from the logs "
+                        "(edited by hand, or a new log: run `bench/readme_table.py --write`)")
+    return problems + check_numbers(readme, results)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a README speed number is in no log")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder of bench logs")
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md", help="the README to check (--check)")
     args = ap.parse_args()
+    if args.check:
+        problems = check(args.readme.read_text(), args.results)
+        print("\n".join(problems) or f"{args.readme} speed sections: every number is in a committed log")
+        raise SystemExit(1 if problems else 0)
     t = table(args.results)
     if not args.write:
         print(t)
