@@ -51,7 +51,7 @@ def main() -> None:
     import torch
 
     from models.metrics import retrieval_ranks
-    from pipeline.devices import bf16_is_fast
+    from pipeline.runtime import bf16_is_fast
 
     load = os.getloadavg()
     print(f"bench_bf16_scores {time.strftime('%Y-%m-%d %H:%M')} torch {torch.__version__} "

@@ -184,7 +184,7 @@ def child_text(root: Path, n_videos: int, args) -> dict:
 
     from pipeline.learn.config import EvalConfig
     from pipeline.learn.evaluate import encode_texts
-    from pipeline.devices import bf16_is_fast
+    from pipeline.runtime import bf16_is_fast
 
     model, data = build(root, n_videos, args.child_captions_per_video or None)
     idx = np.argsort(data.cap2vid, kind="stable")

@@ -15,7 +15,7 @@ by default, about an MSR-VTT clip's length) with the production geometry
 * model-only      - the ceiling: frames/clips decoded AND preprocessed (normalised, laid out)
                     before the clock starts; only our model's forwards are timed, in batches of
                     the config's batch_size, at our precision (bf16 where
-                    pipeline.devices.bf16_is_fast says so), BN folded, channels_last, I3D frozen
+                    pipeline.runtime.bf16_is_fast says so), BN folded, channels_last, I3D frozen
                     (Backbone.prepare / Backbone.forward, what embed() runs);
                     one untimed pass over the same batches first, so it runs fully warm
                     (ours runs after it on the same cached model, as warm).

@@ -56,7 +56,7 @@ def test_text_bf16_encoding_close_to_fp32(tmp_path):
     from pipeline.learn.config import EvalConfig
     from pipeline.learn.dataset import dataset_shapes, load_split
     from pipeline.datasets.planted import make_planted_shards
-    from pipeline.devices import bf16_is_fast
+    from pipeline.runtime import bf16_is_fast
     from pipeline.learn.evaluate import encode_texts, encode_videos
 
     root = make_planted_shards(tmp_path, n_videos=12, captions_per_video=3, n_verbs=5, n_nouns=7, feat_dim=16,
@@ -104,7 +104,7 @@ def test_score_bf16_close_to_fp32_and_really_bf16(tmp_path, seed):
 
     from pipeline.learn.config import EvalConfig
     from models.similarity import cosine_matmul_dtype
-    from pipeline.devices import bf16_is_fast
+    from pipeline.runtime import bf16_is_fast
     from pipeline.learn.evaluate import encode_texts, encode_videos, evaluate_model
 
     model, data = _tiny_eval_world(tmp_path, seed)
