@@ -20,7 +20,7 @@ None only (no pickled classes, no numpy objects), so loading never executes code
                            ...}: the vocabularies the embedding rows / concept ids refer to;
                            pipeline.learn.evaluate refuses shards whose fingerprints differ
 
-Imported Roc-Ng/HANet checkpoints (models/import_reference.py) have the same format, epoch -1,
+Imported reference checkpoints (pipeline/learn/checkpoint_import.py) have the same format, epoch -1,
 ``imported_from``, ``import_report_json``, ``fidelity_json`` and a ``vocab`` record whose entries
 are None unless the import remapped the vocabularies onto a build (then evaluation refuses them).
 The HANet fidelity switches (HANetConfig.fidelity, ...) travel inside ``config_json``.

@@ -239,7 +239,7 @@ def check_vocabularies(ck: dict[str, Any], shards_root: Path, checkpoint: Path |
     the shards' (embedding rows / concept ids would silently mean other words / concepts).
 
     ``ck['vocab']`` = {'words'|'verb'|'noun': sha256 of the vocabulary in id order, or None}
-    (training records the shards' it ran on; models.import_reference records the build it
+    (training records the shards' it ran on; pipeline.learn.checkpoint_import records the build it
     remapped a reference checkpoint onto, None when not remapped). An imported checkpoint
     without a record, or with a None entry, is refused too. A trained checkpoint from before
     this record existed is only checked through its data fingerprint (a warning).
@@ -260,8 +260,8 @@ def check_vocabularies(ck: dict[str, Any], shards_root: Path, checkpoint: Path |
         elif want != now[kind]:
             problems.append(f"{label}: checkpoint {str(want)[:12]}... != shards {str(now[kind])[:12]}...")
     if problems:
-        hint = ("re-import it for these shards: vtr import-checkpoint SRC.th DST.pt --shards "
-                f"{shards_root} --vocab int2word.npy --verb-concepts VERBS --noun-concepts NOUNS"
+        hint = (f"re-import it for these shards: vtr import-checkpoint --model {ck.get('model_name')} SRC.th DST.pt "
+                f"--shards {shards_root} --vocab int2word.npy --verb-concepts VERBS --noun-concepts NOUNS"
                 if imported else "evaluate it on the shards it was trained on")
         raise VocabularyMismatch(f"{checkpoint}: refusing to evaluate on {shards_root}: " + "; ".join(problems)
                                  + f". Its embedding rows / concept ids would mean other words; {hint}")
