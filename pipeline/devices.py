@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from pipeline import runtime
-from pipeline.runtime import bf16_is_fast  # noqa: F401  (the rule lives with the probe that caches it)
+from pipeline.runtime import bf16_is_fast  # the rule lives with the probe that caches it
 
 if TYPE_CHECKING:  # torch is imported where a device is used, not to plan a (cached) build
     import torch

@@ -44,7 +44,7 @@ class TrainConfig(_Config):
     log_every: int = Field(50, description="log the running loss every this many steps")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="'bf16' = torch.autocast(bfloat16) around the forward pass (encoders + scoring) where the "
-        "device has native bf16 (pipeline.devices.bf16_is_fast: CUDA, CPUs with AVX512-BF16/AMX; elsewhere fp32 "
+        "device has native bf16 (pipeline.runtime.bf16_is_fast: CUDA, CPUs with AVX512-BF16/AMX; elsewhere fp32 "
         "with a logged warning); the loss maths, master weights, gradients and Adam state stay fp32, no GradScaler "
         "(bf16 has fp32's exponent range). ~2x faster steps on such CPUs. Default fp32: the reference's numerics; "
         "bf16 (scores rounded to ~3 significant digits) is a choice to opt into (docs/models.md 'Training precision')")

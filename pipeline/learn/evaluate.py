@@ -33,7 +33,8 @@ from models.metrics import RankAccumulator, format_metrics
 from models.similarity import cosine_matmul_dtype
 from pipeline.progress import StepFn
 from pipeline.progress import report as report_step
-from pipeline.devices import bf16_is_fast, resolve_device
+from pipeline.devices import resolve_device
+from pipeline.runtime import bf16_is_fast
 from pipeline.learn.dataset import SplitData, load_split
 from pipeline.learn.precision import cast_floats
 from pipeline.fingerprint import data_fingerprint

@@ -3,7 +3,7 @@
 ``precision='bf16'`` runs the model's encoders and scoring (``encode_videos``,
 ``encode_texts``, ``similarity_parts``: the matmuls, convolutions and GCNs, nearly all of a
 step's time) under ``torch.autocast(dtype=bfloat16)``, where the device has native bf16
-(:func:`pipeline.devices.bf16_is_fast`: CUDA, or CPUs with AVX512-BF16 / AMX); elsewhere
+(:func:`pipeline.runtime.bf16_is_fast`: CUDA, or CPUs with AVX512-BF16 / AMX); elsewhere
 PyTorch would emulate bf16 (slower than fp32), so training falls back to fp32 with a logged
 warning, as extraction does (pipeline/video/backbones.py).
 
