@@ -38,6 +38,11 @@ def _eval_precision(s: dict) -> str:
     return "fp32 (EvalConfig defaults, reference parity)"
 
 
+def _bf16_roof(s: dict) -> str:
+    r = s.get("bf16_roofline_gflops")
+    return f" ({s['gflops_achieved'] / r:.0%} of the bf16 one, {r:.0f} GFLOP/s)" if r else ""
+
+
 def fmt_row(stage: str, s: dict) -> str:
     if s.get("failed"):
         return f"  {stage:>15}: FAILED (rc {s.get('rc')})"
@@ -60,7 +65,7 @@ def fmt_row(stage: str, s: dict) -> str:
                  f"{s['video_encode_s']:.0f}, text enc {s['text_encode_s']:.0f}, scoring {s['score_s']:.0f}, ranking "
                  f"{s['rank_s']:.0f}); {s['flops'] / 1e12:.2f} TFLOP, {s['gflops_achieved']:.0f} GFLOP/s = "
                  f"{s['gflops_achieved'] / s['roofline_gflops']:.0%} of the same-run fp32 matmul roofline "
-                 f"{s['roofline_gflops']:.0f} GFLOP/s; test R@1 {s['t2v_r1']:.1f} (chance {s['chance_r1']:.2f}), "
+                 f"{s['roofline_gflops']:.0f} GFLOP/s{_bf16_roof(s)}; test R@1 {s['t2v_r1']:.1f} (chance {s['chance_r1']:.2f}), "
                  f"rsum {s['rsum']:.1f}")
     elif stage == "index":
         extra = f"; {s['n_videos']:,} videos, index {s['index_mb']:.0f} MB"
