@@ -74,6 +74,9 @@ def fmt_row(stage: str, s: dict) -> str:
                  f"{s['p95_ms']:.1f} ms (process CPU per query p50 {s.get('cpu_p50_ms', float('nan')):.1f} / p95 "
                  f"{s.get('cpu_p95_ms', float('nan')):.1f} ms; stage p95: {', '.join(f'{k} {v:.1f}' for k, v in s['stage_p95_ms'].items())}"
                  f"); R@10 {s['R@10']:.1f}")
+        if "one_thread_p95_ms" in s:
+            extra += (f"; the same queries interleaved with torch on 1 thread: p50 {s['one_thread_p50_ms']:.1f} ms, "
+                      f"p95 {s['one_thread_p95_ms']:.1f} ms")
     elif stage in ("ingest", "import-features", "concepts", "vocab"):
         c = s.get("counts", {})
         keys = [k for k in ("videos", "captions", "ok", "error", "verbs", "nouns", "words") if k in c]
