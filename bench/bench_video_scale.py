@@ -249,6 +249,7 @@ def scale_run(work: Path, sizes: list[int], params: dict, sample_s: float, gen: 
             res["marginal_cpu_s_per_video"] = round((res["cpu_s"] - prev["cpu_s"]) / (n - prev["videos"]), 4)
         results.append(res)
         print(f"[{tag}] {one_line(res)}", flush=True)
+        print(f"[{tag}] N={n} " + json.dumps(res), flush=True)  # whole, as it goes: a later size may not finish
     return results
 
 
@@ -256,7 +257,8 @@ def one_line(r: dict) -> str:
     pe = r["per_extractor"]
     return (f"N={r['videos']}: wall {r['wall_s']:.1f} s, cpu {r['cpu_s']:.1f} s, {r['s_per_video']:.3f} s/video, "
             f"marginal {r.get('marginal_s_per_video', '-')} s/video, peak RSS {r['peak_rss_mb']:.0f} MB, shards "
-            f"{r['shard_files']}, task runs {r['prefect']['task_runs']} ({r['prefect']['stage_task_runs']} stage tasks), "
+            f"{r['shard_files']}, RSS at 25/50/75/100 % of the videos "
+            f"{'/'.join(str(round(a['rss_mb'])) for a in r['at_fractions'])} MB, task runs {r['prefect']['task_runs']} ({r['prefect']['stage_task_runs']} stage tasks), "
             f"failed {r['failed_videos']}, per video: " + ", ".join(
                 f"{e} {v['units_per_video']} units of {v['decoded_frames_per_video']} decoded frames"
                 for e, v in pe.items()) + f"; load {r['load_1m_before_after']}, max {r['load_max_1m']}")
