@@ -167,7 +167,8 @@ def fullsize_rows(results: Path) -> list[str]:
             tg.append(f"train ≤ 8 GB: {ok(t['peak_rss_mb'] <= 8 * 1024)}")
         if "eval_wall_s" in st.get("evaluate", {}):
             e = st["evaluate"]
-            parts.append(f"test evaluation {e['n_videos']:,} × {e['n_captions']:,} {e['eval_wall_s'] / 60:.1f} min, "
+            how = " (`text_bf16` + `score_bf16`)" if e.get("eval_precision") == "bf16" else " (fp32)"
+            parts.append(f"test evaluation{how} {e['n_videos']:,} × {e['n_captions']:,} {e['eval_wall_s'] / 60:.1f} min, "
                          f"peak RSS {e['eval_peak_rss_mb'] / 1024:.1f} GB, {e['gflops_achieved'] / e['roofline_gflops']:.0%}"
                          f" of the same-run matmul roofline")
         if "n_videos" in st.get("index", {}):
@@ -180,6 +181,8 @@ def fullsize_rows(results: Path) -> list[str]:
         if "eval_wall_s" in st.get("evaluate", {}):
             e = st["evaluate"]
             tg.append(f"evaluation ≤ 15 min: {ok(e['eval_wall_s'] <= 900)}, ≤ 4 GB: {ok(e['eval_peak_rss_mb'] <= 4096)}")
+        if r["dataset"] != "msrvtt":  # the issue's targets are set at MSR-VTT size, but for search (10k and 35k)
+            tg = [t for t in tg if t.startswith("search")]
         done = [k for k in st if k != "generate" and "stage_wall_s" in st[k]]
         total = sum(st[k]["process_wall_s"] for k in done) / 60
         load = max(st[k]["load_after"][0] for k in done) if done else float("nan")
@@ -249,8 +252,6 @@ NOT_MEASURED = {
     r"MSR-VTT 6,513 /\s+497 / 2,990 videos × 20 captions of ~9\.3 words, a ~10k-word vocabulary, ResNet152 2048-d features of\s+10–40 frames per video":
         "MSR-VTT's definition in pipeline/datasets/fullsize.py",
     r"at a scale factor \(1/8, 1/4, 1/2, 1\)|--scale 1\b|\(1/8, 1/4, full, and 1/2": "the bench's scale factors",
-    r"issue 21 item 4|issue 11|\(1ad4e49, load 1\)": "an issue or commit named",
-    r"K=100 candidates": "the search's shortlist size (a setting)",
 }
 _CODE = re.compile(r"`[^`]*`")
 _NOISE = re.compile(r"[≥≤]\s*~?\d[\d,.]*(?:\s*(?:%|×|GB|min|ms|s\b|captions/s|/s))?|\d{4}-\d{2}-\d{2}|"
@@ -313,7 +314,8 @@ def _in_log(token: str, unit: str | None, vals: list[tuple[Decimal, str | None]]
     shows (a percentage also as a logged fraction); a time, size or FLOP count only a value logged
     in that unit."""
     x = Decimal(token.replace(",", ""))
-    vals = [v for v, u in vals if unit not in _STRICT or u == unit]
+    vals = [v for v, u in vals if (unit not in _STRICT or u == unit) and v.is_finite()
+            and abs(v.adjusted()) < 60]  # not a digit run of a hex id read as e-notation
     if "e" in token:
         digits = len(token.split("e")[0].replace(".", "")) - 1
         return any(v and Decimal(f"{v:.{digits}e}") == x for v in vals)
