@@ -303,8 +303,11 @@ def extrapolate(scale: list[dict], calib: list[dict], decode: dict | None = None
         f"as pretrained), build-msrvtt-features parameters:",
         f"  calibration builds at N={c0['videos']} and {c1['videos']} of generated {CALIB['size']}x{CALIB['size']} "
         f"videos, {CALIB['n_frames']} frames at {CALIB['fps']} fps ({units}):",
-        f"  marginal {marg:.3f} s/video wall ({marg_cpu:.3f} s CPU), fixed {fixed:.1f} s -> "
-        f"{total:.0f} s = {total / 3600:.1f} h for {MSRVTT_VIDEOS:,} videos; peak RSS at this geometry "
+        (f"  marginal {marg:.3f} s/video wall ({marg_cpu:.3f} s CPU), fixed {fixed:.1f} s -> "
+         f"{total:.0f} s = {total / 3600:.1f} h for {MSRVTT_VIDEOS:,} videos; peak RSS at this geometry " if marg > 0 else
+         f"  NO wall extrapolation: the wall marginal {marg:.3f} s/video is not positive (noise; rerun on a quiet "
+         f"machine); CPU marginal {marg_cpu:.3f} s/video -> {marg_cpu * MSRVTT_VIDEOS / 3600:.1f} CPU-hours; peak RSS "
+         "at this geometry ") +
         f"{c1['peak_rss_mb']:.0f} MB (its growth in N: the scale runs' RSS columns).",
         f"  one decode pass for both extractors over these videos (same process, outside the flow): "
         f"{dec} s/video = {share} of the marginal wall per video.",
