@@ -137,7 +137,7 @@ def query_part(args, work: Path) -> dict:
 def synthetic_part(args, work: Path) -> dict:
     import torch
 
-    from pipeline.search.query import ShortlistMatrix
+    from pipeline.search.shortlist import ShortlistMatrix
     from storage import index as store
 
     n, d, k = args.synthetic, args.dim, args.k

@@ -200,7 +200,7 @@ def test_web_api_serves_only_index_files(searcher):
 
 
 def test_float16_shortlist_returns_the_exact_top_k():
-    from pipeline.search.query import ShortlistMatrix
+    from pipeline.search.shortlist import ShortlistMatrix
 
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(32, 64, generator=g)

@@ -37,7 +37,7 @@ from pipeline.search.encode import (DEFAULT_K, DEFAULT_TOP, HEAT_TOP_K, PART_LEV
                                     _model_cfg, caption_arrays, check_query, data_config, load_model, pooled_text_levels,
                                     read_vocabularies, text_batch)
 from pipeline.search.rerank import can_prepare, prepared_parts
-from pipeline.search.shortlist import FAST_MIN_ROWS, ShortlistMatrix  # noqa: F401  (re-exported)
+from pipeline.search.shortlist import ShortlistMatrix
 from storage import index as store
 
 log = logging.getLogger(__name__)
