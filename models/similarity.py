@@ -52,7 +52,7 @@ def jaccard_matrix(p: Tensor, q: Tensor, eps: float = 1e-8) -> Tensor:
     return (total - l1) / (total + l1).clamp(min=eps)
 
 
-def _unit_components(v: Tensor, v_mask: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
+def unit_components(v: Tensor, v_mask: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
     """(unit-length components, their norms); padded ones are zero vectors of norm 0, so c = 0 and f = 0 there."""
     v_norm = v.norm(dim=-1)  # (Bv, N)
     vn = v / v_norm.clamp(min=eps).unsqueeze(-1)
@@ -102,7 +102,7 @@ def stacked_attention(
         raise ValueError(f"unknown fusion {fusion!r}")
     dtype = v.dtype
     inplace = not (torch.is_grad_enabled() and (v.requires_grad or s.requires_grad))
-    vn, v_norm = _unit_components(v, v_mask, eps)  # (Bv, N, D), (Bv, N)
+    vn, v_norm = unit_components(v, v_mask, eps)  # (Bv, N, D), (Bv, N)
     valid = s_mask.reshape(-1).nonzero().squeeze(1)  # flat (caption, slot) indices of real components
     rows = F.normalize(s.reshape(Bt * P, D).index_select(0, valid), dim=-1, eps=eps)  # (M, D)
     owner = torch.div(valid, P, rounding_mode="floor")  # caption of each row
@@ -114,7 +114,7 @@ def stacked_attention(
         weight = (v_mask.to(dtype) if v_mask is not None else v_norm.new_ones(Bv, N)).unsqueeze(-1)
     chunk = max(1, max_elems // max(1, Bv * N))
     vn2, rows_mm, upcast = _matmul_operands(vn2, rows)
-    scores = [_component_scores(_cosines(vn2, rows_mm[a:a + chunk], upcast), Bv, N, weight,
+    scores = [attention_from_cosines(_cosines(vn2, rows_mm[a:a + chunk], upcast), Bv, N, weight,
                                 gram if fusion == "embed" else None, lam, eps, inplace)
               for a in range(0, rows.shape[0], chunk)]
     if not scores:  # no caption in the block has a component of this kind
@@ -138,7 +138,7 @@ def _cosines(vn2: Tensor, rows: Tensor, upcast: bool) -> Tensor:
     return c.float() if upcast else c
 
 
-def _component_scores(c: Tensor, Bv: int, N: int, weight: Tensor, gram: Tensor | None, lam: float, eps: float,
+def attention_from_cosines(c: Tensor, Bv: int, N: int, weight: Tensor, gram: Tensor | None, lam: float, eps: float,
                       inplace: bool) -> Tensor:
     """(Bv*N, M) cosines -> (Bv, M) stacked-attention scores ("embed" fusion iff ``gram`` given)."""
     c = c.view(Bv, N, -1)

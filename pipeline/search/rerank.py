@@ -11,9 +11,8 @@ video only, so the index stores them once (:func:`prepared_video_arrays`, build 
 * ``prep/<level>_gram`` (n, N, N): ``C = V^ V^T`` of the unit, masked components (fusion "embed").
 
 Per query (:func:`prepared_parts`): ``c = (V s^T) / |v|`` (one matmul over the raw components, the
-division on the (K N, M) product instead of on the (K, N, D) components), then the stacked-attention tail
-of the model (:func:`_component_scores`: the operations of models.similarity's private helper of that name,
-which another package may not import), the global cosine, the concept Jaccards and the fusion of
+division on the (K N, M) product instead of on the (K, N, D) components), then the model's own stacked-attention tail
+(:func:`models.similarity.attention_from_cosines`), the global cosine, the concept Jaccards and the fusion of
 :meth:`models.hanet.HANet.similarity_parts`. Same maths; the values differ from the
 model's by float32 rounding only (tests/test_search_rerank.py bounds it and checks the ranking).
 Used for HANet checkpoints on indexes that carry the arrays; anything else goes through the model.
@@ -26,19 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.similarity import cosine_matrix, jaccard_matrix
+from models.similarity import attention_from_cosines, cosine_matrix, jaccard_matrix, unit_components
 
 # level -> (the video's mask key, the text's mask key)
 LEVELS = {"ind_a": ("mask", "verb_mask"), "ind_e": ("mask", "noun_mask"),
           "loc_a": ("loc_a_mask", "verb_mask"), "loc_e": ("loc_e_mask", "noun_mask")}
 EPS = 1e-8
-
-
-def _unit(v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """(unit masked components, norms) exactly as models.similarity._unit_components."""
-    norm = v.norm(dim=-1)
-    vn = v / norm.clamp(min=EPS).unsqueeze(-1) * mask.to(v.dtype).unsqueeze(-1)
-    return vn, norm
 
 
 def prepared_video_arrays(ve: dict[str, Tensor], keys: Sequence[str], fusion: str = "embed") -> dict[str, Tensor]:
@@ -49,7 +41,7 @@ def prepared_video_arrays(ve: dict[str, Tensor], keys: Sequence[str], fusion: st
         if level not in keys or mkey not in ve or ve[level].dim() != 3:
             continue
         v = ve[level].float()
-        vn, norm = _unit(v, ve[mkey])
+        vn, norm = unit_components(v, ve[mkey], EPS)
         out[f"{level}_norm"] = norm
         if fusion == "embed":
             out[f"{level}_gram"] = vn @ vn.transpose(1, 2)
@@ -66,20 +58,6 @@ def can_prepare(model, stored: Sequence[str]) -> bool:
     return all(f"prep/{lv}{s}" in stored for lv in need for s in suffixes)
 
 
-def _component_scores(c: Tensor, K: int, N: int, weight: Tensor, gram: Tensor | None, lam: float) -> Tensor:
-    """(K*N, M) unit cosines -> (K, M) stacked-attention scores, in place (inference): a = [c]_+ L2-normalised
-    over the frames, e = exp(lam a) * weight; "embed" (``gram`` given, weight = |v|): sum_i e_i c_i / sqrt(e^T C e);
-    "sim" (weight = mask): sum_i e_i c_i / sum_i e_i."""
-    c = c.view(K, N, -1)
-    a = c.clamp(min=0)
-    inv = (a * a).sum(1, keepdim=True).clamp_(min=EPS * EPS).rsqrt_().mul_(lam)
-    e = a.mul_(inv).exp_().mul_(weight)
-    num = c.mul_(e).sum(1)
-    if gram is None:
-        return num / e.sum(1).clamp(min=EPS)
-    return num / torch.bmm(gram, e).mul_(e).sum(1).clamp_(min=EPS * EPS).sqrt_()
-
-
 def _attend(v: Tensor, mask: Tensor, norm: Tensor, gram: Tensor | None, s: Tensor, s_mask: Tensor,
             lam: float) -> Tensor:
     """stacked_attention(v, mask, s, s_mask, lam, fusion) for K videos and B_t (usually 1) texts: (K, B_t)."""
@@ -92,7 +70,7 @@ def _attend(v: Tensor, mask: Tensor, norm: Tensor, gram: Tensor | None, s: Tenso
     rows = F.normalize(s.reshape(Bt * P, D).index_select(0, valid), dim=-1, eps=EPS)  # (M, D)
     c = torch.mm(v.reshape(K * N, D), rows.T).mul_((keep / norm.clamp(min=EPS)).reshape(K * N, 1))
     weight = (norm * keep if gram is not None else keep).unsqueeze(-1)
-    score = _component_scores(c, K, N, weight, gram, lam)  # (K, M)
+    score = attention_from_cosines(c, K, N, weight, gram, lam, EPS, inplace=True)  # (K, M)
     owner = torch.div(valid, P, rounding_mode="floor")
     return score.new_zeros(K, Bt).index_add_(1, owner, score) / s_mask.sum(1).clamp(min=1).to(v.dtype)
 
