@@ -257,7 +257,7 @@ _CODE = re.compile(r"`[^`]*`")
 _NOISE = re.compile(r"[≥≤]\s*~?\d[\d,.]*(?:\s*(?:%|×|GB|min|ms|s\b|captions/s|/s))?|\d{4}-\d{2}-\d{2}|"
                     r"\b\w+-\d{4}-\d{2}-\d{2}[\w.-]*|R@\d+|\bp(?:50|95|99)\b|x\d(?:\.\d+)?\b|\b\d+-?d\b")
 _NUMBER = re.compile(r"(?<![\w.\-/])\d[\d,]*(?:\.\d+)?(?:e-?\d+)?(?![\w\-/]|\.\d)")
-_LOG_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?")
+_LOG_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+(?!\w))?")  # no exponent read out of a hex id
 
 
 def speed_sections(readme: str) -> str:
@@ -314,8 +314,7 @@ def _in_log(token: str, unit: str | None, vals: list[tuple[Decimal, str | None]]
     shows (a percentage also as a logged fraction); a time, size or FLOP count only a value logged
     in that unit."""
     x = Decimal(token.replace(",", ""))
-    vals = [v for v, u in vals if (unit not in _STRICT or u == unit) and v.is_finite()
-            and abs(v.adjusted()) < 60]  # not a digit run of a hex id read as e-notation
+    vals = [v for v, u in vals if unit not in _STRICT or u == unit]
     if "e" in token:
         digits = len(token.split("e")[0].replace(".", "")) - 1
         return any(v and Decimal(f"{v:.{digits}e}") == x for v in vals)
